@@ -1,0 +1,93 @@
+"""Structured-config schemas for the config groups people edit most (`model`, `data`).
+
+Each YAML in `conf/model/` and `conf/data/` starts from one of these dataclasses (its defaults
+list names `schema`), so a misspelt key or a value of the wrong type fails when Hydra composes
+the config, with a message that names the key, before any work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class TinyModelConfig:
+    """A random-init Qwen2.5-VL built from config, with a tokenizer the project trains itself."""
+
+    hidden_size: int = 128
+    intermediate_size: int = 344
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    vision_depth: int = 2
+    vision_hidden_size: int = 64
+    vision_num_heads: int = 2
+    vision_intermediate_size: int = 128
+    vocab_size: int = 2048  # BPE vocabulary trained on the embedded corpus
+    corpus_samples_per_task: int = 40  # generated samples per task that feed the tokenizer corpus
+    seed: int = 0  # weight init
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny_qwen2_5_vl"
+    source: str = "tiny"  # tiny: build from `tiny` below | pretrained: load from `path`
+    path: Optional[str] = None  # local folder of a Hugging Face checkpoint (source=pretrained)
+    processor_path: Optional[str] = None  # defaults to `path`
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    trust_remote_code: bool = False  # only for checkpoints with custom code (the released M2-Reasoning)
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    attn_implementation: str = "auto"  # auto: flash_attention_2 when installed and on GPU, else sdpa
+    gradient_checkpointing: bool = False
+    freeze_vision: bool = False  # the vision tower (patch embedding + blocks)
+    freeze_projector: bool = False  # the merger that maps vision features into the LM
+    freeze_language: bool = False  # the language model and LM head
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    min_pixels: int = 3136  # 56*56
+    max_pixels: int = 28224  # 168*168: 144 patches, 36 image tokens after the 2x2 merge
+
+
+class DataSource(str, Enum):
+    synthetic = "synthetic"  # the embedded generators
+    shards = "shards"  # existing m2r shards under `root`
+    jsonl = "jsonl"  # import a user's JSONL or parquet files
+
+
+@dataclass
+class DataConfig:
+    source: DataSource = DataSource.synthetic
+    root: Optional[str] = None  # shard folder; for synthetic/jsonl the build output (default: <run>/build)
+    train_files: list[str] = field(default_factory=list)  # jsonl source: JSONL or parquet files
+    val_files: list[str] = field(default_factory=list)
+    image_root: Optional[str] = None  # relative image paths in imported files resolve against this
+    format: str = "auto"  # jsonl source: auto | m2 | llava
+    tasks: list[str] = field(default_factory=list)  # synthetic source: embedded tasks to generate
+    train_per_task: int = 64
+    val_per_task: int = 8
+    mc_ratio: float = 0.3  # share of numeric questions posed as multiple choice
+    image_size: int = 168
+    samples_per_shard: int = 64
+    on_bad_sample: str = "raise"  # raise | skip (skips are counted, logged and kept in the manifest)
+    batch_size: int = 8
+    num_workers: int = 0
+    shuffle_buffer: int = 256
+    max_length: int = 512  # tokens per sequence, image tokens included
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(group="model", name="schema", node=ModelConfig)
+    cs.store(group="data", name="schema", node=DataConfig)

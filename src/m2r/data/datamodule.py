@@ -1,0 +1,92 @@
+"""`SFTDataModule`: streams the shards of all tasks for cold-start SFT.
+
+Shards are split explicitly: every epoch the full shard list is permuted with a seed shared by
+all ranks, then shard i goes to rank i % world and, within a rank, to worker j % num_workers.
+Samples pass through a seeded shuffle buffer (per-rank seed). The training stream repeats
+epoch after epoch, so every rank always has a next batch (iterable data: set
+`trainer.max_steps`). The validation stream gives every rank the same number of samples, so
+DDP never waits on a rank that ran out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from pathlib import Path
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from m2r.data.collate import SFTCollator
+from m2r.data.shards import read_manifest, sample_stream, shard_urls
+
+log = logging.getLogger(__name__)
+
+
+class SFTDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        root: str | Path,
+        processor,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        shuffle_buffer: int = 256,
+        max_length: int = 512,
+        seed: int = 0,
+        system_prompt: str | None = None,
+        preflight_samples: int = 32,
+    ):
+        super().__init__()
+        self.root = Path(root)
+        self.processor = processor
+        self.batch_size, self.num_workers, self.shuffle_buffer = batch_size, num_workers, shuffle_buffer
+        self.seed, self.preflight_samples = seed, preflight_samples
+        self.collator = SFTCollator(processor, max_length, system_prompt) if system_prompt is not None else SFTCollator(processor, max_length)
+        self.preflight_report: dict | None = None
+
+    @property
+    def _rank_world(self) -> tuple[int, int]:
+        if self.trainer is not None:
+            return self.trainer.global_rank, self.trainer.world_size
+        return 0, 1
+
+    def setup(self, stage: str | None = None) -> None:
+        self.train_manifest = read_manifest(self.root, "train")
+        self.train_urls = shard_urls(self.root, "train")
+        self.val_urls = shard_urls(self.root, "val") if (self.root / "val" / "manifest.json").exists() else []
+        self.val_count = read_manifest(self.root, "val")["count"] if self.val_urls else 0
+        _, world = self._rank_world
+        need = world * max(1, self.num_workers)
+        if len(self.train_urls) < need:
+            raise ValueError(
+                f"{self.root}/train has {len(self.train_urls)} shard(s) but {world} rank(s) x {max(1, self.num_workers)} worker(s) need at least {need}; "
+                f"rebuild with a smaller data.samples_per_shard or lower data.num_workers"
+            )
+        if self.val_urls and len(self.val_urls) < world:
+            log.warning("val has %d shard(s) for %d ranks; some ranks validate on repeated shards", len(self.val_urls), world)
+        # Pre-flight: the first samples of every task must fit max_length with their image tokens.
+        per_task = max(1, self.preflight_samples // len(self.train_manifest["tasks"]))
+        probe = []
+        for entry in self.train_manifest["tasks"].values():
+            url = str(self.root / "train" / entry["shards"][0]["path"])
+            probe.extend(itertools.islice(sample_stream([url], shuffle_shards=False), per_task))
+        self.preflight_report = self.collator.preflight(probe)
+        log.info("pre-flight: longest prompt %d tokens, longest sample %d, %.0f%% of probed samples truncated at max_length=%d",
+                 self.preflight_report["max_prompt"], self.preflight_report["max_total"], 100 * self.preflight_report["truncated_share"], self.collator.max_length)
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = self._rank_world
+        stream = sample_stream(self.train_urls, rank, world, seed=self.seed, shuffle_shards=True, shuffle_buffer=self.shuffle_buffer, repeat=True)
+        return DataLoader(stream, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=self.collator, persistent_workers=self.num_workers > 0)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if not self.val_urls:
+            return []
+        rank, world = self._rank_world
+        # Equal work on every rank: ceil(count / world) samples each, spread over the workers.
+        per_rank = math.ceil(self.val_count / world)
+        per_worker = math.ceil(per_rank / max(1, self.num_workers))
+        urls = self.val_urls if len(self.val_urls) >= world else self.val_urls * world
+        stream = sample_stream(urls, rank, world, seed=self.seed, shuffle_shards=False, repeat=True, epoch_size=per_worker)
+        return DataLoader(stream, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=self.collator)

@@ -1,0 +1,186 @@
+"""WebDataset shards: writing, the manifest, and streaming them back.
+
+Layout (DESIGN.md section 3): `root/<split>/<task slug>/<task slug>-%06d.tar` and
+`root/<split>/manifest.json`, which lists per task its shards in order with sample counts and
+each shard's difficulty range. In a tar, sample `<id>` is `<id>.json` plus one member
+`<id>.<name>` per entry of its `images` list (e.g. `<id>.img0.png`).
+
+Departure from DESIGN.md: the task folder and file prefix use the task's slug (`spatial_count`)
+rather than the task name itself, because a task name holds a `/`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+import webdataset as wds
+from PIL import Image
+
+from m2r.data.schema import Sample, task_slug
+
+MANIFEST_VERSION = 1
+
+
+class ShardError(FileNotFoundError):
+    pass
+
+
+def image_bytes(img: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+class SplitWriter:
+    """Writes the samples of one split, task by task, into numbered shards, and its manifest."""
+
+    def __init__(self, root: str | Path, split: str, samples_per_shard: int):
+        self.dir = Path(root) / split
+        self.split, self.per_shard = split, samples_per_shard
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self._open: dict[str, tuple[wds.TarWriter, dict]] = {}
+        self.skipped: list[dict[str, Any]] = []
+
+    def _shard(self, task: str) -> tuple[wds.TarWriter, dict]:
+        entry = self.tasks.setdefault(task, {"count": 0, "shards": []})
+        cur = self._open.get(task)
+        if cur is not None and cur[1]["count"] < self.per_shard:
+            return cur
+        if cur is not None:
+            cur[0].close()
+        slug = task_slug(task)
+        rel = f"{slug}/{slug}-{len(entry['shards']):06d}.tar"
+        (self.dir / slug).mkdir(parents=True, exist_ok=True)
+        info = {"path": rel, "count": 0, "difficulty": None}
+        entry["shards"].append(info)
+        writer = wds.TarWriter(str(self.dir / rel), encoder=False)
+        self._open[task] = (writer, info)
+        return writer, info
+
+    def write(self, sample: Sample, images: list[bytes]) -> None:
+        writer, info = self._shard(sample.task)
+        record = {"__key__": sample.id, "json": json.dumps(sample.to_dict()).encode()}
+        for name, data in zip(sample.images, images):
+            record[name] = data
+        writer.write(record)
+        info["count"] += 1
+        self.tasks[sample.task]["count"] += 1
+        if sample.difficulty is not None:
+            lo, hi = info["difficulty"] or (sample.difficulty, sample.difficulty)
+            info["difficulty"] = [min(lo, sample.difficulty), max(hi, sample.difficulty)]
+
+    def skip(self, where: str, reason: str) -> None:
+        self.skipped.append({"where": where, "reason": reason})
+
+    def close(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        for writer, _ in self._open.values():
+            writer.close()
+        self._open.clear()
+        manifest = {
+            "version": MANIFEST_VERSION,
+            "split": self.split,
+            "count": sum(t["count"] for t in self.tasks.values()),
+            "tasks": self.tasks,
+            "skipped": self.skipped,
+            **(extra or {}),
+        }
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / "manifest.json.tmp"
+        tmp.write_text(json.dumps(manifest, indent=2))
+        tmp.replace(self.dir / "manifest.json")  # written last and atomically: its presence means the split is complete
+        return manifest
+
+
+def read_manifest(root: str | Path, split: str) -> dict[str, Any]:
+    path = Path(root) / split / "manifest.json"
+    if not path.exists():
+        raise ShardError(
+            f"data.root={root} has no {split}/manifest.json; run stage=build first, or point data.root at a folder "
+            f"of m2r shards (<root>/{split}/manifest.json), or import your data with data=jsonl data.train_files=[...]"
+        )
+    manifest = json.loads(path.read_text())
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise ShardError(f"{path} has manifest version {manifest.get('version')}, this m2r reads version {MANIFEST_VERSION}; rebuild the shards")
+    return manifest
+
+
+def shard_urls(root: str | Path, split: str, tasks: Iterable[str] | None = None) -> list[str]:
+    """Shard paths of a split, task by task in manifest order."""
+    manifest = read_manifest(root, split)
+    wanted = list(manifest["tasks"]) if tasks is None else list(tasks)
+    missing = [t for t in wanted if t not in manifest["tasks"]]
+    if missing:
+        raise ShardError(f"{root}/{split} has no shards for task(s) {missing}; it has {list(manifest['tasks'])}")
+    return [str(Path(root) / split / s["path"]) for t in wanted for s in manifest["tasks"][t]["shards"]]
+
+
+def decode(record: dict[str, Any]) -> tuple[Sample, list[Image.Image]]:
+    """A raw tar record -> (Sample, RGB images in `images` order)."""
+    sample = Sample.from_dict(json.loads(record["json"]))
+    images = []
+    for name in sample.images:
+        with Image.open(io.BytesIO(record[name])) as im:
+            images.append(im.convert("RGB"))
+    return sample, images
+
+
+def _worker() -> tuple[int, int]:
+    info = torch.utils.data.get_worker_info()
+    return (0, 1) if info is None else (info.id, info.num_workers)
+
+
+def rank_shards(urls: list[str], rank: int, world: int) -> list[str]:
+    """Shard i goes to rank i % world, order preserved."""
+    return urls[rank::world]
+
+
+def shard_source(urls: list[str], rank: int, world: int, seed: int, shuffle: bool, repeat: bool) -> Callable[[], Iterator[dict]]:
+    """First pipeline stage: this rank's and this worker's shards, epoch after epoch when `repeat`.
+
+    With `shuffle`, every epoch permutes the full shard list with the same seed on every rank
+    before splitting, so ranks stay disjoint within an epoch.
+    """
+
+    def source() -> Iterator[dict]:
+        wid, nworkers = _worker()
+        epoch = 0
+        while True:
+            order = list(urls)
+            if shuffle:
+                random.Random(seed * 100003 + epoch).shuffle(order)
+            mine = rank_shards(order, rank, world)[wid::nworkers]
+            if not mine:
+                return
+            for url in mine:
+                yield {"url": url}
+            epoch += 1
+            if not repeat:
+                return
+
+    return source
+
+
+def sample_stream(
+    urls: list[str],
+    rank: int = 0,
+    world: int = 1,
+    seed: int = 0,
+    shuffle_shards: bool = True,
+    shuffle_buffer: int = 0,
+    repeat: bool = False,
+    epoch_size: int | None = None,
+) -> wds.DataPipeline:
+    """An iterable of decoded (Sample, images) for this rank; `epoch_size` caps samples per worker."""
+    stages: list[Any] = [shard_source(urls, rank, world, seed, shuffle_shards, repeat), wds.tarfile_to_samples()]
+    if shuffle_buffer > 1:
+        stages.append(wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 64), seed=seed * 1009 + rank))
+    stages.append(wds.map(decode))
+    pipe = wds.DataPipeline(*stages)
+    if epoch_size is not None:
+        pipe = pipe.with_epoch(epoch_size)
+    return pipe

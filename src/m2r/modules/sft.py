@@ -1,0 +1,79 @@
+"""`SFTModule`: cold-start supervised fine-tuning (token-level cross-entropy on the response).
+
+The network is built by a factory in `configure_model()`, so FSDP and DeepSpeed ZeRO-3 can
+shard it as it is created. Logged: `train/loss`, `train/token_acc`, `train/tokens` (response
+tokens in the batch), `val/loss`, `val/token_acc`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import lightning as L
+import torch
+
+from m2r.data.collate import IGNORE
+
+
+def token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(correct, counted) next-token predictions over label positions; logits [B, T, V], labels [B, T]."""
+    pred = logits[:, :-1].argmax(-1)  # [B, T-1]
+    target = labels[:, 1:]
+    mask = target != IGNORE
+    return ((pred == target) & mask).sum(), mask.sum()
+
+
+class SFTModule(L.LightningModule):
+    def __init__(
+        self,
+        model_factory: Callable[[], torch.nn.Module],
+        lr: float = 1e-5,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        scheduler: str = "cosine",  # any name transformers.get_scheduler knows: cosine, linear, constant_with_warmup, ...
+        warmup_steps: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["model_factory"])
+        self.model_factory = model_factory
+        self.model: torch.nn.Module | None = None
+
+    def configure_model(self) -> None:
+        if self.model is None:
+            self.model = self.model_factory()
+
+    def forward(self, **batch) -> torch.Tensor:
+        return self.model(**batch)
+
+    def _step(self, batch: dict, stage: str) -> torch.Tensor:
+        out = self.model(**batch)
+        with torch.no_grad():
+            correct, counted = token_accuracy(out.logits, batch["labels"])
+        bs = batch["input_ids"].shape[0]
+        sync = stage != "train"
+        self.log(f"{stage}/loss", out.loss, prog_bar=True, batch_size=bs, sync_dist=sync)
+        self.log(f"{stage}/token_acc", correct.float() / counted.clamp(min=1), batch_size=bs, sync_dist=sync)
+        if stage == "train":
+            self.log("train/tokens", counted.float(), reduce_fx="sum", batch_size=bs)
+        return out.loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "val")
+
+    def configure_optimizers(self):
+        from transformers import get_scheduler
+
+        decay, no_decay = [], []
+        for name, p in self.model.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
+        total = self.trainer.max_steps
+        if total is None or total < 0:
+            raise ValueError("SFT streams its data: set trainer.max_steps (the LR schedule and the stream length depend on it)")
+        sched = get_scheduler(self.hparams.scheduler, optimizer, num_warmup_steps=self.hparams.warmup_steps, num_training_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

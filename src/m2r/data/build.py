@@ -248,6 +248,7 @@ def _build_import(cfg: DataConfig, root: Path, key: str) -> None:
                     seen.add(sample.id)
                 except BadSampleError as e:
                     if cfg.on_bad_sample == "raise":
+                        writer.abort()
                         raise
                     log.warning("skipping bad sample: %s", e)
                     writer.skip(e.where, str(e))

@@ -77,6 +77,12 @@ class SplitWriter:
     def skip(self, where: str, reason: str) -> None:
         self.skipped.append({"where": where, "reason": reason})
 
+    def abort(self) -> None:
+        """Close open shards without a manifest: the split stays marked incomplete."""
+        for writer, _ in self._open.values():
+            writer.close()
+        self._open.clear()
+
     def close(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         for writer, _ in self._open.values():
             writer.close()

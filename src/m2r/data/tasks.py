@@ -29,7 +29,9 @@ Generated = tuple[Sample, list[Image.Image]]
 
 def fmt(x: float, nd: int = 2) -> str:
     """A number as the answer string: at most `nd` decimals, no trailing zeros."""
-    s = f"{x:.{nd}f}".rstrip("0").rstrip(".")
+    s = f"{x:.{nd}f}"
+    if "." in s:
+        s = s.rstrip("0").rstrip(".")
     return "0" if s in ("-0", "") else s
 
 
@@ -84,9 +86,9 @@ def _where(o: SceneObject) -> str:
     return f"the {o.name} stands at about x = {o.x:.2f} m, z = {o.z:.2f} m on the floor"
 
 
-def spatial_count(rng: random.Random, image_size: int, mc: bool) -> Generated:
-    scene, img = sample_scene(rng, image_size, n_objects=(2, 7))
-    kind = rng.choice(["all", "colour", "shape"])
+def count_question(rng: random.Random, scene: Scene, mc: bool, kind: str | None = None) -> Sample:
+    """A counting question on `scene`: all objects, one colour, or one shape (`kind`; random if None)."""
+    kind = kind or rng.choice(["all", "colour", "shape"])
     if kind == "all":
         target, match = "objects", list(scene.objects)
     elif kind == "colour":
@@ -99,7 +101,12 @@ def spatial_count(rng: random.Random, image_size: int, mc: bool) -> Generated:
     steps = [f"I need to count the {target} in the image.", "Scanning from left to right I find: " + ", ".join(f"the {o.name}" for o in by_u) + "."]
     check = f"counting again I get {len(match)} {target}."
     s = Sample(id="", task="spatial/count", question=f"How many {target} are in the image?", answer="", answer_type="number", images=["img0.png"], meta=scene.to_meta() | {"target": kind, "matches": [o.name for o in match]})
-    return _numeric(rng, s, len(match), 0, mc, steps, check, ""), [img]
+    return _numeric(rng, s, len(match), 0, mc, steps, check, "")
+
+
+def spatial_count(rng: random.Random, image_size: int, mc: bool) -> Generated:
+    scene, img = sample_scene(rng, image_size, n_objects=(2, 7))
+    return count_question(rng, scene, mc), [img]
 
 
 def spatial_relation(rng: random.Random, image_size: int, mc: bool) -> Generated:

@@ -40,7 +40,8 @@ class SFTModule(L.LightningModule):
 
     def configure_model(self) -> None:
         if self.model is None:
-            self.model = self.model_factory()
+            # from_pretrained returns eval mode, which Lightning would keep (no dropout in training).
+            self.model = self.model_factory().train()
 
     def forward(self, **batch) -> torch.Tensor:
         return self.model(**batch)

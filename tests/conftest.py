@@ -1,0 +1,84 @@
+"""Shared fixtures: one tiny processor per session (its tokenizer takes ~15 s to train), tiny shards."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("M2R_NO_PROGRESS", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    """A cache shared by the session (the trained tiny tokenizer/processor lands here)."""
+    path = tmp_path_factory.mktemp("m2r_cache")
+    os.environ["M2R_CACHE_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_cfg():
+    from m2r.config import ModelConfig
+
+    return ModelConfig()
+
+
+@pytest.fixture(scope="session")
+def processor(model_cfg, cache_dir):
+    from m2r.model.load import load_processor
+
+    return load_processor(model_cfg, cache_dir)
+
+
+@pytest.fixture(scope="session")
+def shard_root(tmp_path_factory) -> Path:
+    """Embedded shards: 4 train and 2 val samples per task, 2 samples per shard."""
+    from m2r.config import DataConfig
+    from m2r.data.build import build_data
+
+    root = tmp_path_factory.mktemp("shards")
+    build_data(DataConfig(train_per_task=4, val_per_task=2, samples_per_shard=2), root, seed=0)
+    return root
+
+
+def compose(overrides: list[str], run_dir: Path, cache: Path):
+    """The real config tree, composed as `python run.py <overrides>` would, with paths in tmp."""
+    from hydra import compose as hcompose, initialize_config_dir
+
+    import m2r  # noqa: F401  (registers the structured-config schemas)
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hcompose(config_name="run", overrides=[f"paths.run_dir={run_dir}", f"paths.cache_dir={cache}", *overrides])
+
+
+# Small, fast settings for end-to-end runs on the tiny model.
+FAST = [
+    "data.train_per_task=4",
+    "data.val_per_task=1",
+    "data.samples_per_shard=2",
+    "data.batch_size=4",
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=2",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "logger=csv",
+]
+
+
+class CrashAfter:
+    """A callback that kills training after `step` optimizer steps (for resume tests)."""
+
+    def __new__(cls, step: int):
+        import lightning as L
+
+        class _Crash(L.Callback):
+            def on_train_batch_end(self, trainer, *args):
+                if trainer.global_step >= step:
+                    raise RuntimeError(f"simulated crash after step {step}")
+
+        return _Crash()

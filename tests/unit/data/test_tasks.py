@@ -1,0 +1,168 @@
+"""Generator ground truth, checked by routes that do not go through the generators' own code:
+geometry recomputed here from the scene annotation, a projection written here from scratch,
+and counts read off the rendered pixels."""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from m2r.data.scene import PALETTE, Camera, Scene, SceneObject, render, top_shade
+from m2r.data.schema import LETTERS
+from m2r.data.tasks import TASKS, count_question, generate
+from m2r.data.shards import image_bytes
+
+N = 25  # samples per task per check
+
+
+def samples(task: str, n: int = N, mc_ratio: float = 0.0):
+    return [generate(task, i, seed=7, split="test", image_size=168, mc_ratio=mc_ratio) for i in range(n)]
+
+
+def objects(meta: dict) -> dict[str, dict]:
+    return {f"{o['colour']} {o['shape']}": o for o in meta["objects"]}
+
+
+def chosen(sample) -> str:
+    return sample.choices[LETTERS.index(sample.answer)]
+
+
+def my_projection(meta: dict, x: float, y: float, z: float) -> tuple[float, float]:
+    """Pinhole projection written independently: rotate the world about the x axis by the pitch."""
+    cam = meta["camera"]
+    t = math.radians(cam["pitch_deg"])
+    rot = np.array([[1, 0, 0], [0, -math.cos(t), -math.sin(t)], [0, -math.sin(t), math.cos(t)]])  # rows: right, down, forward
+    xc, yc, zc = rot @ np.array([x, y - cam["height"], z])
+    f = (cam["image_size"] / 2) / math.tan(math.radians(cam["hfov_deg"] / 2))
+    return f * xc / zc + cam["image_size"] / 2, f * yc / zc + cam["image_size"] / 2
+
+
+def test_abs_distance_matches_annotation():
+    for s, _ in samples("spatial/abs_distance"):
+        obj = objects(s.meta)
+        a, b = obj[s.meta["a"]], obj[s.meta["b"]]
+        assert float(s.answer) == pytest.approx(math.dist((a["x"], a["z"]), (b["x"], b["z"])), abs=0.006)
+
+
+def test_depth_answer_is_nearer_to_camera():
+    for s, _ in samples("spatial/depth"):
+        obj, h = objects(s.meta), s.meta["camera"]["height"]
+        dist = {n: math.dist((o["x"], o["height"] / 2, o["z"]), (0, h, 0)) for n, o in obj.items()}
+        other = [c for c in s.choices if c != chosen(s)][0]
+        assert dist[chosen(s)] < dist[other]
+
+
+def test_relation_agrees_with_independent_projection():
+    for s, _ in samples("spatial/relation"):
+        obj = objects(s.meta)
+        pa = my_projection(s.meta, obj[s.meta["a"]]["x"], obj[s.meta["a"]]["height"] / 2, obj[s.meta["a"]]["z"])
+        pb = my_projection(s.meta, obj[s.meta["b"]]["x"], obj[s.meta["b"]]["height"] / 2, obj[s.meta["b"]]["z"])
+        expected = {"left": pa[0] < pb[0], "right": pa[0] > pb[0], "above": pa[1] < pb[1], "below": pa[1] > pb[1]}
+        assert expected[chosen(s)], (s.question, chosen(s), pa, pb)
+
+
+def test_rel_distance_answer_is_nearer_to_reference():
+    for s, _ in samples("spatial/rel_distance"):
+        obj = objects(s.meta)
+        r = obj[s.meta["ref"]]
+        d = {n: math.dist((r["x"], r["z"]), (obj[n]["x"], obj[n]["z"])) for n in s.choices}
+        assert d[chosen(s)] == min(d.values())
+
+
+def test_rel_direction_by_heading_angle():
+    for s, _ in samples("spatial/rel_direction"):
+        obj = objects(s.meta)
+        a, b, c = obj[s.meta["stand"]], obj[s.meta["face"]], obj[s.meta["target"]]
+        # Heading angles measured from +x towards +z (seen from above, +z away from the camera):
+        # a target at a smaller angle than the facing direction is clockwise of it, i.e. on the right.
+        face = math.atan2(b["z"] - a["z"], b["x"] - a["x"])
+        tgt = math.atan2(c["z"] - a["z"], c["x"] - a["x"])
+        turn = (tgt - face + math.pi) % (2 * math.pi) - math.pi
+        assert chosen(s) == ("right" if turn < 0 else "left")
+
+
+def test_obj_size_and_room_size_from_annotation():
+    for s, _ in samples("spatial/obj_size"):
+        o = objects(s.meta)[s.meta["object"]]
+        assert int(s.answer) == round(100 * max(o["width"], o["height"], o["depth"]))
+    for s, _ in samples("spatial/room_size"):
+        assert float(s.answer) == pytest.approx(s.meta["room"]["width"] * s.meta["room"]["depth"], abs=0.006)
+
+
+def test_general_tasks_from_annotation():
+    for s, _ in samples("general/chart"):
+        v = dict(zip(s.meta["labels"], s.meta["values"]))
+        q = s.question
+        if s.meta["query"] == "max":
+            assert int(s.answer) == max(v.values())
+        elif s.meta["query"] == "diff":
+            assert int(s.answer) == max(v.values()) - min(v.values())
+        else:
+            x, y = re.findall(r"bars (\w) and (\w)", q)[0]
+            assert int(s.answer) == v[x] + v[y]
+    for s, _ in samples("general/arithmetic"):
+        assert int(s.answer) == sum(n for sh, n in zip(s.meta["shapes"], s.meta["numbers"]) if sh == s.meta["target"])
+    for s, _ in samples("general/geometry"):
+        m = s.meta
+        expected = {
+            ("rectangle", "area"): lambda: m["a"] * m["b"], ("rectangle", "perimeter"): lambda: 2 * (m["a"] + m["b"]),
+            ("triangle", "area"): lambda: m["a"] * m["b"] / 2, ("triangle", "hypotenuse"): lambda: math.sqrt(m["a"] ** 2 + m["b"] ** 2),
+            ("circle", "area"): lambda: math.pi * m["r"] ** 2, ("circle", "circumference"): lambda: 2 * math.pi * m["r"],
+        }[(m["shape"], m["measure"])]()
+        assert float(s.answer) == pytest.approx(expected, abs=0.006)
+
+
+def colours_in(img: Image.Image) -> set[str]:
+    px = np.asarray(img.convert("RGB")).reshape(-1, 3)
+    present = {tuple(p) for p in np.unique(px, axis=0)}
+    return {name for name, rgb in PALETTE.items() if rgb in present or top_shade(rgb) in present}
+
+
+def test_count_equals_objects_seen_in_render():
+    """A scene placed here with one object per colour: the count answer equals the colours in the PNG."""
+    rng = random.Random(3)
+    for trial in range(10):
+        n = rng.randint(2, 7)
+        cam = Camera(height=1.6, pitch_deg=28, image_size=168)
+        scene = Scene(camera=cam, room_width=6.0, room_depth=5.0, room_near=1.2)
+        colours = rng.sample(list(PALETTE), n)
+        for k, colour in enumerate(colours):
+            # Spread across the view so nothing hides anything.
+            x = -1.5 + 3.0 * k / max(1, n - 1)
+            scene.objects.append(SceneObject(colour, rng.choice(["cube", "sphere", "cylinder"]), x, 3.0 + 0.3 * (k % 2), 0.3, 0.4, 0.3))
+        img, _ = render(scene)
+        png = Image.open(io.BytesIO(image_bytes(img)))
+        sample = count_question(random.Random(trial), scene, mc=False, kind="all")
+        assert int(sample.answer) == len(colours_in(png)) == n
+
+
+def test_generated_count_images_show_every_counted_colour():
+    for s, (img,) in samples("spatial/count"):
+        seen = colours_in(img)
+        assert {m.split()[0] for m in s.meta["matches"]} <= seen
+        assert int(s.answer) == len(s.meta["matches"])
+
+
+@pytest.mark.parametrize("task", list(TASKS))
+def test_trace_format_and_boxed_answer(task):
+    for s, imgs in samples(task, n=8, mc_ratio=0.5):
+        m = re.fullmatch(r"<think>\n(.+)\n</think>\n<answer>\n(.+)\n</answer>", s.cot, re.S)
+        assert m, s.cot
+        assert "Let me verify" in m.group(1)
+        assert re.findall(r"\\boxed\{([^}]*)\}", m.group(2))[-1] == s.answer
+        assert len(imgs) == len(s.images)
+
+
+def test_generation_is_seeded_and_reproducible():
+    a, ia = generate("spatial/abs_distance", 3, seed=1, split="train", image_size=168, mc_ratio=0.3)
+    b, ib = generate("spatial/abs_distance", 3, seed=1, split="train", image_size=168, mc_ratio=0.3)
+    c, _ = generate("spatial/abs_distance", 3, seed=2, split="train", image_size=168, mc_ratio=0.3)
+    assert a.to_dict() == b.to_dict() and image_bytes(ia[0]) == image_bytes(ib[0])
+    assert a.to_dict() != c.to_dict()
+    assert "." not in a.id

@@ -89,10 +89,20 @@ def step_sft(cfg: DictConfig) -> dict[str, Any]:
 STEPS: dict[str, Callable[[DictConfig], dict[str, Any]]] = {"build": step_build, "sft": step_sft}
 
 
+def _single_log_lines() -> None:
+    """Under Hydra the root logger already prints and files Lightning's messages; drop Lightning's own console handler."""
+    if logging.getLogger().handlers:
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            lg = logging.getLogger(name)
+            for h in list(lg.handlers):
+                lg.removeHandler(h)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     missing = [s for s in cfg.stage.steps if s not in STEPS]
     if missing:
         raise ValueError(f"stage={cfg.stage.name} runs step(s) {missing} that this version of m2r does not have; it has {list(STEPS)}")
+    _single_log_lines()
     L.seed_everything(cfg.seed, workers=True)
     Path(cfg.paths.run_dir).mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}

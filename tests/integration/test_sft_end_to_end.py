@@ -84,3 +84,19 @@ def test_cli_build_and_bad_override(tmp_path):
     assert manifest["count"] == 2 * 12 and (tmp_path / "run" / ".hydra" / "config.yaml").exists()
     bad = subprocess.run([sys.executable, "run.py", "stage=build", "model.max_pixels=lots", f"hydra.run.dir={tmp_path}/bad"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode != 0 and "max_pixels" in bad.stderr
+
+
+def test_ddp_on_two_cpu_processes(tmp_path):
+    """strategy=ddp with 2 gloo processes through the real CLI: no hang, every rank finishes, one export."""
+    import os
+
+    env = {**os.environ, "M2R_NO_PROGRESS": "1"}
+    run = subprocess.run(
+        [sys.executable, "run.py", "stage=sft", "strategy=ddp", "trainer.devices=2", "trainer.max_steps=4", "trainer.val_check_interval=2",
+         "data.train_per_task=4", "data.val_per_task=2", "data.samples_per_shard=2", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}/run"],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=400,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "sft" / "summary.json").read_text())
+    assert summary["steps"] == 4 and (tmp_path / "run" / "sft" / "hf" / "COMPLETE").exists()
+    assert (tmp_path / "run" / "train_ddp_process_1.log").exists()  # the second rank really ran

@@ -92,10 +92,11 @@ STEPS: dict[str, Callable[[DictConfig], dict[str, Any]]] = {"build": step_build,
 def _single_log_lines() -> None:
     """Under Hydra the root logger already prints and files Lightning's messages; drop Lightning's own console handler."""
     if logging.getLogger().handlers:
-        for name in ("lightning.pytorch", "lightning.fabric"):
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
             lg = logging.getLogger(name)
             for h in list(lg.handlers):
                 lg.removeHandler(h)
+            lg.propagate = True
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:

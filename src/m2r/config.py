@@ -87,7 +87,48 @@ class DataConfig:
     max_length: int = 512  # tokens per sequence, image tokens included
 
 
+@dataclass
+class FormatRewardConfig:
+    strict: bool = True  # require a non-empty \\boxed{} inside <answer>
+
+
+@dataclass
+class NumberRewardConfig:
+    rel_tol: float = 0.0
+    abs_tol: float = 1e-6
+
+
+@dataclass
+class EDNMConfig:
+    gamma: float = 1.0
+    lam: float = 2.0
+    eps: float = 1e-6
+
+
+@dataclass
+class ExpressionRewardConfig:
+    timeout_s: float = 2.0
+
+
+@dataclass
+class RouteConfig:
+    task: str = "*"  # fnmatch glob on the sample's task
+    answer_type: str = "*"  # glob on the sample's answer_type
+    weights: dict[str, float] = field(default_factory=dict)  # reward function -> weight in the total
+    accuracy: str = "format"  # the function whose value is the accuracy (Eq. 6, difficulty)
+
+
+@dataclass
+class RewardConfig:
+    format: FormatRewardConfig = field(default_factory=FormatRewardConfig)
+    number: NumberRewardConfig = field(default_factory=NumberRewardConfig)
+    ednm: EDNMConfig = field(default_factory=EDNMConfig)
+    expression: ExpressionRewardConfig = field(default_factory=ExpressionRewardConfig)
+    routes: list[RouteConfig] = field(default_factory=list)
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(group="model", name="schema", node=ModelConfig)
     cs.store(group="data", name="schema", node=DataConfig)
+    cs.store(group="reward", name="schema", node=RewardConfig)

@@ -1,0 +1,148 @@
+"""Rewards: hand-computed values, extraction order, and totality on nasty strings."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+
+from m2r.data.schema import Sample
+from m2r.rewards import (
+    choice_reward, ednm_reward, expression_reward, extract_answer, format_reward, number_reward, parse_number, router_from_config, text_reward,
+)
+
+
+def S(answer="2.5", answer_type="number", choices=(), task="spatial/abs_distance"):
+    return Sample(id="x", task=task, question="q", answer=answer, answer_type=answer_type, choices=list(choices))
+
+
+def R(ans: str, think: str = "reasoning") -> str:
+    return f"<think>{think}</think><answer>The answer is \\boxed{{{ans}}}</answer>"
+
+
+def test_extraction_order():
+    assert extract_answer("<think>\\boxed{1}</think><answer>\\boxed{2}</answer>") == "2"  # reasoning never graded
+    assert extract_answer("<think>x</think><answer>a \\boxed{3} then \\boxed{4}</answer>") == "4"  # last box
+    assert extract_answer("<think>x</think><answer>\\boxed{\\frac{1}{2}}</answer>") == "\\frac{1}{2}"  # balanced
+    assert extract_answer("<answer>7</answer> <answer>8</answer>") == "8"  # last answer tag
+    assert extract_answer("so the answer is 12.") == "12"  # fallback 1
+    assert extract_answer("first 3 then 4 m") == "4"  # fallback 2: last number
+    assert extract_answer("<think>\\boxed{5}</think><answer></answer>") is None  # empty answer: none
+    assert extract_answer("<answer>\\boxed{ }</answer>") is None
+    assert extract_answer("<think>only thinking 5") == "5"
+
+
+def test_parse_number():
+    assert parse_number("1,234.5") == 1234.5
+    assert parse_number("\\text{3.2 m}") == 3.2
+    assert parse_number("2.1 m^2") == 2.1
+    assert parse_number("\\frac{3}{4}") == 0.75
+    assert parse_number("3 or 4") is None and parse_number("inf") is None and parse_number(None) is None
+
+
+def test_format_reward():
+    assert format_reward(R("1")) == 1.0
+    assert format_reward("<think>x</think><answer>1</answer>") == 0.0  # strict: no box
+    assert format_reward("<think>x</think><answer>1</answer>", strict=False) == 1.0
+    assert format_reward("hello " + R("1")) == 0.0  # text outside the tags
+    assert format_reward(R("1") + R("1")) == 0.0  # two answers
+    assert format_reward("<think></think><answer>\\boxed{1}</answer>") == 0.0  # empty think
+    assert format_reward("<answer>\\boxed{1}</answer><think>x</think>") == 0.0  # wrong order
+
+
+def test_choice_reward():
+    s = S("B", "choice", ["11.3", "22.4", "22.6"], task="general/geometry")
+    assert choice_reward(R("B"), s) == 1.0
+    assert choice_reward(R("(B)"), s) == 1.0
+    assert choice_reward(R("B. 22.4"), s) == 1.0
+    assert choice_reward(R("22.4"), s) == 1.0  # option text
+    assert choice_reward(R("A"), s) == 0.0
+    assert choice_reward(R("A, B"), s) == 0.0 and choice_reward(R("B and C"), s) == 0.0  # several options: 0
+    assert choice_reward(R("D"), s) == 0.0  # not an option
+    assert choice_reward("<think>B</think><answer></answer>", s) == 0.0
+
+
+def test_number_and_ednm_by_hand():
+    s = S("2.5")
+    assert number_reward(R("2.5"), s) == 1.0 and number_reward(R("2.50"), s) == 1.0 and number_reward(R("2.6"), s) == 0.0
+    assert number_reward(R("2.6"), s, rel_tol=0.05) == 1.0
+    assert ednm_reward(R("2.5"), s) == pytest.approx(1.0, abs=1e-9)
+    assert ednm_reward(R("3"), s) == pytest.approx(math.exp(-2 * 0.5 / 2.5))  # 20% error: exp(-0.4) = 0.6703
+    assert ednm_reward(R("3"), s) == pytest.approx(0.670320, abs=1e-6)
+    assert ednm_reward(R("5"), s, gamma=0.5, lam=1.0) == pytest.approx(0.5 * math.exp(-1.0))
+    assert ednm_reward(R("0"), S("0")) == pytest.approx(1.0)
+    assert ednm_reward(R("1e300"), s) == 0.0 and ednm_reward(R("abc"), s) == 0.0
+    mc = S("C", "choice", ["1.2", "2.4", "2.5", "3.0"])  # a numeric MC question still has a numeric gold
+    assert ednm_reward(R("2.5"), mc) == pytest.approx(1.0)
+
+
+def test_expression_and_text():
+    s = S("\\frac{1}{2}", "expression", task="general/x")
+    assert expression_reward(R("0.5"), s) == 1.0
+    assert expression_reward(R("\\frac{2}{4}"), s) == 1.0
+    assert expression_reward(R("0.6"), s) == 0.0
+    assert text_reward(R("\\text{Blue}"), S("blue", "text")) == 1.0
+
+
+NASTY = {
+    "empty": "",
+    "megabyte": "a" * 1_000_000,
+    "braces": "<answer>\\boxed{" + "{" * 100_000 + "1" + "}" * 100_000 + "}</answer>",
+    "unclosed": "\\boxed{" * 20_000,
+    "many_boxes": "".join(f"\\boxed{{{i}}}" for i in range(5000)),
+    "power_tower": R("9^{9^{9^{9^{9^{9^{9}}}}}}"),
+    "factorial": R("100000000!"),
+    "empty_answer": "<think>\\boxed{2.5}</think><answer></answer>",
+    "nul": "\x00" * 1000 + R("\x00"),
+}
+
+
+@pytest.mark.parametrize("name", list(NASTY))
+def test_rewards_are_total_and_bounded(name):
+    text = NASTY[name]
+    samples = [S("2.5"), S("B", "choice", ["a", "b"]), S("x^2", "expression"), S("blue", "text")]
+    fns = [format_reward, number_reward, ednm_reward, choice_reward, expression_reward, text_reward]
+    t0 = time.perf_counter()
+    for s in samples:
+        for fn in fns:
+            v = fn(text, s) if fn is not format_reward else fn(text)
+            assert 0.0 <= v <= 1.0
+    assert time.perf_counter() - t0 < 15  # expression_reward's worker start-up included
+    if name == "empty_answer":
+        assert all((fn(text, samples[0]) if fn is not format_reward else fn(text)) == 0.0 for fn in fns)
+
+
+def test_expression_timeout_works_off_the_main_thread():
+    out = {}
+
+    def worker():
+        t0 = time.perf_counter()
+        # Not caught by the cheap guards, so it reaches sympy: a huge integer power.
+        # Passes the cheap guards and keeps sympy busy for many seconds against gold 1.
+        out["v"] = expression_reward(R("(10^{100000000}+1)(10^{100000000}-1)"), S("1", "expression"), timeout_s=1.0)
+        out["t"] = time.perf_counter() - t0
+
+    th = threading.Thread(target=worker)
+    th.start()
+    th.join(60)
+    assert out["v"] == 0.0 and 0.9 < out["t"] < 6  # the 1 s budget was really spent, then the worker was killed
+    assert expression_reward(R("0.5"), S("\\frac{1}{2}", "expression")) == 1.0  # and a fresh worker serves the next call
+
+
+def test_router_m2_and_binary(tmp_path):
+    from conftest import compose
+
+    m2 = router_from_config(compose(["reward=m2"], tmp_path, tmp_path).reward)
+    binary = router_from_config(compose(["reward=binary"], tmp_path, tmp_path).reward)
+    spatial = S("2.5")
+    scored = m2.score(R("3"), spatial)
+    assert scored.values == pytest.approx({"format": 1.0, "ednm": math.exp(-0.4)})
+    assert scored.total == pytest.approx(0.5 + math.exp(-0.4)) and scored.accuracy == pytest.approx(math.exp(-0.4))
+    assert binary.score(R("3"), spatial).accuracy == 0.0 and binary.score(R("2.5"), spatial).accuracy == 1.0
+    general = S("4", task="general/chart")
+    assert m2.score(R("4"), general).values == {"format": 1.0, "number": 1.0}
+    assert m2.score("<answer></answer>", S("B", "choice", ["a", "b"])).total == 0.0
+    lam5 = router_from_config(compose(["reward=m2", "reward.ednm.lam=5"], tmp_path, tmp_path).reward)
+    assert lam5.score(R("3"), spatial).accuracy == pytest.approx(math.exp(-1.0))

@@ -72,11 +72,13 @@ class DataConfig:
     root: Optional[str] = None  # shard folder; for synthetic/jsonl the build output (default: <run>/build)
     train_files: list[str] = field(default_factory=list)  # jsonl source: JSONL or parquet files
     val_files: list[str] = field(default_factory=list)
+    rl_files: list[str] = field(default_factory=list)  # RL prompts (need answers, not traces)
     image_root: Optional[str] = None  # relative image paths in imported files resolve against this
     format: str = "auto"  # jsonl source: auto | m2 | llava
     tasks: list[str] = field(default_factory=list)  # synthetic source: embedded tasks to generate
     train_per_task: int = 64
     val_per_task: int = 8
+    rl_per_task: int = 32  # RL prompts per task (the paper keeps SFT and RL data apart)
     mc_ratio: float = 0.3  # share of numeric questions posed as multiple choice
     image_size: int = 168
     samples_per_shard: int = 64
@@ -127,8 +129,24 @@ class RewardConfig:
     routes: list[RouteConfig] = field(default_factory=list)
 
 
+@dataclass
+class AlgoConfig:
+    """The GRPO family: `algo=grpo|dapo|dr_grpo` presets set these."""
+
+    name: str = "grpo"
+    G: int = 4  # responses per prompt (paper: 16)
+    eps_low: float = 0.2  # clip range below 1
+    eps_high: float = 0.2  # clip range above 1 (DAPO: 0.28)
+    beta: float = 0.0  # constant KL coefficient when no CosineKLAnnealing callback runs
+    aggregation: str = "sequence"  # token (DAPO) | sequence (GRPO) | constant (Dr.GRPO)
+    scale_std: bool = True  # divide advantages by the group std (Dr.GRPO: false)
+    mask_truncated: bool = False  # drop responses that hit max_new_tokens from the loss (DAPO)
+    mu: int = 1  # policy updates per rollout batch
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(group="model", name="schema", node=ModelConfig)
     cs.store(group="data", name="schema", node=DataConfig)
     cs.store(group="reward", name="schema", node=RewardConfig)
+    cs.store(group="algo", name="schema", node=AlgoConfig)

@@ -67,15 +67,8 @@ def step_sft(cfg: DictConfig) -> dict[str, Any]:
     trainer.fit(module, dm, ckpt_path=resume_path(cfg, sft_dir))
     export_hf(trainer, module, processor, hf_dir, factory)
 
-    losses = [r["train/loss"] for r in history.rows if "train/loss" in r]
-    head = losses[: max(1, min(10, len(losses) // 10))]
-    tail = losses[-max(1, min(10, len(losses) // 10)) :]
-    summary = {
-        "steps": trainer.global_step,
-        "loss_first": losses[0] if losses else None,
-        "loss_first_mean": sum(head) / len(head) if head else None,
-        "loss_last": losses[-1] if losses else None,
-        "loss_last_mean": sum(tail) / len(tail) if tail else None,
+    summary = {"steps": trainer.global_step, **_curve(history.rows, "train/loss", "loss")}
+    summary |= {
         "val_loss": float(trainer.callback_metrics["val/loss"]) if "val/loss" in trainer.callback_metrics else None,
         "seconds": round(time.perf_counter() - t0, 1),
         "hf_dir": str(hf_dir),
@@ -86,7 +79,79 @@ def step_sft(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-STEPS: dict[str, Callable[[DictConfig], dict[str, Any]]] = {"build": step_build, "sft": step_sft}
+def _curve(rows: list[dict], key: str, name: str) -> dict[str, float | None]:
+    """First and last values of a logged metric, and the means of its first and last tenth."""
+    vals = [r[key] for r in rows if key in r]
+    if not vals:
+        return {f"{name}_first": None, f"{name}_first_mean": None, f"{name}_last": None, f"{name}_last_mean": None}
+    k = max(1, min(10, len(vals) // 10))
+    return {f"{name}_first": vals[0], f"{name}_first_mean": sum(vals[:k]) / k, f"{name}_last": vals[-1], f"{name}_last_mean": sum(vals[-k:]) / k}
+
+
+def step_grpo(cfg: DictConfig) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from m2r.callbacks.history import MetricHistory
+    from m2r.config import LoraConfig
+    from m2r.data.build import build_data
+    from m2r.data.datamodule import RLDataModule
+    from m2r.model.load import build_model, load_processor
+    from m2r.modules.grpo import GRPOModule
+    from m2r.rewards.router import router_from_config
+    from m2r.training import export_hf, make_trainer, resume_path
+
+    grpo_dir = Path(cfg.paths.grpo_dir)
+    hf_dir, summary_path = grpo_dir / "hf", grpo_dir / "summary.json"
+    if cfg.get("resume", True) and (hf_dir / "COMPLETE").exists() and summary_path.exists():
+        log.info("GRPO output %s is complete; skipping (resume=false to train again)", hf_dir)
+        return json.loads(summary_path.read_text())
+
+    t0 = time.perf_counter()
+    data_cfg, model_cfg = OmegaConf.to_object(cfg.data), OmegaConf.to_object(cfg.model)
+    root = build_data(data_cfg, cfg.paths.build_dir, cfg.seed)
+    args = OmegaConf.to_container(cfg.grpo, resolve=True)
+    init, prompts_per_step = args.pop("init"), args.pop("prompts_per_step")
+    init_path = None
+    if init == "auto":
+        sft_hf = Path(cfg.paths.sft_dir) / "hf"
+        init_path = sft_hf if (sft_hf / "COMPLETE").exists() else None
+    elif init:
+        init_path = Path(init)
+    if init_path is not None:
+        model_cfg = replace(model_cfg, source="pretrained", path=str(init_path), processor_path=None)
+    log.info("GRPO starts from %s", init_path or f"model={model_cfg.name}")
+    processor = load_processor(model_cfg, cfg.paths.cache_dir)
+
+    algo = OmegaConf.to_container(cfg.algo, resolve=True)
+    algo.pop("name")
+    kl_cb = (cfg.get("callbacks") or {}).get("kl_annealing")
+    needs_ref = (kl_cb.beta_max > 0 or kl_cb.beta_min > 0) if kl_cb else algo["beta"] > 0
+    factory = partial(build_model, model_cfg, processor)
+    ref_cfg = replace(model_cfg, lora=LoraConfig(enabled=False), gradient_checkpointing=False)
+    module = GRPOModule(
+        factory, processor, router_from_config(cfg.reward), partial(build_model, ref_cfg, processor) if needs_ref else None,
+        **algo, **args, seed=cfg.seed,
+    )
+    dm = RLDataModule(root, prompts_per_step, num_workers=data_cfg.num_workers, shuffle_buffer=data_cfg.shuffle_buffer, seed=cfg.seed)
+    history = MetricHistory(grpo_dir / "history.json")
+    trainer = make_trainer(cfg, grpo_dir, "grpo", extra_callbacks=[history], manual_optimization=True)
+    trainer.fit(module, dm, ckpt_path=resume_path(cfg, grpo_dir))
+    export_hf(trainer, module, processor, hf_dir, factory)
+
+    summary = {"steps": trainer.global_step, **_curve(history.rows, "train/reward", "reward"), **_curve(history.rows, "train/acc", "acc")}
+    summary |= {"step_time_mean": _mean(history.rows, "train/step_time"), "seconds": round(time.perf_counter() - t0, 1), "hf_dir": str(hf_dir), "init": str(init_path or model_cfg.name)}
+    if trainer.is_global_zero:
+        summary_path.write_text(json.dumps(summary, indent=2))
+    log.info("GRPO: %s", summary)
+    return summary
+
+
+def _mean(rows: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in rows if key in r]
+    return sum(vals) / len(vals) if vals else None
+
+
+STEPS: dict[str, Callable[[DictConfig], dict[str, Any]]] = {"build": step_build, "sft": step_sft, "grpo": step_grpo}
 
 
 def _single_log_lines() -> None:

@@ -32,8 +32,11 @@ def make_strategy(cfg: DictConfig | None):
     return instantiate(cfg)
 
 
-def make_trainer(cfg: DictConfig, stage_dir: Path, name: str, extra_callbacks: list | None = None) -> L.Trainer:
-    """The Lightning Trainer for one stage; checkpoints go to `<stage_dir>/checkpoints`."""
+def make_trainer(cfg: DictConfig, stage_dir: Path, name: str, extra_callbacks: list | None = None, manual_optimization: bool = False) -> L.Trainer:
+    """The Lightning Trainer for one stage; checkpoints go to `<stage_dir>/checkpoints`.
+
+    With `manual_optimization` the module clips and accumulates itself, so the Trainer's
+    `gradient_clip_val` and `accumulate_grad_batches` are left unset (Lightning refuses them)."""
     from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 
     callbacks = []
@@ -42,6 +45,8 @@ def make_trainer(cfg: DictConfig, stage_dir: Path, name: str, extra_callbacks: l
             continue
         if c.get("_target_", "").endswith("ModelCheckpoint"):
             c = OmegaConf.merge(c, {"dirpath": str(stage_dir / "checkpoints")})
+        elif c.get("_target_", "").endswith("RolloutLogger") and not c.get("dirpath"):
+            c = OmegaConf.merge(c, {"dirpath": str(cfg.paths.rollouts_dir)})
         callbacks.append(instantiate(c))
     enable_bar = cfg.trainer.get("enable_progress_bar", True)
     callbacks = [c for c in callbacks if enable_bar or not isinstance(c, ProgressBar)]
@@ -50,6 +55,9 @@ def make_trainer(cfg: DictConfig, stage_dir: Path, name: str, extra_callbacks: l
     callbacks += extra_callbacks or []
     logger = instantiate(cfg.logger, name=name) if cfg.get("logger") else False
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if manual_optimization:
+        trainer_cfg["gradient_clip_val"] = None
+        trainer_cfg["accumulate_grad_batches"] = 1
     return instantiate(trainer_cfg, callbacks=callbacks, logger=logger, strategy=make_strategy(cfg.get("strategy")), default_root_dir=str(stage_dir))
 
 

@@ -31,7 +31,7 @@ from m2r.data.shards import SplitWriter, image_bytes, read_manifest
 from m2r.progress import progress
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "val")
+SPLITS = ("train", "val", "rl")
 
 
 def _check_policy(cfg: DataConfig) -> None:
@@ -40,7 +40,7 @@ def _check_policy(cfg: DataConfig) -> None:
 
 
 def _build_key(cfg: DataConfig, seed: int) -> str:
-    fields = {k: getattr(cfg, k) for k in ("source", "train_files", "val_files", "image_root", "format", "tasks", "train_per_task", "val_per_task", "mc_ratio", "image_size", "samples_per_shard", "on_bad_sample")}
+    fields = {k: getattr(cfg, k) for k in ("source", "train_files", "val_files", "rl_files", "image_root", "format", "tasks", "train_per_task", "val_per_task", "rl_per_task", "mc_ratio", "image_size", "samples_per_shard", "on_bad_sample")}
     fields["source"] = str(getattr(cfg.source, "value", cfg.source))
     fields = {k: (list(v) if isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig" else v) for k, v in fields.items()}
     return hashlib.sha256(json.dumps({"data": fields, "seed": seed}, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -90,7 +90,7 @@ def _build_synthetic(cfg: DataConfig, root: Path, seed: int, key: str) -> None:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"data.tasks has unknown task(s) {unknown}; the embedded tasks are {list(TASKS)}")
-    for split, n in (("train", cfg.train_per_task), ("val", cfg.val_per_task)):
+    for split, n in (("train", cfg.train_per_task), ("val", cfg.val_per_task), ("rl", cfg.rl_per_task)):
         writer = SplitWriter(root, split, cfg.samples_per_shard)
         jobs = [(t, i, seed, split, cfg.image_size, cfg.mc_ratio) for t in tasks for i in range(n)]
         with progress() as bar:
@@ -98,7 +98,7 @@ def _build_synthetic(cfg: DataConfig, root: Path, seed: int, key: str) -> None:
             for args in jobs:
                 d, imgs = _gen_one(args)
                 sample = Sample.from_dict(d)
-                validate_sample(sample, imgs, where=f"generator {sample.task}", require_cot=True)
+                validate_sample(sample, imgs, where=f"generator {sample.task}", require_cot=split != "rl")
                 writer.write(sample, imgs)
                 bar.advance(bar_id)
         m = writer.close({"source": "synthetic", "build_key": key, "seed": seed})
@@ -229,7 +229,7 @@ def row_to_sample(row: dict, where: str, base: Path, fmt: str = "auto") -> tuple
 def _build_import(cfg: DataConfig, root: Path, key: str) -> None:
     if not cfg.train_files:
         raise ValueError("data=jsonl needs data.train_files=[a.jsonl,...] (JSONL or parquet); data.val_files is optional")
-    files = {"train": list(cfg.train_files), "val": list(cfg.val_files)}
+    files = {"train": list(cfg.train_files), "val": list(cfg.val_files), "rl": list(cfg.rl_files)}
     seen: set[str] = set()
     for split in SPLITS:
         writer = SplitWriter(root, split, cfg.samples_per_shard)

@@ -90,3 +90,32 @@ class SFTDataModule(L.LightningDataModule):
         urls = self.val_urls if len(self.val_urls) >= world else self.val_urls * world
         stream = sample_stream(urls, rank, world, seed=self.seed, shuffle_shards=False, repeat=True, epoch_size=per_worker)
         return DataLoader(stream, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=self.collator)
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+class RLDataModule(L.LightningDataModule):
+    """Prompts for GRPO: batches of `prompts_per_step` (Sample, images) pairs from the `rl` split
+    (falling back to `train` when a shard folder has no `rl` split), rank/worker split like SFT,
+    repeated epoch after epoch."""
+
+    def __init__(self, root: str | Path, prompts_per_step: int = 4, num_workers: int = 0, shuffle_buffer: int = 256, seed: int = 0, split: str = "rl"):
+        super().__init__()
+        self.root, self.prompts_per_step, self.num_workers = Path(root), prompts_per_step, num_workers
+        self.shuffle_buffer, self.seed, self.split = shuffle_buffer, seed, split
+
+    def setup(self, stage: str | None = None) -> None:
+        if not (self.root / self.split / "manifest.json").exists():
+            log.warning("%s has no %s split; GRPO samples prompts from train", self.root, self.split)
+            self.split = "train"
+        self.urls = shard_urls(self.root, self.split)
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if len(self.urls) < world * max(1, self.num_workers):
+            raise ValueError(f"{self.root}/{self.split} has {len(self.urls)} shard(s), fewer than ranks x workers = {world * max(1, self.num_workers)}; lower data.samples_per_shard or data.num_workers")
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+        stream = sample_stream(self.urls, rank, world, seed=self.seed, shuffle_shards=True, shuffle_buffer=self.shuffle_buffer, repeat=True)
+        return DataLoader(stream, batch_size=self.prompts_per_step, num_workers=self.num_workers, collate_fn=_as_list)

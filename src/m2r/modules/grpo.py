@@ -1,0 +1,190 @@
+"""`GRPOModule`: GRPO-RLVR on a multimodal policy (DESIGN.md section 4), manual optimization.
+
+One training step = one rollout batch: B prompts x G sampled responses, rewards from the
+router, group advantages (optionally Eq. 6 weights), then `mu` policy updates over the same
+rollouts in micro-batches with gradient accumulation, each ending in one optimizer step, so
+`trainer.global_step` counts optimizer steps.
+
+Without callbacks it runs with the constant `beta` and no advantage reweighting;
+`CosineKLAnnealing` and `AdvantageReweighting` set `kl_coef` and `adv_weight_sigma` before
+every step. The reference model (for the KL term) is built only when `needs_reference`, and is
+kept out of the checkpoint: it is the initial policy, rebuilt on resume.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Callable
+
+import lightning as L
+import torch
+
+from m2r.data.schema import task_slug
+from m2r.rewards.router import RewardRouter
+from m2r.rl.core import advantage_weights, aggregation_normalizer, group_advantages, policy_loss, token_logps
+from m2r.rl.rollout import generate_rollouts, repetition_loop, select_rows
+
+
+class GRPOModule(L.LightningModule):
+    def __init__(
+        self,
+        policy_factory: Callable[[], torch.nn.Module],
+        processor,
+        router: RewardRouter,
+        ref_factory: Callable[[], torch.nn.Module] | None = None,
+        G: int = 4,
+        eps_low: float = 0.2,
+        eps_high: float = 0.2,
+        beta: float = 0.0,
+        aggregation: str = "sequence",  # token (DAPO) | sequence (GRPO) | constant (Dr.GRPO)
+        scale_std: bool = True,
+        mask_truncated: bool = False,
+        mu: int = 1,
+        max_new_tokens: int = 128,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        micro_batch_size: int = 8,
+        logprob_chunk: int = 256,
+        lr: float = 1e-6,
+        weight_decay: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        max_grad_norm: float = 1.0,
+        scheduler: str = "constant_with_warmup",
+        warmup_steps: int = 0,
+        seed: int = 0,
+        rollout_log_rows: int = 8,
+    ):
+        super().__init__()
+        if mu < 1:
+            raise ValueError(f"algo.mu={mu}: at least one update per rollout batch")
+        if G < 2:
+            raise ValueError(f"algo.G={G}: group advantages need at least 2 responses per prompt")
+        self.save_hyperparameters(ignore=["policy_factory", "processor", "router", "ref_factory"])
+        self.automatic_optimization = False
+        self.policy_factory, self.ref_factory = policy_factory, ref_factory
+        self.processor, self.router = processor, router
+        self.model: torch.nn.Module | None = None
+        self.__dict__["ref_model"] = None  # not a submodule: never trained, never checkpointed
+        self.kl_coef: float = beta  # CosineKLAnnealing overwrites this before each step
+        self.adv_weight_sigma: float | None = None  # AdvantageReweighting sets it; None = off
+        self.last_rollouts: list[dict] = []  # the latest step's responses, for RolloutLogger
+
+    def configure_model(self) -> None:
+        if self.model is None:
+            self.model = self.policy_factory().train()
+        if self.ref_factory is not None and self.ref_model is None:
+            ref = self.ref_factory().eval()
+            ref.requires_grad_(False)
+            self.__dict__["ref_model"] = ref
+
+    def on_fit_start(self) -> None:
+        if self.ref_model is not None:
+            self.ref_model.to(self.device)
+
+    def forward(self, **inputs):
+        return self.model(**inputs)
+
+    # ------------------------------------------------------------------------------------------
+
+    def training_step(self, batch: list, batch_idx: int) -> None:
+        h = self.hparams
+        t0 = time.perf_counter()
+        ro = generate_rollouts(
+            self.model, self.processor, batch, h.G, h.max_new_tokens, h.temperature, h.top_p,
+            seed=h.seed * 1_000_003 + self.global_step * 7919 + self.global_rank,
+        )
+        N, G = len(ro.texts), h.G
+        scores = [self.router.score(text, ro.samples[i // G]) for i, text in enumerate(ro.texts)]
+        rewards = torch.tensor([s.total for s in scores], dtype=torch.float32)  # [N]
+        accuracy = torch.tensor([s.accuracy for s in scores], dtype=torch.float32)  # [N]
+        advantages = group_advantages(rewards, G, h.scale_std)  # [N]
+        weights = advantage_weights(accuracy, G, self.adv_weight_sigma) if self.adv_weight_sigma is not None else torch.ones(N)
+        advantages = (advantages * weights).to(self.device)
+
+        mask = ro.completion_mask  # [N, L]
+        if h.mask_truncated:
+            mask = mask * (~ro.truncated).long()[:, None]
+        divisor = aggregation_normalizer(mask, h.aggregation, h.max_new_tokens).to(self.device)  # [N]
+        chunks = [list(range(s, min(s + h.micro_batch_size, N))) for s in range(0, N, h.micro_batch_size)]
+        inputs = [select_rows(ro.prompt_inputs, rows, ro.images_per_row) for rows in chunks]
+
+        beta = float(self.kl_coef)
+        with torch.no_grad():
+            old = [token_logps(self.model, x, ro.completion_ids[r], h.temperature, h.logprob_chunk) for x, r in zip(inputs, chunks)] if h.mu > 1 else None
+            use_ref = beta != 0.0 and self.ref_model is not None
+            if beta != 0.0 and self.ref_model is None:
+                raise RuntimeError("kl_coef > 0 but no reference model was built; set needs_reference (the grpo stage does this from algo.beta and the KL callback)")
+            ref = [token_logps(self.ref_model, x, ro.completion_ids[r], h.temperature, h.logprob_chunk) for x, r in zip(inputs, chunks)] if use_ref else None
+
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        stats = defaultdict(list)
+        for _ in range(h.mu):
+            for k, (x, rows) in enumerate(zip(inputs, chunks)):
+                logps = token_logps(self.model, x, ro.completion_ids[rows], h.temperature, h.logprob_chunk)  # [n, L]
+                loss, st = policy_loss(
+                    logps, old[k] if old is not None else logps.detach(), advantages[rows], mask[rows], divisor[rows],
+                    h.eps_low, h.eps_high, beta, ref[k] if ref is not None else None,
+                )
+                self.manual_backward(loss)
+                stats["loss"].append(loss.detach())
+                for name, v in st.items():
+                    stats[name].append(v)
+            self.clip_gradients(opt, gradient_clip_val=h.max_grad_norm, gradient_clip_algorithm="norm")
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+
+        elapsed = time.perf_counter() - t0
+        self._log_step(ro, scores, rewards, accuracy, weights, mask, stats, beta, elapsed)
+
+    def _log_step(self, ro, scores, rewards, accuracy, weights, mask, stats, beta, elapsed) -> None:
+        G, N = self.hparams.G, len(ro.texts)
+        log = lambda k, v: self.log(k, float(v), batch_size=N)  # noqa: E731
+        log("train/loss", torch.stack(stats["loss"]).sum() / self.hparams.mu)
+        log("train/reward", rewards.mean())
+        log("train/acc", accuracy.mean())
+        per_fn, per_task, acc_task = defaultdict(list), defaultdict(list), defaultdict(list)
+        for i, s in enumerate(scores):
+            for name, v in s.values.items():
+                per_fn[name].append(v)
+            per_task[task_slug(ro.samples[i // G].task)].append(s.total)
+            acc_task[task_slug(ro.samples[i // G].task)].append(s.accuracy)
+        for name, vs in per_fn.items():
+            log(f"train/reward/{name}", sum(vs) / len(vs))
+        for t, vs in per_task.items():
+            log(f"train/reward_by_task/{t}", sum(vs) / len(vs))
+            log(f"train/acc_by_task/{t}", sum(acc_task[t]) / len(acc_task[t]))
+        log("train/zero_std_frac", (rewards.view(-1, G).std(dim=1) < 1e-8).float().mean())
+        lengths = ro.completion_mask.sum(dim=1).float()
+        log("train/len_mean", lengths.mean())
+        log("train/len_max", lengths.max())
+        log("train/truncated", ro.truncated.float().mean())
+        log("train/repetition", sum(repetition_loop(t) for t in ro.texts) / N)
+        tok = torch.stack(stats["tokens"]).sum()
+        log("train/clip_frac", sum(c * t for c, t in zip(stats["clip_frac"], stats["tokens"])) / tok.clamp(min=1))
+        log("train/kl", sum(k * t for k, t in zip(stats["kl"], stats["tokens"])) / tok.clamp(min=1))
+        log("train/kl_coef", beta)
+        log("train/adv_weight_mean", weights.mean())
+        log("train/adv_weight_std", weights.std() if N > 1 else 0.0)
+        log("train/step_time", elapsed)
+        log("train/tokens_per_s", lengths.sum() / elapsed)
+        adv = group_advantages(rewards, G, self.hparams.scale_std) * weights
+        self.last_rollouts = [
+            {"step": self.global_step, "id": ro.samples[i // G].id, "task": ro.samples[i // G].task, "response": ro.texts[i],
+             "rewards": scores[i].values, "total": scores[i].total, "accuracy": scores[i].accuracy, "advantage": float(adv[i]),
+             "truncated": bool(ro.truncated[i])}
+            for i in range(min(N, self.hparams.rollout_log_rows * G))
+        ]
+
+    def configure_optimizers(self):
+        from transformers import get_scheduler
+
+        h = self.hparams
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=h.lr, weight_decay=h.weight_decay, betas=tuple(h.betas))
+        total = self.trainer.max_steps
+        if total is None or total < 0:
+            raise ValueError("GRPO streams prompts: set trainer.max_steps (optimizer steps; mu per rollout batch)")
+        sched = get_scheduler(h.scheduler, optimizer, num_warmup_steps=h.warmup_steps, num_training_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

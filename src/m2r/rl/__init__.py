@@ -1,0 +1,1 @@
+"""GRPO-RLVR pieces: rollouts, advantages, advantage weights, KL and its schedule, policy losses."""

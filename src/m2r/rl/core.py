@@ -1,0 +1,126 @@
+"""The math of GRPO-RLVR as plain functions (DESIGN.md section 4); no Lightning here.
+
+Shapes: B prompts, G responses per prompt, N = B*G rows, L response length.
+
+Departures from the reference algorithm, each a choice the seeds leave open:
+1. Advantages divide by the group's unbiased std + 1e-4 (as TRL does); `scale_std=False` keeps
+   only the centring (Dr.GRPO).
+2. Eq. 6 weights use the group's mean *accuracy* reward (the route's accuracy function: exact
+   match, or EDNM for numeric spatial tasks), with sigma = 4 so that w = 1 at p = 0.5.
+3. Loss aggregation normalises over the whole rollout batch, not over a micro-batch, so gradient
+   accumulation gives the same gradient as one big batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def group_advantages(rewards: torch.Tensor, G: int, scale_std: bool = True, eps: float = 1e-4) -> torch.Tensor:
+    """A_i = (r_i - mean(r_group)) / (std(r_group) + eps); rewards [N] in groups of G consecutive rows -> [N]."""
+    r = rewards.view(-1, G)  # [B, G]
+    adv = r - r.mean(dim=1, keepdim=True)
+    if scale_std:
+        std = r.std(dim=1, keepdim=True) if G > 1 else torch.zeros_like(r[:, :1])
+        adv = adv / (std + eps)
+    return adv.reshape(-1)
+
+
+def advantage_weights(accuracy: torch.Tensor, G: int, sigma: float = 4.0) -> torch.Tensor:
+    """Eq. 6: w_q = sigma * p_q * (1 - p_q), p_q the group's mean accuracy; accuracy [N] -> weights [N]."""
+    p = accuracy.view(-1, G).mean(dim=1)  # [B]
+    return (sigma * p * (1 - p)).repeat_interleave(G)
+
+
+def cosine_kl_coef(step: int, total: int, beta_max: float, beta_min: float = 0.0) -> float:
+    """Eq. 7: beta_t = beta_min + (beta_max - beta_min) * (1 + cos(pi * t / T)) / 2, t clamped to [0, T]."""
+    t = min(max(step, 0), total)
+    return beta_min + (beta_max - beta_min) * (1 + math.cos(math.pi * t / max(total, 1))) / 2
+
+
+def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimator of KL(pi || pi_ref): exp(d) - d - 1 with d = log pi_ref - log pi (>= 0)."""
+    d = ref_logps - logps
+    return torch.exp(d) - d - 1
+
+
+def aggregation_normalizer(mask: torch.Tensor, aggregation: str, max_len: int) -> torch.Tensor:
+    """What a summed per-token loss is divided by, computed once over the whole rollout batch.
+
+    token (DAPO): all response tokens; sequence (GRPO): each row's own length, then the number of
+    rows; constant (Dr.GRPO): rows x max_len. Returns a per-row divisor [N]; the loss is
+    sum_rows(sum_tokens(loss * mask) / divisor_row).
+    """
+    n = mask.shape[0]
+    if aggregation == "token":
+        return mask.sum().clamp(min=1).expand(n).to(torch.float32)
+    if aggregation == "sequence":
+        return (mask.sum(dim=1).clamp(min=1) * n).to(torch.float32)
+    if aggregation == "constant":
+        return torch.full((n,), float(n * max_len))
+    raise ValueError(f"algo.aggregation={aggregation!r} is not one of token, sequence, constant")
+
+
+def policy_loss(
+    logps: torch.Tensor,  # [n, L] current policy
+    old_logps: torch.Tensor,  # [n, L] the policy that sampled (detached)
+    advantages: torch.Tensor,  # [n]
+    mask: torch.Tensor,  # [n, L] 1 on response tokens that count
+    divisor: torch.Tensor,  # [n] from aggregation_normalizer (rows of the whole batch)
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+    beta: float = 0.0,
+    ref_logps: torch.Tensor | None = None,  # [n, L]; needed when beta > 0
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clipped surrogate + beta * k3 KL per token, aggregated with `divisor`. Returns (loss, stats)."""
+    mask = mask.to(logps.dtype)
+    ratio = torch.exp(logps - old_logps)
+    adv = advantages.unsqueeze(1)
+    clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
+    per_token = -torch.min(ratio * adv, clipped * adv)
+    kl = None
+    if beta != 0.0:
+        if ref_logps is None:
+            raise ValueError("beta > 0 needs reference log-probs")
+        kl = k3_kl(logps, ref_logps)
+        per_token = per_token + beta * kl
+    loss = ((per_token * mask).sum(dim=1) / divisor).sum()
+    with torch.no_grad():
+        n_tok = mask.sum().clamp(min=1)
+        is_clipped = ((ratio < 1 - eps_low) & (adv < 0)) | ((ratio > 1 + eps_high) & (adv > 0))
+        stats = {"clip_frac": (is_clipped.float() * mask).sum() / n_tok, "tokens": mask.sum()}
+        stats["kl"] = (kl * mask).sum() / n_tok if kl is not None else torch.zeros(())
+    return loss, stats
+
+
+def token_logps(
+    model: torch.nn.Module,
+    inputs: dict[str, torch.Tensor],
+    completion_ids: torch.Tensor,  # [n, L]
+    temperature: float = 1.0,
+    chunk: int = 256,
+) -> torch.Tensor:
+    """Log-probabilities [n, L] of `completion_ids`, which follow the prompt `inputs` (left-padded).
+
+    The backbone runs once over prompt + completion; the LM head and log-softmax run over chunks
+    of `chunk` positions, so the float32 logits held at once are [n, chunk, V], never [n, L, V].
+    """
+    ids = torch.cat([inputs["input_ids"], completion_ids], dim=1)
+    attn = torch.cat([inputs["attention_mask"], torch.ones_like(completion_ids)], dim=1)
+    extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
+    if "mm_token_type_ids" in inputs:
+        extra["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(completion_ids)], dim=1)
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone, head = getattr(core, "model", None), core.get_output_embeddings()
+    L = completion_ids.shape[1]
+    if backbone is not None and head is not None:
+        hidden = backbone(input_ids=ids, attention_mask=attn, use_cache=False, **extra).last_hidden_state[:, -L - 1 : -1]  # [n, L, H]
+        out = []
+        for s in range(0, L, chunk):
+            logits = head(hidden[:, s : s + chunk]).float() / temperature  # [n, c, V]
+            out.append(torch.gather(torch.log_softmax(logits, dim=-1), 2, completion_ids[:, s : s + chunk, None]).squeeze(2))
+        return torch.cat(out, dim=1)
+    logits = model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=L + 1, **extra).logits[:, :-1].float() / temperature
+    return torch.gather(torch.log_softmax(logits, dim=-1), 2, completion_ids[:, :, None]).squeeze(2)

@@ -1,0 +1,131 @@
+"""Rollouts: G sampled responses per prompt in one batched `generate` call with the KV cache.
+
+Prompts are rendered with the model's chat template (M2 system prompt), left-padded, and each
+repeated G times, so rows [b*G, (b+1)*G) are prompt b's group. A response ends at its first EOS
+(kept, so the model is trained to stop); everything after is masked. A response that hits
+`max_new_tokens` without EOS is truncated; `mask_truncated` drops it from the loss (DAPO).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from PIL import Image
+
+from m2r.data.collate import M2_SYSTEM_PROMPT, build_messages
+from m2r.data.schema import Sample
+
+
+@dataclass
+class Rollouts:
+    samples: list[Sample]  # [B]
+    prompt_inputs: dict[str, torch.Tensor]  # processor outputs for the N = B*G rows (left-padded)
+    completion_ids: torch.Tensor  # [N, L]
+    completion_mask: torch.Tensor  # [N, L] 1 up to and including the first EOS
+    truncated: torch.Tensor  # [N] bool: no EOS within max_new_tokens
+    texts: list[str] = field(default_factory=list)  # [N] decoded responses (special tokens dropped)
+    images_per_row: list[int] = field(default_factory=list)  # [N] images in each row's prompt
+    G: int = 1
+
+
+def prompt_inputs(processor, batch: Sequence[tuple[Sample, list[Image.Image]]], G: int, system_prompt: str | None = M2_SYSTEM_PROMPT) -> dict[str, torch.Tensor]:
+    """Processor inputs for each prompt repeated G times, left-padded for generation."""
+    texts, images = [], []
+    for sample, imgs in batch:
+        text = processor.apply_chat_template(build_messages(sample, len(imgs), system_prompt), tokenize=False, add_generation_prompt=True)
+        for _ in range(G):
+            texts.append(text)
+            images.extend(imgs)
+    side = processor.tokenizer.padding_side
+    processor.tokenizer.padding_side = "left"
+    try:
+        return dict(processor(text=texts, images=images or None, padding=True, return_tensors="pt"))
+    finally:
+        processor.tokenizer.padding_side = side
+
+
+def response_mask(completion_ids: torch.Tensor, eos_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask [N, L] through the first EOS inclusive, truncated [N]) for generated ids."""
+    is_eos = torch.isin(completion_ids, torch.tensor(list(eos_ids), device=completion_ids.device))
+    has_eos = is_eos.any(dim=1)
+    first = torch.where(has_eos, is_eos.int().argmax(dim=1), torch.full_like(has_eos, completion_ids.shape[1], dtype=torch.long))
+    pos = torch.arange(completion_ids.shape[1], device=completion_ids.device)
+    mask = (pos[None, :] <= first[:, None]).long()
+    return mask, ~has_eos
+
+
+@torch.no_grad()
+def generate_rollouts(
+    model: torch.nn.Module,
+    processor,
+    batch: Sequence[tuple[Sample, list[Image.Image]]],
+    G: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    system_prompt: str | None = M2_SYSTEM_PROMPT,
+    seed: int | None = None,
+) -> Rollouts:
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) for k, v in prompt_inputs(processor, batch, G, system_prompt).items()}
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(next(model.parameters()).dtype)
+    tok = processor.tokenizer
+    eos = [tok.eos_token_id] + [i for i in ([model.generation_config.eos_token_id] if isinstance(model.generation_config.eos_token_id, int) else (model.generation_config.eos_token_id or [])) if i is not None]
+    if seed is not None:
+        torch.manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    try:
+        out = model.generate(
+            **inputs, do_sample=True, temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
+            eos_token_id=sorted(set(eos)), pad_token_id=tok.pad_token_id, use_cache=True,
+        )
+    finally:
+        model.train(was_training)
+    completion = out[:, inputs["input_ids"].shape[1] :]
+    if completion.shape[1] == 0:  # nothing generated at all
+        completion = torch.full((completion.shape[0], 1), tok.eos_token_id, device=device)
+    mask, truncated = response_mask(completion, sorted(set(eos)))
+    completion = torch.where(mask.bool(), completion, torch.full_like(completion, tok.pad_token_id))
+    texts = tok.batch_decode(completion, skip_special_tokens=True)
+    images_per_row = [len(imgs) for _, imgs in batch for _ in range(G)]
+    return Rollouts([s for s, _ in batch], inputs, completion, mask, truncated, texts, images_per_row, G)
+
+
+def select_rows(inputs: dict[str, torch.Tensor], rows: Sequence[int], images_per_row: Sequence[int]) -> dict[str, torch.Tensor]:
+    """The processor inputs of some rows, with their images' patches (pixel_values is [patches, D])."""
+    idx = torch.as_tensor(list(rows), device=inputs["input_ids"].device)
+    out = {k: v[idx] for k, v in inputs.items() if k not in ("pixel_values", "image_grid_thw")}
+    if "image_grid_thw" in inputs:
+        grid = inputs["image_grid_thw"]
+        patches = grid.prod(dim=-1).tolist()
+        img_start = [0]
+        for n in images_per_row:
+            img_start.append(img_start[-1] + n)
+        patch_start = [0]
+        for n in patches:
+            patch_start.append(patch_start[-1] + n)
+        imgs = [i for r in rows for i in range(img_start[r], img_start[r + 1])]
+        if imgs:
+            out["image_grid_thw"] = grid[imgs]
+            out["pixel_values"] = torch.cat([inputs["pixel_values"][patch_start[i] : patch_start[i + 1]] for i in imgs])
+    return out
+
+
+def repetition_loop(text: str, n: int = 8, min_repeats: int = 3) -> bool:
+    """True when the response ends in an n-gram loop: the same n words repeated at least `min_repeats` times."""
+    words = re.findall(r"\S+", text[-20_000:])
+    if len(words) < n * min_repeats:
+        return False
+    for size in range(1, n + 1):
+        tail = words[-size:]
+        reps = 1
+        while len(words) >= size * (reps + 1) and words[-size * (reps + 1) : -size * reps] == tail:
+            reps += 1
+        if reps >= min_repeats and size * reps >= n:
+            return True
+    return False

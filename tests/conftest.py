@@ -42,7 +42,7 @@ def shard_root(tmp_path_factory) -> Path:
     from m2r.data.build import build_data
 
     root = tmp_path_factory.mktemp("shards")
-    build_data(DataConfig(train_per_task=4, val_per_task=2, samples_per_shard=2), root, seed=0)
+    build_data(DataConfig(train_per_task=4, val_per_task=2, rl_per_task=4, samples_per_shard=2), root, seed=0)
     return root
 
 
@@ -60,9 +60,10 @@ def compose(overrides: list[str], run_dir: Path, cache: Path):
 FAST = [
     "data.train_per_task=4",
     "data.val_per_task=1",
+    "data.rl_per_task=2",
     "data.samples_per_shard=2",
     "data.batch_size=4",
-    "trainer.max_steps=2",
+    "sft.max_steps=2", "grpo.max_steps=2",
     "trainer.val_check_interval=2",
     "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false",

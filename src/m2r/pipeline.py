@@ -61,9 +61,11 @@ def step_sft(cfg: DictConfig) -> dict[str, Any]:
         max_length=data_cfg.max_length, seed=cfg.seed,
     )
     factory = partial(build_model, model_cfg, processor)
-    module = SFTModule(model_factory=factory, **OmegaConf.to_container(cfg.sft, resolve=True))
+    args = OmegaConf.to_container(cfg.sft, resolve=True)
+    max_steps = args.pop("max_steps")
+    module = SFTModule(model_factory=factory, **args)
     history = MetricHistory(sft_dir / "history.json")
-    trainer = make_trainer(cfg, sft_dir, "sft", extra_callbacks=[history])
+    trainer = make_trainer(cfg, sft_dir, "sft", extra_callbacks=[history], max_steps=max_steps)
     trainer.fit(module, dm, ckpt_path=resume_path(cfg, sft_dir))
     export_hf(trainer, module, processor, hf_dir, factory)
 
@@ -110,7 +112,7 @@ def step_grpo(cfg: DictConfig) -> dict[str, Any]:
     data_cfg, model_cfg = OmegaConf.to_object(cfg.data), OmegaConf.to_object(cfg.model)
     root = build_data(data_cfg, cfg.paths.build_dir, cfg.seed)
     args = OmegaConf.to_container(cfg.grpo, resolve=True)
-    init, prompts_per_step = args.pop("init"), args.pop("prompts_per_step")
+    init, prompts_per_step, max_steps = args.pop("init"), args.pop("prompts_per_step"), args.pop("max_steps")
     init_path = None
     if init == "auto":
         sft_hf = Path(cfg.paths.sft_dir) / "hf"
@@ -134,7 +136,7 @@ def step_grpo(cfg: DictConfig) -> dict[str, Any]:
     )
     dm = RLDataModule(root, prompts_per_step, num_workers=data_cfg.num_workers, shuffle_buffer=data_cfg.shuffle_buffer, seed=cfg.seed)
     history = MetricHistory(grpo_dir / "history.json")
-    trainer = make_trainer(cfg, grpo_dir, "grpo", extra_callbacks=[history], manual_optimization=True)
+    trainer = make_trainer(cfg, grpo_dir, "grpo", extra_callbacks=[history], manual_optimization=True, max_steps=max_steps)
     trainer.fit(module, dm, ckpt_path=resume_path(cfg, grpo_dir))
     export_hf(trainer, module, processor, hf_dir, factory)
 

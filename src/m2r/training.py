@@ -32,7 +32,7 @@ def make_strategy(cfg: DictConfig | None):
     return instantiate(cfg)
 
 
-def make_trainer(cfg: DictConfig, stage_dir: Path, name: str, extra_callbacks: list | None = None, manual_optimization: bool = False) -> L.Trainer:
+def make_trainer(cfg: DictConfig, stage_dir: Path, name: str, extra_callbacks: list | None = None, manual_optimization: bool = False, max_steps: int | None = None) -> L.Trainer:
     """The Lightning Trainer for one stage; checkpoints go to `<stage_dir>/checkpoints`.
 
     With `manual_optimization` the module clips and accumulates itself, so the Trainer's
@@ -55,6 +55,8 @@ def make_trainer(cfg: DictConfig, stage_dir: Path, name: str, extra_callbacks: l
     callbacks += extra_callbacks or []
     logger = instantiate(cfg.logger, name=name) if cfg.get("logger") else False
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if max_steps is not None:
+        trainer_cfg["max_steps"] = max_steps
     if manual_optimization:
         trainer_cfg["gradient_clip_val"] = None
         trainer_cfg["accumulate_grad_batches"] = 1

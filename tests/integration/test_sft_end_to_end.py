@@ -22,7 +22,7 @@ def test_sft_learns_exports_and_generates(tmp_path, cache_dir):
     from m2r.data.collate import M2_SYSTEM_PROMPT, build_messages
     from m2r.data.tasks import generate
 
-    cfg = compose(["stage=sft", *FAST, "data.train_per_task=8", "trainer.max_steps=30", "trainer.val_check_interval=30", "sft.lr=3e-3", "sft.warmup_steps=3"], tmp_path, cache_dir)
+    cfg = compose(["stage=sft", *FAST, "data.train_per_task=8", "sft.max_steps=30", "grpo.max_steps=30", "trainer.val_check_interval=30", "sft.lr=3e-3", "sft.warmup_steps=3"], tmp_path, cache_dir)
     summary = m2r.run(cfg)["sft"]
     assert summary["steps"] == 30
     assert summary["loss_last_mean"] < summary["loss_first_mean"] - 1.5, summary
@@ -44,7 +44,7 @@ def test_sft_learns_exports_and_generates(tmp_path, cache_dir):
 
 
 def test_crash_then_resume_continues_from_last_checkpoint(tmp_path, cache_dir):
-    common = ["stage=sft", *FAST, "callbacks.checkpoint.every_n_train_steps=2", "trainer.max_steps=6", "trainer.val_check_interval=6"]
+    common = ["stage=sft", *FAST, "callbacks.checkpoint.every_n_train_steps=2", "sft.max_steps=6", "grpo.max_steps=6", "trainer.val_check_interval=6"]
     with pytest.raises(RuntimeError, match="simulated crash"):
         m2r.run(compose([*common, "+callbacks.crash._target_=conftest.CrashAfter", "+callbacks.crash.step=3"], tmp_path, cache_dir))
     last = torch.load(tmp_path / "sft" / "checkpoints" / "last.ckpt", weights_only=False)
@@ -62,7 +62,7 @@ def test_crash_then_resume_continues_from_last_checkpoint(tmp_path, cache_dir):
 def test_every_experiment_runs_one_step(experiment, tmp_path, cache_dir, shard_root, processor, model_cfg):
     from m2r.model.load import build_model
 
-    overrides = [f"experiment={experiment}", "stage=sft", *FAST, "trainer.max_steps=1", "trainer.val_check_interval=1", "trainer.limit_val_batches=1"]
+    overrides = [f"experiment={experiment}", "stage=sft", *FAST, "sft.max_steps=1", "grpo.max_steps=1", "trainer.val_check_interval=1", "trainer.limit_val_batches=1"]
     cfg = compose(overrides, tmp_path, cache_dir)
     if cfg.model.source == "pretrained":
         # A real local checkpoint folder, loaded by the same path a 7B would take.
@@ -92,7 +92,7 @@ def test_ddp_on_two_cpu_processes(tmp_path):
 
     env = {**os.environ, "M2R_NO_PROGRESS": "1"}
     run = subprocess.run(
-        [sys.executable, "run.py", "stage=sft", "strategy=ddp", "trainer.devices=2", "trainer.max_steps=4", "trainer.val_check_interval=2",
+        [sys.executable, "run.py", "stage=sft", "strategy=ddp", "trainer.devices=2", "sft.max_steps=4", "grpo.max_steps=4", "trainer.val_check_interval=2",
          "data.train_per_task=4", "data.val_per_task=2", "data.samples_per_shard=2", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}/run"],
         cwd=ROOT, capture_output=True, text=True, env=env, timeout=400,
     )

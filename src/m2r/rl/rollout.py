@@ -47,6 +47,18 @@ def prompt_inputs(processor, batch: Sequence[tuple[Sample, list[Image.Image]]], 
         processor.tokenizer.padding_side = side
 
 
+def vision_token_ids(model, processor) -> list[int]:
+    """Image/video placeholder and boundary tokens: a response must never contain them, or the
+    re-encoded prompt + response would claim images it does not have."""
+    ids = set()
+    for holder in (model.config, processor):
+        for name in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id"):
+            v = getattr(holder, name, None)
+            if isinstance(v, int):
+                ids.add(v)
+    return sorted(ids)
+
+
 def response_mask(completion_ids: torch.Tensor, eos_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """(mask [N, L] through the first EOS inclusive, truncated [N]) for generated ids."""
     is_eos = torch.isin(completion_ids, torch.tensor(list(eos_ids), device=completion_ids.device))
@@ -82,7 +94,7 @@ def generate_rollouts(
     try:
         out = model.generate(
             **inputs, do_sample=True, temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
-            eos_token_id=sorted(set(eos)), pad_token_id=tok.pad_token_id, use_cache=True,
+            eos_token_id=sorted(set(eos)), pad_token_id=tok.pad_token_id, use_cache=True, suppress_tokens=vision_token_ids(model, processor) or None,
         )
     finally:
         model.train(was_training)

@@ -59,4 +59,7 @@ def test_misspelt_key_in_a_yaml_fails_at_composition(tmp_path, monkeypatch):
 def test_logger_and_callbacks_instantiate(tmp_path):
     cfg = compose(["logger=csv"], tmp_path, tmp_path)
     assert type(instantiate(cfg.logger, name="sft")).__name__ == "CSVLogger"
-    assert {type(instantiate(c)).__name__ for c in cfg.callbacks.values()} == {"ModelCheckpoint", "LearningRateMonitor", "RichProgressBar"}
+    assert {type(instantiate(c)).__name__ for c in cfg.callbacks.values()} == {
+        "ModelCheckpoint", "LearningRateMonitor", "RichProgressBar", "CosineKLAnnealing", "AdvantageReweighting", "RolloutLogger"}
+    plain = compose(["callbacks=default"], tmp_path, tmp_path)
+    assert {type(instantiate(c)).__name__ for c in plain.callbacks.values()} == {"ModelCheckpoint", "LearningRateMonitor", "RichProgressBar"}

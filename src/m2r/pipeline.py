@@ -153,7 +153,55 @@ def _mean(rows: list[dict], key: str) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
-STEPS: dict[str, Callable[[DictConfig], dict[str, Any]]] = {"build": step_build, "sft": step_sft, "grpo": step_grpo}
+def step_eval(cfg: DictConfig) -> dict[str, Any]:
+    from dataclasses import replace
+
+    from m2r.eval.runner import BENCHMARKS, generate_responses, read_predictions, score_benchmark, write_outputs
+
+    b = cfg.get("benchmark")
+    if not b or not b.get("name"):
+        raise ValueError("stage=eval needs a benchmark: benchmark=mathvision|wemath benchmark.root=<folder of its files>")
+    if b.name not in BENCHMARKS:
+        raise ValueError(f"benchmark={b.name} is not implemented yet; available: {sorted(BENCHMARKS)}")
+    if not b.root:
+        raise ValueError(f"benchmark.root is required: the local folder of the {b.name} files (m2r never downloads benchmarks)")
+    t0 = time.perf_counter()
+    items = BENCHMARKS[b.name].load(b.root, b.split)
+    if cfg.eval.limit:
+        items = items[: int(cfg.eval.limit)]
+    if cfg.eval.predictions:
+        responses = read_predictions(cfg.eval.predictions, items)
+        label = f"predictions: {Path(cfg.eval.predictions).name}"
+    else:
+        from m2r.model.load import build_model, load_processor
+
+        model_cfg = OmegaConf.to_object(cfg.model)
+        src = cfg.eval.model
+        if src == "auto":
+            src = next((str(p) for p in (Path(cfg.paths.grpo_dir) / "hf", Path(cfg.paths.sft_dir) / "hf") if (p / "COMPLETE").exists()), None)
+        if src:
+            model_cfg = replace(model_cfg, source="pretrained", path=str(src), processor_path=None)
+        processor = load_processor(model_cfg, cfg.paths.cache_dir)
+        model = build_model(model_cfg, processor)
+        if torch_cuda():
+            model = model.cuda()
+        responses = generate_responses(model, processor, items, b.name if b.prompt == "official" else "m2", cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.eval.greedy)
+        label = f"this run ({src or model_cfg.name})"
+    samples, metrics = score_benchmark(b.name, items, responses)
+    out = Path(cfg.paths.eval_dir) / b.name
+    write_outputs(out, b.name, label, samples, metrics)
+    summary = {"benchmark": b.name, "rows": len(items), "score": metrics["score"], "seconds": round(time.perf_counter() - t0, 1), "dir": str(out)}
+    log.info("eval: %s", summary)
+    return summary
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+STEPS: dict[str, Callable[[DictConfig], dict[str, Any]]] = {"build": step_build, "sft": step_sft, "grpo": step_grpo, "eval": step_eval}
 
 
 def _single_log_lines() -> None:

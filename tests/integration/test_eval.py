@@ -1,0 +1,64 @@
+"""stage=eval on the real MATH-V and We-Math files: scoring predictions without a model, and the
+tiny model end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import m2r
+from conftest import compose
+
+BENCH = Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks"
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (BENCH / "mathvision").exists(), reason="../shared/benchmarks not present")]
+
+
+def m2(answer: str) -> str:
+    return f"<think>Reading the figure.</think><answer>\\boxed{{{answer}}}</answer>"
+
+
+def test_mathvision_predictions_without_model(tmp_path, cache_dir):
+    rows = [json.loads(l) for l in (BENCH / "mathvision" / "testmini.jsonl").read_text().splitlines()]
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("\n".join(json.dumps({"id": r["id"], "response": m2(r["answer"])}) for r in rows[:-4]) + "\n")  # 4 rows missing
+    cfg = compose(["stage=eval", "benchmark=mathvision", f"benchmark.root={BENCH / 'mathvision'}", f"eval.predictions={preds}"], tmp_path, cache_dir)
+    summary = m2r.run(cfg)["eval"]
+    assert summary["rows"] == 304 and summary["score"] == pytest.approx(300 / 304)  # missing rows count as wrong
+    out = tmp_path / "eval" / "mathvision"
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 304
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["accuracy"]["count"] == 304 and "counting" in metrics["accuracy"]
+    table = (out / "table.md").read_text()
+    assert "M2-Reasoning-7B (paper) | 31.5" in table and "Qwen2.5-VL-7B (paper) | 25.4" in table and "98.7" in table
+
+
+def test_wemath_predictions_four_dimensional(tmp_path, cache_dir):
+    rows = json.loads((BENCH / "wemath" / "testmini.json").read_text())
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("\n".join(json.dumps({"ID": r["ID"], "key": r["key"], "response": f"<Answer>: <<{r['answer']}>>"}) for r in rows) + "\n")
+    cfg = compose(["stage=eval", "benchmark=wemath", f"benchmark.root={BENCH / 'wemath'}", f"eval.predictions={preds}"], tmp_path, cache_dir)
+    assert m2r.run(cfg)["eval"]["score"] == 1.0
+    fd = json.loads((tmp_path / "eval" / "wemath" / "metrics.json").read_text())["four_dimensional"]
+    assert fd["CM_strict_count"] == 525 and fd["n_problems"] == 525
+
+
+def test_bad_predictions_file_says_what_is_wrong(tmp_path, cache_dir):
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text('{"id": "4", "response": "x"}\n{"response": "no id"}\n')
+    cfg = compose(["stage=eval", "benchmark=mathvision", f"benchmark.root={BENCH / 'mathvision'}", f"eval.predictions={preds}"], tmp_path, cache_dir)
+    with pytest.raises(ValueError, match=r"line 2: missing field\(s\) \['id'\]"):
+        m2r.run(cfg)
+    with pytest.raises(ValueError, match="benchmark.root is required"):
+        m2r.run(compose(["stage=eval", "benchmark=mathvision"], tmp_path, cache_dir))
+
+
+@pytest.mark.parametrize("prompt", ["official", "m2"])
+def test_tiny_model_end_to_end(tmp_path, cache_dir, prompt):
+    cfg = compose(["stage=eval", "benchmark=mathvision", f"benchmark.root={BENCH / 'mathvision'}", f"benchmark.prompt={prompt}",
+                   "eval.limit=4", "eval.max_new_tokens=8", "eval.batch_size=2"], tmp_path, cache_dir)
+    summary = m2r.run(cfg)["eval"]
+    assert summary["rows"] == 4
+    samples = [json.loads(l) for l in (tmp_path / "eval" / "mathvision" / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 4 and all(isinstance(s["response"], str) for s in samples)

@@ -62,18 +62,20 @@ def test_crash_then_resume_continues_from_last_checkpoint(tmp_path, cache_dir):
 def test_every_experiment_runs_one_step(experiment, tmp_path, cache_dir, shard_root, processor, model_cfg):
     from m2r.model.load import build_model
 
-    overrides = [f"experiment={experiment}", "stage=sft", *FAST, "sft.max_steps=1", "grpo.max_steps=1", "trainer.val_check_interval=1", "trainer.limit_val_batches=1"]
+    overrides = [f"experiment={experiment}", *FAST, "sft.max_steps=1", "grpo.max_steps=1", "trainer.val_check_interval=1", "trainer.limit_val_batches=1"]
     cfg = compose(overrides, tmp_path, cache_dir)
     if cfg.model.source == "pretrained":
         # A real local checkpoint folder, loaded by the same path a 7B would take.
         ckpt = tmp_path / "ckpt"
         build_model(model_cfg, processor).save_pretrained(ckpt)
         processor.save_pretrained(ckpt)
-        overrides += [f"model.path={ckpt}", "model.max_pixels=28224", "data.max_length=512", "data.num_workers=0"]
+        overrides += [f"model.path={ckpt}", "model.max_pixels=28224", "data.max_length=512", "data.num_workers=0", "model.dtype=float32"]
     if cfg.data.source == "shards":
         overrides += [f"data.root={shard_root}"]
-    summary = m2r.run(compose(overrides, tmp_path, cache_dir))["sft"]
-    assert summary["steps"] == 1 and summary["loss_first"] is not None
+    if cfg.stage.name == "grpo":  # the 7B RL settings, shrunk to one tiny step
+        overrides += ["algo.G=2", "grpo.prompts_per_step=2", "grpo.max_new_tokens=8", "grpo.micro_batch_size=4"]
+    results = m2r.run(compose(overrides, tmp_path, cache_dir))
+    assert all(results[s]["steps"] == 1 for s in ("sft", "grpo") if s in results) and set(results) & {"sft", "grpo"}
 
 
 def test_cli_build_and_bad_override(tmp_path):
@@ -100,3 +102,19 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     summary = json.loads((tmp_path / "run" / "sft" / "summary.json").read_text())
     assert summary["steps"] == 4 and (tmp_path / "run" / "sft" / "hf" / "COMPLETE").exists()
     assert (tmp_path / "run" / "train_ddp_process_1.log").exists()  # the second rank really ran
+
+
+@pytest.mark.parametrize("extra", [["sweep=ednm_lambda"], ["launcher=local", "seed=0,1"]])
+def test_cli_multirun_sweeps(tmp_path, extra):
+    """`-m` with a sweep config (3 jobs) and with the submitit launcher (the SLURM code path, run locally)."""
+    import os
+
+    env = {**os.environ, "M2R_NO_PROGRESS": "1"}
+    run = subprocess.run(
+        [sys.executable, "run.py", "-m", "stage=build", "data.train_per_task=1", "data.val_per_task=1", "data.rl_per_task=1", *extra, f"hydra.sweep.dir={tmp_path}/sweep"],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=400,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.isdigit())
+    assert jobs == (["0", "1", "2"] if "sweep=ednm_lambda" in extra else ["0", "1"])
+    assert all((tmp_path / "sweep" / j / "build" / "rl" / "manifest.json").exists() for j in jobs)

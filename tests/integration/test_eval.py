@@ -62,3 +62,22 @@ def test_tiny_model_end_to_end(tmp_path, cache_dir, prompt):
     assert summary["rows"] == 4
     samples = [json.loads(l) for l in (tmp_path / "eval" / "mathvision" / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 4 and all(isinstance(s["response"], str) for s in samples)
+
+
+def test_vsibench_frames_with_tiny_model(tmp_path, cache_dir):
+    """Video questions through stage=eval: frames sampled from pre-extracted frame folders, several images per prompt."""
+    from PIL import Image
+
+    rows = [{"id": i, "dataset": "scannet", "scene_name": "s0", "question_type": t, "question": "How many chairs?" if t == "object_counting" else "Which?",
+             "options": None if t == "object_counting" else ["A. x", "B. y"], "ground_truth": "3" if t == "object_counting" else "A"}
+            for i, t in enumerate(["object_counting", "object_rel_distance"])]
+    root = tmp_path / "vsi"
+    (root / "frames" / "scannet" / "s0").mkdir(parents=True)
+    (root / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    for k in range(6):
+        Image.new("RGB", (64, 64), (k * 40, 90, 0)).save(root / "frames" / "scannet" / "s0" / f"{k}.jpg")
+    cfg = compose(["stage=eval", "benchmark=vsibench", f"benchmark.root={root}", f"benchmark.frames_dir={root / 'frames'}", "benchmark.num_frames=3",
+                   "eval.max_new_tokens=6"], tmp_path, cache_dir)
+    summary = m2r.run(cfg)["eval"]
+    assert summary["rows"] == 2
+    assert "OC" in (tmp_path / "eval" / "vsibench" / "table.md").read_text()

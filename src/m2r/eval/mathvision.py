@@ -46,7 +46,13 @@ class EvalItem:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def open_images(self) -> list[Image.Image]:
-        return [Image.open(io.BytesIO(r) if isinstance(r, bytes) else r).convert("RGB") for r in self.images]
+        out: list[Image.Image] = []
+        for r in self.images:
+            if hasattr(r, "frames"):  # a video: uniformly sampled frames
+                out.extend(r.frames())
+            else:
+                out.append(Image.open(io.BytesIO(r) if isinstance(r, bytes) else r).convert("RGB"))
+        return out
 
 
 def load(root: str | Path, split: str = "testmini") -> list[EvalItem]:
@@ -158,3 +164,14 @@ def score(item: EvalItem, response: str) -> dict[str, Any]:
     gold_text = item.options[ord(item.answer) - 65] if item.options and len(item.answer) == 1 and "A" <= item.answer <= "E" else ""
     correct = is_equal(ans, item.answer) or (bool(gold_text) and is_equal(ans, _strip(gold_text)))
     return {"extracted": ans, "correct": bool(correct)}
+
+
+def aggregate(items: list[EvalItem], scores: list[float]) -> dict[str, Any]:
+    """Accuracy overall and per subject (the official per-subject breakdown)."""
+    from m2r.eval.metrics import GroupAccuracy
+
+    acc = GroupAccuracy(sorted({str(it.meta.get("subject")) for it in items}))
+    for it, s in zip(items, scores):
+        acc.update(str(it.meta.get("subject")), s)
+    out = acc.compute()
+    return {"accuracy": out, "score": out["overall"]}

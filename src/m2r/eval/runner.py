@@ -9,8 +9,8 @@ Writes `<run>/eval/<benchmark>/`: `samples.jsonl` (response, extracted answer, c
 `metrics.json`, and `table.md` in the layout of the paper's table with the paper's rows for
 M2-Reasoning-7B and Qwen2.5-VL-7B beside the model under test.
 
-Implemented benchmarks so far: MATH-V (`mathvision`) and We-Math (`wemath`). The other six of
-the paper's eight are not yet here (see the README).
+Implemented benchmarks so far: MATH-V (`mathvision`), We-Math (`wemath`), CV-Bench (`cvbench`)
+and VSI-Bench (`vsibench`). MathVista, MathVerse, DynaMath and LogicVista are not yet here.
 """
 
 from __future__ import annotations
@@ -23,20 +23,28 @@ from typing import Any
 import torch
 
 from m2r.data.collate import M2_SYSTEM_PROMPT
-from m2r.eval import mathvision, wemath
+from m2r.eval import cvbench, mathvision, vsibench, wemath
 from m2r.eval.mathvision import EvalItem
-from m2r.eval.metrics import GroupAccuracy, RowResults
+from m2r.eval.metrics import RowResults
 from m2r.progress import progress
 
 log = logging.getLogger(__name__)
 
-BENCHMARKS = {"mathvision": mathvision, "wemath": wemath}
-# The paper's rows (seeds: model card), for reference beside the model under test.
-PAPER = {
-    "mathvision": {"M2-Reasoning-7B": 31.5, "Qwen2.5-VL-7B": 25.4},
-    "wemath": {"M2-Reasoning-7B": 41.8, "Qwen2.5-VL-7B": 36.2},
+BENCHMARKS = {"mathvision": mathvision, "wemath": wemath, "cvbench": cvbench, "vsibench": vsibench}
+# Columns of the paper's tables (header, metric key) and the paper's rows (seeds: model card), for reference.
+COLUMNS = {
+    "mathvision": [("MathVision", "score")],
+    "wemath": [("WeMath", "score")],
+    "cvbench": [("Count", "task/Count"), ("Relation", "task/Relation"), ("Depth", "task/Depth"), ("Distance", "task/Distance"), ("Avg.", "task_mean"), ("Overall (official)", "overall")],
+    "vsibench": [("OC", "task/object_counting"), ("AD", "task/object_abs_distance"), ("OS", "task/object_size_estimation"), ("RS", "task/room_size_estimation"),
+                 ("RDs", "task/object_rel_distance"), ("RDr", "task/object_rel_direction"), ("RP", "task/route_planning"), ("AO", "task/obj_appearance_order"), ("Avg.", "overall")],
 }
-TITLES = {"mathvision": "MathVision", "wemath": "WeMath"}
+PAPER = {
+    "mathvision": {"M2-Reasoning-7B": [31.5], "Qwen2.5-VL-7B": [25.4]},
+    "wemath": {"M2-Reasoning-7B": [41.8], "Qwen2.5-VL-7B": [36.2]},
+    "cvbench": {"M2-Reasoning-7B": [66.6, 92.8, 89.3, 84.3, 82.3, None], "Qwen2.5-VL-7B-Instruct": [65.2, 86.6, 70.6, 79.8, 75.0, None]},
+    "vsibench": {"M2-Reasoning-7B": [41.0, 34.0, 60.9, 55.4, 40.7, 47.3, 29.9, 28.8, 42.3], "Qwen2.5-VL-7B-Instruct": [37.7, 20.1, 49.7, 37.4, 38.5, 40.4, 31.4, 32.0, 35.9]},
+}
 
 
 def _m2_prompt(item: EvalItem) -> str:
@@ -105,36 +113,30 @@ def generate_responses(model, processor, items: list[EvalItem], prompt_style: st
 
 
 def score_benchmark(name: str, items: list[EvalItem], responses: list[str | None]) -> tuple[list[dict], dict[str, Any]]:
-    """Per-sample records and the benchmark's metrics."""
+    """Per-sample records and the benchmark's metrics. Row scores are gathered in a torchmetrics
+    Metric, so the same code reduces across ranks when generation is sharded."""
     module = BENCHMARKS[name]
-    groups = sorted({str(it.meta.get("subject") or "all") for it in items})
-    acc = GroupAccuracy(groups)
     rows = RowResults()
     samples = []
     for i, (it, r) in enumerate(zip(items, responses)):
         s = module.score(it, r or "") if r is not None else {"extracted": None, "correct": False}
-        acc.update(str(it.meta.get("subject") or "all"), float(s["correct"]))
-        rows.update(i, float(s["correct"]))
-        samples.append({**it.key, "response": r, "extracted": s["extracted"], "correct": s["correct"], "answer": it.answer})
-    metrics: dict[str, Any] = {"accuracy": acc.compute()}
-    if name == "wemath":
-        per_row = rows.compute()
-        metrics["four_dimensional"] = wemath.four_dimensional([(items[i].key["ID"], items[i].key["key"], bool(c)) for i, c in per_row])
-        metrics["score"] = metrics["four_dimensional"]["score_strict"]
-    else:
-        metrics["score"] = metrics["accuracy"]["overall"]
-    return samples, metrics
+        value = float(s.get("score", float(s["correct"])))
+        rows.update(i, value)
+        samples.append({**it.key, "response": r, "extracted": s["extracted"], "correct": s["correct"], "score": value, "answer": it.answer})
+    scores = dict(rows.compute())
+    return samples, module.aggregate(items, [scores[i] for i in range(len(items))])
 
 
 def table(name: str, model_label: str, metrics: dict[str, Any]) -> str:
-    """Markdown in the layout of the paper's general-reasoning table (this benchmark's column)."""
-    title = TITLES[name]
-    lines = ["| Models | " + title + " |", "|:---|:---:|"]
-    for model, v in PAPER[name].items():
-        lines.append(f"| {model} (paper) | {v:.1f} |")
-    lines.append(f"| **{model_label}** | {100 * metrics['score']:.1f} |")
-    note = " (We-Math: Score (strict), the paper's convention)" if name == "wemath" else ""
-    return "\n".join(lines) + f"\n\nScores in %{note}; rule-based scoring following the benchmark's official code.\n"
+    """Markdown in the layout of the paper's table for this benchmark, paper rows first."""
+    cols = COLUMNS[name]
+    lines = ["| Models | " + " | ".join(h for h, _ in cols) + " |", "|:---|" + ":---:|" * len(cols)]
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    for model, vals in PAPER[name].items():
+        lines.append(f"| {model} (paper) | " + " | ".join(fmt(v) for v in vals) + " |")
+    lines.append(f"| **{model_label}** | " + " | ".join(fmt(None if metrics.get(k) is None else 100 * metrics[k]) for _, k in cols) + " |")
+    note = " We-Math: Score (strict), the paper's convention." if name == "wemath" else ""
+    return "\n".join(lines) + f"\n\nScores in %; rule-based scoring following the benchmark's official code.{note}\n"
 
 
 def write_outputs(out_dir: Path, name: str, model_label: str, samples: list[dict], metrics: dict[str, Any]) -> None:

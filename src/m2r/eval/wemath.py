@@ -98,3 +98,8 @@ def four_dimensional(rows: list[tuple[str, str, bool]], n_problems: int | None =
     out["score_loose"] = (c["CM_loose"] + 0.5 * c["IG"]) / n
     out["n_problems"] = float(n)
     return out
+
+
+def aggregate(items: list[EvalItem], scores: list[float]) -> dict[str, Any]:
+    fd = four_dimensional([(it.key["ID"], it.key["key"], bool(s)) for it, s in zip(items, scores)])
+    return {"accuracy": sum(scores) / max(1, len(scores)), "four_dimensional": fd, "score": fd["score_strict"]}

@@ -1,0 +1,86 @@
+"""CV-Bench (nyu-visionx/CV-Bench): loader for its parquet (images as bytes) or its repository's
+`test.jsonl` + `img/`, official prompt, letter scoring, and the official overall score.
+
+Native fields: `idx`, `type` (2D/3D), `task` (Count, Relation, Depth, Distance), `image`
+(parquet: `{"bytes", "path"}`) or `filename` (JSONL), `question`, `choices`, `answer` ("(A)"),
+`prompt` (question + lettered choices + the answer instruction), `source` (ADE20K, COCO, Omni3D).
+
+Overall, as the benchmark's README computes it: ((acc_ADE20K + acc_COCO) / 2 + acc_Omni3D) / 2.
+The paper's table reports per-task accuracy (Count, Relation, Depth, Distance) and their mean.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from m2r.eval.mathvision import EvalItem
+from m2r.rewards.extract import extract_answer
+
+TASKS = ("Count", "Relation", "Depth", "Distance")
+SOURCES = ("ADE20K", "COCO", "Omni3D")
+
+
+def load(root: str | Path, split: str = "test") -> list[EvalItem]:
+    root = Path(root)
+    rows: list[dict] = []
+    jsonl = root / f"{split}.jsonl"
+    parquets = sorted(root.glob(f"**/{split}*.parquet"))
+    if jsonl.exists():
+        rows = [json.loads(l) for l in jsonl.read_text(encoding="utf-8").splitlines() if l.strip()]
+    elif parquets:
+        import pyarrow.parquet as pq
+
+        rows = [r for p in parquets for r in pq.read_table(p).to_pylist()]
+    else:
+        raise FileNotFoundError(f"benchmark.root={root} has neither {split}.jsonl nor {split}*.parquet; point it at the CV-Bench data folder")
+    items = []
+    for r in rows:
+        img = r.get("image")
+        ref = img["bytes"] if isinstance(img, dict) and img.get("bytes") else root / (r.get("filename") or (img or {}).get("path"))
+        answer = re.sub(r"[()\s]", "", str(r["answer"]))
+        items.append(EvalItem(
+            key={"idx": r["idx"]}, question=r["question"], options=list(r.get("choices") or []), answer=answer, images=[ref],
+            meta={"task": r["task"], "source": r.get("source"), "type": r.get("type"), "prompt": r.get("prompt"), "subject": r["task"]},
+        ))
+    return items
+
+
+def prompt(item: EvalItem) -> str:
+    if item.meta.get("prompt"):
+        return item.meta["prompt"]
+    opts = " ".join(f"({chr(65 + i)}) {c}" for i, c in enumerate(item.options))
+    return f"{item.question} Select from the following choices.\n{opts}\nAnswer with the option's letter from the given choices directly."
+
+
+def extract(response: str) -> str | None:
+    """The option letter: a boxed or tagged answer first, else a leading "(B)" / "B" / "B." ."""
+    ans = extract_answer(response or "")
+    for text in (ans, (response or "").strip()[:50]):
+        if text:
+            m = re.match(r"\s*\(?([A-F])\)?(?:[.:)\s]|$)", text)
+            if m:
+                return m.group(1)
+    return None
+
+
+def score(item: EvalItem, response: str) -> dict[str, Any]:
+    ans = extract(response)
+    return {"extracted": ans, "correct": ans is not None and ans == item.answer}
+
+
+def aggregate(items: list[EvalItem], scores: list[float]) -> dict[str, Any]:
+    def acc(pred) -> float | None:
+        vals = [s for it, s in zip(items, scores) if pred(it)]
+        return sum(vals) / len(vals) if vals else None
+
+    out: dict[str, Any] = {f"task/{t}": acc(lambda it, t=t: it.meta["task"] == t) for t in TASKS}
+    out |= {f"source/{s}": acc(lambda it, s=s: it.meta["source"] == s) for s in SOURCES}
+    src = [out[f"source/{s}"] for s in SOURCES]
+    out["overall"] = (((src[0] + src[1]) / 2 + src[2]) / 2) if None not in src else None
+    tasks = [out[f"task/{t}"] for t in TASKS if out[f"task/{t}"] is not None]
+    out["task_mean"] = sum(tasks) / len(tasks) if tasks else None
+    out["score"] = out["overall"] if out["overall"] is not None else out["task_mean"]
+    return out

@@ -1,0 +1,114 @@
+"""CV-Bench and VSI-Bench on small files built in their native schemas (field names and types as
+the benchmarks publish them), with scores computed by hand."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from m2r.eval import cvbench, vsibench
+from m2r.eval.runner import score_benchmark, table
+
+
+def png(c) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), c).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def cv_root(tmp_path):
+    # 8 rows: ADE20K 2 (Count, Relation), COCO 2 (Count, Relation), Omni3D 4 (Depth x2, Distance x2).
+    spec = [("ADE20K", "2D", "Count"), ("ADE20K", "2D", "Relation"), ("COCO", "2D", "Count"), ("COCO", "2D", "Relation"),
+            ("Omni3D", "3D", "Depth"), ("Omni3D", "3D", "Depth"), ("Omni3D", "3D", "Distance"), ("Omni3D", "3D", "Distance")]
+    rows = {k: [] for k in ("idx", "type", "task", "image", "question", "choices", "answer", "prompt", "filename", "source")}
+    for i, (src, typ, task) in enumerate(spec):
+        for k, v in {"idx": i, "type": typ, "task": task, "image": {"bytes": png((i * 20, 0, 0)), "path": f"img/{i}.png"}, "question": f"q{i}?",
+                     "choices": ["1", "2", "3"], "answer": "(B)", "prompt": f"q{i}? Select from the following choices.\n(A) 1 (B) 2 (C) 3", "filename": f"img/{i}.png",
+                     "source": src}.items():
+            rows[k].append(v)
+    pq.write_table(pa.table(rows), tmp_path / "test.parquet")
+    return tmp_path
+
+
+def test_cvbench_loader_and_official_overall(cv_root):
+    items = cvbench.load(cv_root)
+    assert len(items) == 8 and items[0].answer == "B" and items[0].open_images()[0].getpixel((0, 0)) == (0, 0, 0)
+    assert cvbench.prompt(items[0]).startswith("q0?")
+    # Right on: ADE20K 2/2, COCO 1/2, Omni3D 1/4 (one Depth).
+    right = {0, 1, 2, 4}
+    responses = ["(B)" if i in right else "A" for i in range(8)]
+    _, m = score_benchmark("cvbench", items, responses)
+    assert m["source/ADE20K"] == 1.0 and m["source/COCO"] == 0.5 and m["source/Omni3D"] == 0.25
+    assert m["overall"] == pytest.approx(((1.0 + 0.5) / 2 + 0.25) / 2)  # 0.5
+    assert (m["task/Count"], m["task/Relation"], m["task/Depth"], m["task/Distance"]) == (1.0, 0.5, 0.5, 0.0)
+    assert m["task_mean"] == pytest.approx(0.5)
+    md = table("cvbench", "tiny", m)
+    assert "| M2-Reasoning-7B (paper) | 66.6 | 92.8 | 89.3 | 84.3 | 82.3 | - |" in md and "| **tiny** | 100.0 | 50.0 | 50.0 | 0.0 | 50.0 | 50.0 |" in md
+
+
+def test_cvbench_letter_extraction():
+    it = cvbench.load.__globals__["EvalItem"](key={"idx": 0}, question="q", options=["a", "b"], answer="B")
+    for r in ["(B)", "B", "B.", "<think>x</think><answer>\\boxed{B}</answer>", "(B) 2"]:
+        assert cvbench.score(it, r)["correct"], r
+    for r in ["", "A", "Both", "\\boxed{A}"]:
+        assert not cvbench.score(it, r)["correct"], r
+
+
+def test_vsibench_mra_edge_values():
+    assert vsibench.mra(1.1, 1.0) == pytest.approx(0.9)
+    assert vsibench.mra(1.5, 1.0) == pytest.approx(0.1)
+    assert vsibench.mra(2.0, 1.0) == 0.0
+    assert vsibench.mra(1.0, 1.0) == 1.0 and vsibench.mra(0.5, 1.0) == pytest.approx(0.1)
+    assert vsibench.THRESHOLDS.tolist() == np.linspace(0.5, 0.95, 10).tolist()
+
+
+@pytest.fixture
+def vsi_root(tmp_path):
+    rows = [
+        {"id": 0, "dataset": "scannet", "scene_name": "scene0", "question_type": "object_counting", "question": "How many chairs?", "options": None, "ground_truth": "4"},
+        {"id": 1, "dataset": "scannet", "scene_name": "scene0", "question_type": "object_abs_distance", "question": "Distance?", "options": None, "ground_truth": "2.0"},
+        {"id": 2, "dataset": "arkitscenes", "scene_name": "sceneA", "question_type": "object_size_estimation", "question": "Size?", "options": None, "ground_truth": "100"},
+        {"id": 3, "dataset": "arkitscenes", "scene_name": "sceneA", "question_type": "room_size_estimation", "question": "Room?", "options": None, "ground_truth": "20"},
+        {"id": 4, "dataset": "scannet", "scene_name": "scene0", "question_type": "object_rel_distance", "question": "Closest?", "options": ["A. sofa", "B. bed"], "ground_truth": "A"},
+        {"id": 5, "dataset": "scannet", "scene_name": "scene0", "question_type": "object_rel_direction_easy", "question": "Dir?", "options": ["A. left", "B. right"], "ground_truth": "B"},
+        {"id": 6, "dataset": "scannet", "scene_name": "scene0", "question_type": "object_rel_direction_medium", "question": "Dir?", "options": ["A. left", "B. right"], "ground_truth": "A"},
+        {"id": 7, "dataset": "scannet", "scene_name": "scene0", "question_type": "object_rel_direction_hard", "question": "Dir?", "options": ["A. left", "B. right"], "ground_truth": "A"},
+        {"id": 8, "dataset": "scannet", "scene_name": "scene0", "question_type": "route_planning", "question": "Route?", "options": ["A. x", "B. y"], "ground_truth": "B"},
+        {"id": 9, "dataset": "scannet", "scene_name": "scene0", "question_type": "obj_appearance_order", "question": "Order?", "options": ["A. x", "B. y"], "ground_truth": "A"},
+    ]
+    (tmp_path / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    for ds, scene in (("scannet", "scene0"), ("arkitscenes", "sceneA")):
+        d = tmp_path / "frames" / ds / scene
+        d.mkdir(parents=True)
+        for k in range(20):
+            Image.new("RGB", (16, 16), (k * 10, 0, 0)).save(d / f"{k:05d}.jpg")
+    return tmp_path
+
+
+def test_vsibench_loader_frames_and_scores_by_hand(vsi_root):
+    items = vsibench.load(vsi_root, num_frames=5, frames_dir=vsi_root / "frames")
+    frames = items[0].open_images()
+    assert len(frames) == 5  # uniform: frames 0, 5, 10, 14, 19 of 20
+    assert "single word" in vsibench.prompt(items[0]) and "A. sofa" in vsibench.prompt(items[4])
+    responses = ["4", "2.2", "150", "\\boxed{20}", "A.", "B", "B", "A", "A", "A"]
+    samples, m = score_benchmark("vsibench", items, responses)
+    # counting 1.0; distance 2.2 vs 2.0: rel 0.1 -> 0.9; size 150 vs 100: rel 0.5 -> 0.1; room 1.0;
+    # rel_distance 1; rel_direction levels (1, 0, 1) -> 2/3; route 0; order 1.
+    assert [s["score"] for s in samples] == pytest.approx([1.0, 0.9, 0.1, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0])
+    assert m["task/object_rel_direction"] == pytest.approx(2 / 3)
+    assert m["overall"] == pytest.approx((1.0 + 0.9 + 0.1 + 1.0 + 1.0 + 2 / 3 + 0.0 + 1.0) / 8)
+    md = table("vsibench", "tiny", m)
+    assert "| M2-Reasoning-7B (paper) | 41.0 | 34.0 | 60.9 | 55.4 | 40.7 | 47.3 | 29.9 | 28.8 | 42.3 |" in md
+
+
+def test_vsibench_video_needs_av_or_frames(vsi_root):
+    items = vsibench.load(vsi_root)
+    with pytest.raises((ImportError, FileNotFoundError, OSError)):
+        items[0].open_images()  # no such video, and a clear message about PyAV / frames_dir when av is missing

@@ -9,8 +9,8 @@ Writes `<run>/eval/<benchmark>/`: `samples.jsonl` (response, extracted answer, c
 `metrics.json`, and `table.md` in the layout of the paper's table with the paper's rows for
 M2-Reasoning-7B and Qwen2.5-VL-7B beside the model under test.
 
-Implemented benchmarks so far: MATH-V (`mathvision`), We-Math (`wemath`), CV-Bench (`cvbench`)
-and VSI-Bench (`vsibench`). MathVista, MathVerse, DynaMath and LogicVista are not yet here.
+Implemented benchmarks so far: MathVista (`mathvista`), MATH-V (`mathvision`), We-Math (`wemath`),
+CV-Bench (`cvbench`) and VSI-Bench (`vsibench`). MathVerse, DynaMath and LogicVista are not yet here.
 """
 
 from __future__ import annotations
@@ -23,16 +23,17 @@ from typing import Any
 import torch
 
 from m2r.data.collate import M2_SYSTEM_PROMPT
-from m2r.eval import cvbench, mathvision, vsibench, wemath
+from m2r.eval import cvbench, mathvision, mathvista, vsibench, wemath
 from m2r.eval.mathvision import EvalItem
 from m2r.eval.metrics import RowResults
 from m2r.progress import progress
 
 log = logging.getLogger(__name__)
 
-BENCHMARKS = {"mathvision": mathvision, "wemath": wemath, "cvbench": cvbench, "vsibench": vsibench}
+BENCHMARKS = {"mathvista": mathvista, "mathvision": mathvision, "wemath": wemath, "cvbench": cvbench, "vsibench": vsibench}
 # Columns of the paper's tables (header, metric key) and the paper's rows (seeds: model card), for reference.
 COLUMNS = {
+    "mathvista": [("MathVista", "score")],
     "mathvision": [("MathVision", "score")],
     "wemath": [("WeMath", "score")],
     "cvbench": [("Count", "task/Count"), ("Relation", "task/Relation"), ("Depth", "task/Depth"), ("Distance", "task/Distance"), ("Avg.", "task_mean"), ("Overall (official)", "overall")],
@@ -40,6 +41,7 @@ COLUMNS = {
                  ("RDs", "task/object_rel_distance"), ("RDr", "task/object_rel_direction"), ("RP", "task/route_planning"), ("AO", "task/obj_appearance_order"), ("Avg.", "overall")],
 }
 PAPER = {
+    "mathvista": {"M2-Reasoning-7B": [75.0], "Qwen2.5-VL-7B": [68.1]},
     "mathvision": {"M2-Reasoning-7B": [31.5], "Qwen2.5-VL-7B": [25.4]},
     "wemath": {"M2-Reasoning-7B": [41.8], "Qwen2.5-VL-7B": [36.2]},
     "cvbench": {"M2-Reasoning-7B": [66.6, 92.8, 89.3, 84.3, 82.3, None], "Qwen2.5-VL-7B-Instruct": [65.2, 86.6, 70.6, 79.8, 75.0, None]},
@@ -136,6 +138,8 @@ def table(name: str, model_label: str, metrics: dict[str, Any]) -> str:
         lines.append(f"| {model} (paper) | " + " | ".join(fmt(v) for v in vals) + " |")
     lines.append(f"| **{model_label}** | " + " | ".join(fmt(None if metrics.get(k) is None else 100 * metrics[k]) for _, k in cols) + " |")
     note = " We-Math: Score (strict), the paper's convention." if name == "wemath" else ""
+    if metrics.get("extraction"):
+        note += f" Answer extraction: {metrics['extraction']}."
     return "\n".join(lines) + f"\n\nScores in %; rule-based scoring following the benchmark's official code.{note}\n"
 
 

@@ -112,3 +112,30 @@ def test_vsibench_video_needs_av_or_frames(vsi_root):
     items = vsibench.load(vsi_root)
     with pytest.raises((ImportError, FileNotFoundError, OSError)):
         items[0].open_images()  # no such video, and a clear message about PyAV / frames_dir when av is missing
+
+
+def test_mathvista_native_parquet_and_official_normalisation(tmp_path):
+    from m2r.eval import mathvista
+
+    rows = [
+        {"pid": "1", "question": "Which is larger?", "image": "images/1.jpg", "decoded_image": {"bytes": png((1, 2, 3)), "path": "images/1.jpg"},
+         "choices": ["2.1", "3.5", "4.0"], "unit": None, "precision": None, "answer": "3.5", "question_type": "multi_choice", "answer_type": "text",
+         "query": "Hint: ... Question: Which is larger?", "metadata": {"task": "figure question answering", "category": "math-targeted-vqa"}},
+        {"pid": "2", "question": "How many?", "image": "images/2.jpg", "decoded_image": {"bytes": png((4, 5, 6)), "path": "images/2.jpg"},
+         "choices": None, "unit": None, "precision": None, "answer": "7", "question_type": "free_form", "answer_type": "integer",
+         "query": "Q2", "metadata": {"task": "math word problem", "category": "math-targeted-vqa"}},
+        {"pid": "3", "question": "Slope?", "image": "images/3.jpg", "decoded_image": {"bytes": png((7, 8, 9)), "path": "images/3.jpg"},
+         "choices": None, "unit": None, "precision": 2.0, "answer": "1.46", "question_type": "free_form", "answer_type": "float",
+         "query": "Q3", "metadata": {"task": "figure question answering", "category": "general-vqa"}},
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "testmini-00000.parquet")
+    items = mathvista.load(tmp_path)
+    assert [it.key["pid"] for it in items] == ["1", "2", "3"] and mathvista.prompt(items[0]).startswith("Hint")
+    R = lambda a: f"<think>t</think><answer>\\boxed{{{a}}}</answer>"  # noqa: E731
+    assert mathvista.score(items[0], R("B"))["correct"] and mathvista.score(items[0], R("(B) 3.5"))["correct"]
+    assert mathvista.score(items[0], R("3.4"))["extracted"] == "3.5"  # nearest option by edit distance, as the official code
+    assert mathvista.score(items[1], R("7.0"))["correct"] and not mathvista.score(items[1], R("8"))["correct"]
+    assert mathvista.score(items[2], R("1.4567"))["correct"] and not mathvista.score(items[2], R("1.47"))["correct"]
+    assert mathvista.edit_distance("kitten", "sitting") == 3
+    _, m = score_benchmark("mathvista", items, [R("B"), R("8"), R("1.456")])
+    assert m["score"] == pytest.approx(2 / 3) and "GPT-4" in table("mathvista", "x", m)

@@ -9,8 +9,9 @@ Writes `<run>/eval/<benchmark>/`: `samples.jsonl` (response, extracted answer, c
 `metrics.json`, and `table.md` in the layout of the paper's table with the paper's rows for
 M2-Reasoning-7B and Qwen2.5-VL-7B beside the model under test.
 
-Implemented benchmarks so far: MathVista (`mathvista`), MATH-V (`mathvision`), We-Math (`wemath`),
-CV-Bench (`cvbench`) and VSI-Bench (`vsibench`). MathVerse, DynaMath and LogicVista are not yet here.
+Implemented benchmarks so far: MathVista (`mathvista`), MATH-V (`mathvision`), DynaMath
+(`dynamath`), We-Math (`wemath`), CV-Bench (`cvbench`) and VSI-Bench (`vsibench`). MathVerse and
+LogicVista are not yet here.
 """
 
 from __future__ import annotations
@@ -23,19 +24,20 @@ from typing import Any
 import torch
 
 from m2r.data.collate import M2_SYSTEM_PROMPT
-from m2r.eval import cvbench, mathvision, mathvista, vsibench, wemath
+from m2r.eval import cvbench, dynamath, mathvision, mathvista, vsibench, wemath
 from m2r.eval.mathvision import EvalItem
 from m2r.eval.metrics import RowResults
 from m2r.progress import progress
 
 log = logging.getLogger(__name__)
 
-BENCHMARKS = {"mathvista": mathvista, "mathvision": mathvision, "wemath": wemath, "cvbench": cvbench, "vsibench": vsibench}
+BENCHMARKS = {"mathvista": mathvista, "mathvision": mathvision, "dynamath": dynamath, "wemath": wemath, "cvbench": cvbench, "vsibench": vsibench}
 # Columns of the paper's tables (header, metric key) and the paper's rows (seeds: model card), for reference.
 COLUMNS = {
     "mathvista": [("MathVista", "score")],
     "mathvision": [("MathVision", "score")],
     "wemath": [("WeMath", "score")],
+    "dynamath": [("DynaMath (worst case)", "worst_case"), ("average", "average")],
     "cvbench": [("Count", "task/Count"), ("Relation", "task/Relation"), ("Depth", "task/Depth"), ("Distance", "task/Distance"), ("Avg.", "task_mean"), ("Overall (official)", "overall")],
     "vsibench": [("OC", "task/object_counting"), ("AD", "task/object_abs_distance"), ("OS", "task/object_size_estimation"), ("RS", "task/room_size_estimation"),
                  ("RDs", "task/object_rel_distance"), ("RDr", "task/object_rel_direction"), ("RP", "task/route_planning"), ("AO", "task/obj_appearance_order"), ("Avg.", "overall")],
@@ -44,6 +46,7 @@ PAPER = {
     "mathvista": {"M2-Reasoning-7B": [75.0], "Qwen2.5-VL-7B": [68.1]},
     "mathvision": {"M2-Reasoning-7B": [31.5], "Qwen2.5-VL-7B": [25.4]},
     "wemath": {"M2-Reasoning-7B": [41.8], "Qwen2.5-VL-7B": [36.2]},
+    "dynamath": {"M2-Reasoning-7B": [26.8, None], "Qwen2.5-VL-7B": [21.8, None]},
     "cvbench": {"M2-Reasoning-7B": [66.6, 92.8, 89.3, 84.3, 82.3, None], "Qwen2.5-VL-7B-Instruct": [65.2, 86.6, 70.6, 79.8, 75.0, None]},
     "vsibench": {"M2-Reasoning-7B": [41.0, 34.0, 60.9, 55.4, 40.7, 47.3, 29.9, 28.8, 42.3], "Qwen2.5-VL-7B-Instruct": [37.7, 20.1, 49.7, 37.4, 38.5, 40.4, 31.4, 32.0, 35.9]},
 }

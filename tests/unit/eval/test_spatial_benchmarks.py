@@ -139,3 +139,30 @@ def test_mathvista_native_parquet_and_official_normalisation(tmp_path):
     assert mathvista.edit_distance("kitten", "sitting") == 3
     _, m = score_benchmark("mathvista", items, [R("B"), R("8"), R("1.456")])
     assert m["score"] == pytest.approx(2 / 3) and "GPT-4" in table("mathvista", "x", m)
+
+
+def test_dynamath_variants_average_and_worst_case(tmp_path):
+    from m2r.eval import dynamath
+
+    for v in (1, 2, 3):
+        rows = [{"id": "1", "question": "Area?", "image": "image/1.png", "decoded_image": {"bytes": png((v, 0, 0)), "path": None}, "ground_truth": str(1.5 * v),
+                 "answer_type": "float", "subject": "PG", "knowledge_level": "high school"},
+                {"id": "2", "question": "Which?", "image": "image/2.png", "decoded_image": {"bytes": png((0, v, 0)), "path": None}, "ground_truth": "B",
+                 "answer_type": "multiple choice", "subject": "SG", "knowledge_level": "elementary"}]
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / f"sample_variant{v}-00000-of-00001.parquet")
+    items = dynamath.load(tmp_path)
+    assert len(items) == 6 and {it.key["variant"] for it in items} == {1, 2, 3}
+    assert "short answer" in dynamath.prompt(items[0]) and "floating-point" in dynamath.prompt(items[0])
+    by = {(it.key["id"], it.key["variant"]): it for it in items}
+    responses = {
+        ("1", 1): '{"solution": "...", "short answer": "1.5004"}',  # within 0.001
+        ("1", 2): '{"solution": "...", "short answer": "3.0"}',
+        ("1", 3): '{"solution": "...", "short answer": "4.6"}',     # 4.5 expected: wrong
+        ("2", 1): '{"short answer": "B"}', ("2", 2): '{"short answer": "(B) 12"}', ("2", 3): "<answer>\\boxed{B}</answer>",
+    }
+    _, m = score_benchmark("dynamath", items, [responses[(it.key["id"], it.key["variant"])] for it in items])
+    assert m["average"] == pytest.approx(5 / 6) and m["worst_case"] == pytest.approx(1 / 2)  # seed 1 fails variant 3
+    pi_item = by[("1", 1)]
+    pi_item.answer = str(2 * 3.141592653589793)
+    assert dynamath.score(pi_item, '{"short answer": "2π"}')["correct"]
+    assert "| M2-Reasoning-7B (paper) | 26.8 | - |" in table("dynamath", "x", m)

@@ -9,9 +9,9 @@ Writes `<run>/eval/<benchmark>/`: `samples.jsonl` (response, extracted answer, c
 `metrics.json`, and `table.md` in the layout of the paper's table with the paper's rows for
 M2-Reasoning-7B and Qwen2.5-VL-7B beside the model under test.
 
-Implemented benchmarks so far: MathVista (`mathvista`), MATH-V (`mathvision`), DynaMath
-(`dynamath`), We-Math (`wemath`), CV-Bench (`cvbench`) and VSI-Bench (`vsibench`). MathVerse and
-LogicVista are not yet here.
+Benchmarks: MathVista (`mathvista`), MATH-V (`mathvision`), MathVerse (`mathverse`), DynaMath
+(`dynamath`), We-Math (`wemath`), LogicVista (`logicvista`), CV-Bench (`cvbench`), VSI-Bench
+(`vsibench`): the paper's eight. VLMEvalKit TSV files and the embedded held-out set are not yet read.
 """
 
 from __future__ import annotations
@@ -24,18 +24,23 @@ from typing import Any
 import torch
 
 from m2r.data.collate import M2_SYSTEM_PROMPT
-from m2r.eval import cvbench, dynamath, mathvision, mathvista, vsibench, wemath
+from m2r.eval import cvbench, dynamath, logicvista, mathverse, mathvision, mathvista, vsibench, wemath
 from m2r.eval.mathvision import EvalItem
 from m2r.eval.metrics import RowResults
 from m2r.progress import progress
 
 log = logging.getLogger(__name__)
 
-BENCHMARKS = {"mathvista": mathvista, "mathvision": mathvision, "dynamath": dynamath, "wemath": wemath, "cvbench": cvbench, "vsibench": vsibench}
+BENCHMARKS = {
+    "mathvista": mathvista, "mathvision": mathvision, "mathverse": mathverse, "dynamath": dynamath, "wemath": wemath, "logicvista": logicvista,
+    "cvbench": cvbench, "vsibench": vsibench,
+}
 # Columns of the paper's tables (header, metric key) and the paper's rows (seeds: model card), for reference.
 COLUMNS = {
     "mathvista": [("MathVista", "score")],
     "mathvision": [("MathVision", "score")],
+    "mathverse": [("MathVerse (vision only)", "score")],
+    "logicvista": [("LogicVista", "score")],
     "wemath": [("WeMath", "score")],
     "dynamath": [("DynaMath (worst case)", "worst_case"), ("average", "average")],
     "cvbench": [("Count", "task/Count"), ("Relation", "task/Relation"), ("Depth", "task/Depth"), ("Distance", "task/Distance"), ("Avg.", "task_mean"), ("Overall (official)", "overall")],
@@ -45,6 +50,8 @@ COLUMNS = {
 PAPER = {
     "mathvista": {"M2-Reasoning-7B": [75.0], "Qwen2.5-VL-7B": [68.1]},
     "mathvision": {"M2-Reasoning-7B": [31.5], "Qwen2.5-VL-7B": [25.4]},
+    "mathverse": {"M2-Reasoning-7B": [44.7], "Qwen2.5-VL-7B": [41.1]},
+    "logicvista": {"M2-Reasoning-7B": [50.0], "Qwen2.5-VL-7B": [47.9]},
     "wemath": {"M2-Reasoning-7B": [41.8], "Qwen2.5-VL-7B": [36.2]},
     "dynamath": {"M2-Reasoning-7B": [26.8, None], "Qwen2.5-VL-7B": [21.8, None]},
     "cvbench": {"M2-Reasoning-7B": [66.6, 92.8, 89.3, 84.3, 82.3, None], "Qwen2.5-VL-7B-Instruct": [65.2, 86.6, 70.6, 79.8, 75.0, None]},

@@ -166,3 +166,40 @@ def test_dynamath_variants_average_and_worst_case(tmp_path):
     pi_item.answer = str(2 * 3.141592653589793)
     assert dynamath.score(pi_item, '{"short answer": "2π"}')["correct"]
     assert "| M2-Reasoning-7B (paper) | 26.8 | - |" in table("dynamath", "x", m)
+
+
+def test_logicvista_sets_of_options(tmp_path):
+    from m2r.eval import logicvista
+
+    (tmp_path / "images").mkdir()
+    data = {"v1_0": {"imagename": "v1_0.png", "question": "Which?", "answer": "C", "skill": ["inductive"], "capability": ["diagram"]},
+            "v1_1": {"imagename": "v1_1.png", "question": "Which ones?", "answer": "A, C", "skill": ["inductive"], "capability": ["diagram"]},
+            "v1_20": {"imagename": "v1_20.png", "question": "Select from 1-5", "answer": "3", "skill": ["deductive"], "capability": ["ocr"]}}
+    for k in data:
+        Image.new("RGB", (8, 8)).save(tmp_path / "images" / f"{k}.png")
+    (tmp_path / "dataset.json").write_text(json.dumps(data))
+    items = logicvista.load(tmp_path)
+    R = lambda a: f"<answer>\\boxed{{{a}}}</answer>"  # noqa: E731
+    by = {it.key["id"]: it for it in items}
+    assert logicvista.score(by["v1_1"], R("C, A"))["correct"] and logicvista.score(by["v1_1"], R("A and C"))["correct"]
+    assert not logicvista.score(by["v1_1"], R("A"))["correct"] and not logicvista.score(by["v1_0"], R("A, C"))["correct"]
+    assert logicvista.score(by["v1_20"], R("3"))["correct"] and not logicvista.score(by["v1_20"], "")["correct"]
+    _, m = score_benchmark("logicvista", items, [R("C"), R("A"), R("3")])
+    assert m["score"] == pytest.approx(2 / 3) and m["skill/inductive"] == pytest.approx(0.5) and m["skill/deductive"] == 1.0
+
+
+def test_mathverse_vision_only_and_scoring(tmp_path):
+    from m2r.eval import mathverse
+
+    rows = []
+    for i, (version, qt, ans) in enumerate([("Vision Only", "multi-choice", "B"), ("Vision Only", "free-form", "\\frac{3}{2}"), ("Text Dominant", "free-form", "5"),
+                                            ("Vision Only", "free-form", "12")]):
+        rows.append({"sample_index": str(i), "problem_index": "1", "problem_version": version, "question": "q", "image": {"bytes": png((i, 0, 0)), "path": f"{i}.png"},
+                     "answer": ans, "question_type": qt, "query_cot": f"cot {i}", "query_wo": f"wo {i}", "metadata": {"subject": "plane geometry"}})
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "testmini-00000.parquet")
+    items = mathverse.load(tmp_path)
+    assert [it.key["sample_index"] for it in items] == ["0", "1", "3"] and mathverse.prompt(items[0]) == "cot 0"
+    R = lambda a: f"<think>t</think><answer>\\boxed{{{a}}}</answer>"  # noqa: E731
+    assert mathverse.score(items[0], R("B"))["correct"] and not mathverse.score(items[0], R("C"))["correct"]
+    assert mathverse.score(items[1], R("1.5"))["correct"] and mathverse.score(items[2], R("12 cm"))["correct"]
+    assert not mathverse.score(items[2], R("13"))["correct"]

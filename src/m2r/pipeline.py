@@ -166,8 +166,13 @@ def step_eval(cfg: DictConfig) -> dict[str, Any]:
     if not b.root:
         raise ValueError(f"benchmark.root is required: the local folder of the {b.name} files (m2r never downloads benchmarks)")
     t0 = time.perf_counter()
-    extra = {k: v for k, v in OmegaConf.to_container(b, resolve=True).items() if k not in ("name", "root", "split", "prompt")}
-    items = BENCHMARKS[b.name].load(b.root, b.split, **extra)
+    extra = {k: v for k, v in OmegaConf.to_container(b, resolve=True).items() if k not in ("name", "root", "split", "prompt", "format")}
+    if b.get("format", "native") == "tsv":
+        from m2r.eval import tsv
+
+        items = tsv.load(b.root, b.split)
+    else:
+        items = BENCHMARKS[b.name].load(b.root, b.split, **extra)
     if cfg.eval.limit:
         items = items[: int(cfg.eval.limit)]
     if cfg.eval.predictions:

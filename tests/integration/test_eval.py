@@ -81,3 +81,19 @@ def test_vsibench_frames_with_tiny_model(tmp_path, cache_dir):
     summary = m2r.run(cfg)["eval"]
     assert summary["rows"] == 2
     assert "OC" in (tmp_path / "eval" / "vsibench" / "table.md").read_text()
+
+
+def test_embedded_benchmark_end_to_end(tmp_path, cache_dir):
+    """stage=build, then stage=eval benchmark=embedded: the run's own held-out set, scored from predictions and by the tiny model."""
+    from conftest import FAST
+
+    m2r.run(compose(["stage=build", *FAST], tmp_path, cache_dir))
+    from m2r.data.shards import sample_stream, shard_urls
+
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("\n".join(json.dumps({"id": s.id, "response": s.cot}) for s, _ in sample_stream(shard_urls(tmp_path / "build", "val"), shuffle_shards=False)) + "\n")
+    summary = m2r.run(compose(["stage=eval", "benchmark=embedded", *FAST, f"eval.predictions={preds}"], tmp_path, cache_dir))["eval"]
+    assert summary["rows"] == 12 and summary["score"] == 1.0
+    summary = m2r.run(compose(["stage=eval", "benchmark=embedded", *FAST, "eval.max_new_tokens=8"], tmp_path, cache_dir))["eval"]
+    assert summary["rows"] == 12 and 0.0 <= summary["score"] <= 1.0
+    assert "spatial" in (tmp_path / "eval" / "embedded" / "table.md").read_text()

@@ -76,8 +76,8 @@ def aggregate(items: list[EvalItem], scores: list[float]) -> dict[str, Any]:
         vals = [s for it, s in zip(items, scores) if pred(it)]
         return sum(vals) / len(vals) if vals else None
 
-    out: dict[str, Any] = {f"task/{t}": acc(lambda it, t=t: it.meta["task"] == t) for t in TASKS}
-    out |= {f"source/{s}": acc(lambda it, s=s: it.meta["source"] == s) for s in SOURCES}
+    out: dict[str, Any] = {f"task/{t}": acc(lambda it, t=t: it.meta.get("task") == t) for t in TASKS}
+    out |= {f"source/{s}": acc(lambda it, s=s: it.meta.get("source") == s) for s in SOURCES}
     src = [out[f"source/{s}"] for s in SOURCES]
     out["overall"] = (((src[0] + src[1]) / 2 + src[2]) / 2) if None not in src else None
     tasks = [out[f"task/{t}"] for t in TASKS if out[f"task/{t}"] is not None]

@@ -106,7 +106,7 @@ def score(item: EvalItem, response: str) -> dict[str, Any]:
 def aggregate(items: list[EvalItem], scores: list[float]) -> dict[str, Any]:
     seeds: dict[str, list[float]] = defaultdict(list)
     for it, s in zip(items, scores):
-        seeds[it.key["id"]].append(s)
+        seeds[str(it.key.get("id", it.meta.get("id", it.key.get("index"))))].append(s)  # TSV rows carry the seed id as a column
     average = sum(scores) / max(1, len(scores))
     worst = sum(all(v == 1.0 for v in vs) for vs in seeds.values()) / max(1, len(seeds))
     return {"average": average, "worst_case": worst, "seeds": len(seeds), "variants_per_seed": max(len(v) for v in seeds.values()) if seeds else 0, "score": worst}

@@ -11,7 +11,8 @@ M2-Reasoning-7B and Qwen2.5-VL-7B beside the model under test.
 
 Benchmarks: MathVista (`mathvista`), MATH-V (`mathvision`), MathVerse (`mathverse`), DynaMath
 (`dynamath`), We-Math (`wemath`), LogicVista (`logicvista`), CV-Bench (`cvbench`), VSI-Bench
-(`vsibench`): the paper's eight. VLMEvalKit TSV files and the embedded held-out set are not yet read.
+(`vsibench`): the paper's eight; and the embedded held-out set (`embedded`). Any of them also
+reads a VLMEvalKit TSV (`benchmark.format=tsv`, rows keyed by `index`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 
 from m2r.data.collate import M2_SYSTEM_PROMPT
-from m2r.eval import cvbench, dynamath, logicvista, mathverse, mathvision, mathvista, vsibench, wemath
+from m2r.eval import cvbench, dynamath, embedded, logicvista, mathverse, mathvision, mathvista, vsibench, wemath
 from m2r.eval.mathvision import EvalItem
 from m2r.eval.metrics import RowResults
 from m2r.progress import progress
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 BENCHMARKS = {
     "mathvista": mathvista, "mathvision": mathvision, "mathverse": mathverse, "dynamath": dynamath, "wemath": wemath, "logicvista": logicvista,
-    "cvbench": cvbench, "vsibench": vsibench,
+    "cvbench": cvbench, "vsibench": vsibench, "embedded": embedded,
 }
 # Columns of the paper's tables (header, metric key) and the paper's rows (seeds: model card), for reference.
 COLUMNS = {
@@ -44,6 +45,7 @@ COLUMNS = {
     "wemath": [("WeMath", "score")],
     "dynamath": [("DynaMath (worst case)", "worst_case"), ("average", "average")],
     "cvbench": [("Count", "task/Count"), ("Relation", "task/Relation"), ("Depth", "task/Depth"), ("Distance", "task/Distance"), ("Avg.", "task_mean"), ("Overall (official)", "overall")],
+    "embedded": [("spatial", "spatial"), ("general", "general"), ("mean over tasks", "overall")],
     "vsibench": [("OC", "task/object_counting"), ("AD", "task/object_abs_distance"), ("OS", "task/object_size_estimation"), ("RS", "task/room_size_estimation"),
                  ("RDs", "task/object_rel_distance"), ("RDr", "task/object_rel_direction"), ("RP", "task/route_planning"), ("AO", "task/obj_appearance_order"), ("Avg.", "overall")],
 }
@@ -55,6 +57,7 @@ PAPER = {
     "wemath": {"M2-Reasoning-7B": [41.8], "Qwen2.5-VL-7B": [36.2]},
     "dynamath": {"M2-Reasoning-7B": [26.8, None], "Qwen2.5-VL-7B": [21.8, None]},
     "cvbench": {"M2-Reasoning-7B": [66.6, 92.8, 89.3, 84.3, 82.3, None], "Qwen2.5-VL-7B-Instruct": [65.2, 86.6, 70.6, 79.8, 75.0, None]},
+    "embedded": {},
     "vsibench": {"M2-Reasoning-7B": [41.0, 34.0, 60.9, 55.4, 40.7, 47.3, 29.9, 28.8, 42.3], "Qwen2.5-VL-7B-Instruct": [37.7, 20.1, 49.7, 37.4, 38.5, 40.4, 31.4, 32.0, 35.9]},
 }
 

@@ -82,7 +82,7 @@ def load(root: str | Path, split: str = "test", num_frames: int = 8, frames_dir:
 
 
 def prompt(item: EvalItem) -> str:
-    if item.meta["question_type"] in NUMERIC:
+    if item.meta.get("question_type") in NUMERIC:
         return f"These are frames of a video.\n{item.question}\n{POST_PROMPT['numeric']}"
     return f"These are frames of a video.\n{item.question}\nOptions:\n" + "\n".join(item.options) + f"\n{POST_PROMPT['choice']}"
 
@@ -103,7 +103,7 @@ def score(item: EvalItem, response: str) -> dict[str, Any]:
     text = response or ""
     boxed = extract_answer(text) if ("\\boxed" in text or "<answer>" in text) else None
     candidate = boxed if boxed is not None else _first_word(text)
-    if item.meta["question_type"] in NUMERIC:
+    if item.meta.get("question_type") in NUMERIC:
         x = parse_number(candidate)
         gt = float(item.answer)
         s = mra(x, gt) if x is not None else 0.0
@@ -117,7 +117,7 @@ def score(item: EvalItem, response: str) -> dict[str, Any]:
 def aggregate(items: list[EvalItem], scores: list[float]) -> dict[str, Any]:
     by_type: dict[str, list[float]] = {}
     for it, s in zip(items, scores):
-        by_type.setdefault(it.meta["question_type"], []).append(s)
+        by_type.setdefault(it.meta.get("question_type", "unknown"), []).append(s)
     out: dict[str, Any] = {f"type/{k}": sum(v) / len(v) for k, v in sorted(by_type.items())}
     levels = [out[f"type/object_rel_direction_{l}"] for l in ("easy", "medium", "hard") if f"type/object_rel_direction_{l}" in out]
     task_scores = {t: out.get(f"type/{t}") for t in TASKS}

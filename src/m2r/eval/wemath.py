@@ -101,5 +101,6 @@ def four_dimensional(rows: list[tuple[str, str, bool]], n_problems: int | None =
 
 
 def aggregate(items: list[EvalItem], scores: list[float]) -> dict[str, Any]:
-    fd = four_dimensional([(it.key["ID"], it.key["key"], bool(s)) for it, s in zip(items, scores)])
+    ids = [(it.key.get("ID", it.meta.get("ID")), it.key.get("key", it.meta.get("key"))) for it in items]  # TSV rows: columns in meta
+    fd = four_dimensional([(pid, key, bool(s)) for (pid, key), s in zip(ids, scores)])
     return {"accuracy": sum(scores) / max(1, len(scores)), "four_dimensional": fd, "score": fd["score_strict"]}

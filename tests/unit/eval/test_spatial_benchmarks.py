@@ -203,3 +203,28 @@ def test_mathverse_vision_only_and_scoring(tmp_path):
     assert mathverse.score(items[0], R("B"))["correct"] and not mathverse.score(items[0], R("C"))["correct"]
     assert mathverse.score(items[1], R("1.5"))["correct"] and mathverse.score(items[2], R("12 cm"))["correct"]
     assert not mathverse.score(items[2], R("13"))["correct"]
+
+
+def test_vlmevalkit_tsv_rows(tmp_path):
+    import base64
+    import csv
+
+    from m2r.eval import mathvision, tsv
+
+    path = tmp_path / "MathVision_MINI.tsv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, delimiter="\t")
+        w.writerow(["index", "image", "question", "A", "B", "C", "answer", "category", "level"])
+        w.writerow(["0", base64.b64encode(png((9, 9, 9))).decode(), "Which?", "3", "4", "5", "B", "counting", "1"])
+        w.writerow(["1", json.dumps([base64.b64encode(png((1, 1, 1))).decode(), base64.b64encode(png((2, 2, 2))).decode()]), "How many?", "", "", "", "12", "arithmetic", "2"])
+    items = tsv.load(tmp_path)
+    assert [it.key for it in items] == [{"index": "0"}, {"index": "1"}]
+    assert items[0].options == ["3", "4", "5"] and items[1].options == [] and len(items[1].open_images()) == 2
+    assert items[0].open_images()[0].getpixel((0, 0)) == (9, 9, 9) and items[0].meta["subject"] == "counting"
+    R = lambda a: f"<answer>\\boxed{{{a}}}</answer>"  # noqa: E731
+    assert mathvision.score(items[0], R("B"))["correct"] and mathvision.score(items[0], R("4"))["correct"] and mathvision.score(items[1], R("12"))["correct"]
+    bad = tmp_path / "bad" / "x.tsv"
+    bad.parent.mkdir()
+    bad.write_text("index\tquestion\tanswer\timage\n0\tq\tA\tnot base64!\n")
+    with pytest.raises(ValueError, match="line 2: column 'image' is not base64"):
+        tsv.load(bad)

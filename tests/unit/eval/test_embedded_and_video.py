@@ -1,0 +1,59 @@
+"""The embedded held-out benchmark, VSI-Bench video decoding, and totality of every scorer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from m2r.eval import embedded, vsibench
+from m2r.eval.runner import BENCHMARKS, score_benchmark
+
+
+def test_embedded_benchmark_ground_truth_and_mra(shard_root):
+    items = embedded.load(shard_root, "val")
+    assert len(items) == 2 * 12 and all(it.key["id"].startswith("val-") for it in items)
+    traces = [it.meta["sample"]["cot"] for it in items]
+    _, m = score_benchmark("embedded", items, traces)
+    assert m["overall"] == 1.0 and m["spatial"] == 1.0 and m["general"] == 1.0
+    spatial_num = next(it for it in items if it.meta["task"] == "spatial/abs_distance" and it.meta["sample"]["answer_type"] == "number")
+    gt = float(spatial_num.answer)
+    s = embedded.score(spatial_num, f"<answer>\\boxed{{{gt * 1.1}}}</answer>")
+    assert s["score"] == pytest.approx(vsibench.mra(gt * 1.1, gt)) and 0 < s["score"] < 1
+
+
+def test_vsibench_decodes_videos(tmp_path):
+    av = pytest.importorskip("av")
+    (tmp_path / "scannet").mkdir()
+    with av.open(str(tmp_path / "scannet" / "s0.mp4"), "w") as c:
+        stream = c.add_stream("mpeg4", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(20):
+            for p in stream.encode(av.VideoFrame.from_ndarray(np.full((32, 32, 3), i * 12, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in stream.encode():
+            c.mux(p)
+    (tmp_path / "test.jsonl").write_text('{"id": 0, "dataset": "scannet", "scene_name": "s0", "question_type": "object_counting", "question": "How many?", "options": null, "ground_truth": "2"}\n')
+    frames = vsibench.load(tmp_path, num_frames=4)[0].open_images()
+    # Frames 0, 6, 13, 19 of 20 (uniform), grey levels 12 * index up to compression noise.
+    assert len(frames) == 4
+    assert [f.getpixel((16, 16))[0] for f in frames] == pytest.approx([0, 72, 156, 228], abs=12)
+
+
+NASTY = ["", "a" * 1_000_000, "\\boxed{" * 20_000, "<answer></answer>", "\\boxed{10^{10^{10^{10}}}}", "{" * 50_000, "<Answer>: <<", "π" * 1000, '{"short answer": null}']
+
+
+@pytest.mark.parametrize("name", sorted(BENCHMARKS))
+def test_every_scorer_is_total(name):
+    from m2r.eval.mathvision import EvalItem
+
+    module = BENCHMARKS[name]
+    metas = {
+        "mathvista": {"question_type": "free_form", "answer_type": "float", "precision": 2.0},
+        "dynamath": {"answer_type": "float"}, "logicvista": {"skills": ["inductive"]}, "mathverse": {"question_type": "free-form"},
+        "cvbench": {"task": "Count", "source": "COCO"}, "vsibench": {"question_type": "object_abs_distance"},
+        "embedded": {"task": "spatial/abs_distance", "sample": {"id": "x", "task": "spatial/abs_distance", "question": "q", "answer": "2.5", "answer_type": "number"}},
+    }
+    item = EvalItem(key={"id": "x"}, question="q", options=["1", "2"], answer="2.5", meta=metas.get(name, {}))
+    for r in NASTY:
+        out = module.score(item, r)
+        assert out["correct"] in (True, False)

@@ -103,3 +103,14 @@ def test_extraction_is_total(mv, wm):
     for r in nasty:
         mathvision.score(mv[0], r)
         wemath.score(wm[0], r)
+
+
+def test_wemath_fixed_answer_a_by_hand(wm):
+    """Every row answered "A". By hand from the file (grep -o '"answer": "[A-Z]"' | sort | uniq -c):
+    585 of 1740 rows are A. Per problem: CM strict 55, RM strict 98, CM loose 150, RM loose 3,
+    IG 7, IK 365 (525 in all), so Score(strict) = (55 + 3.5) / 525 and Score(loose) = (150 + 3.5) / 525."""
+    rows = [(it.key["ID"], it.key["key"], wemath.score(it, m2("A"))["correct"]) for it in wm]
+    assert sum(c for _, _, c in rows) == 585
+    m = wemath.four_dimensional(rows)
+    assert (m["CM_strict_count"], m["RM_strict_count"], m["CM_loose_count"], m["RM_loose_count"], m["IG_count"], m["IK_count"]) == (55, 98, 150, 3, 7, 365)
+    assert m["score_strict"] == pytest.approx(58.5 / 525) and m["score_loose"] == pytest.approx(153.5 / 525)

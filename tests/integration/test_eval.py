@@ -30,6 +30,7 @@ def test_mathvision_predictions_without_model(tmp_path, cache_dir):
     assert len((out / "samples.jsonl").read_text().splitlines()) == 304
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["accuracy"]["count"] == 304 and "counting" in metrics["accuracy"]
+    assert metrics["responses"]["answered"] == pytest.approx(300 / 304) and metrics["responses"]["repetition"] == 0.0
     table = (out / "table.md").read_text()
     assert "M2-Reasoning-7B (paper) | 31.5" in table and "Qwen2.5-VL-7B (paper) | 25.4" in table and "98.7" in table
 

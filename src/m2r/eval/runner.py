@@ -139,7 +139,17 @@ def score_benchmark(name: str, items: list[EvalItem], responses: list[str | None
         rows.update(i, value)
         samples.append({**it.key, "response": r, "extracted": s["extracted"], "correct": s["correct"], "score": value, "answer": it.answer})
     scores = dict(rows.compute())
-    return samples, module.aggregate(items, [scores[i] for i in range(len(items))])
+    metrics = module.aggregate(items, [scores[i] for i in range(len(items))])
+    # The failure modes the paper names, measured wherever responses are produced: length and loops.
+    from m2r.rl.rollout import repetition_loop
+
+    given = [r for r in responses if r is not None]
+    metrics["responses"] = {
+        "answered": len(given) / max(1, len(items)),
+        "words_mean": sum(len(r.split()) for r in given) / max(1, len(given)),
+        "repetition": sum(repetition_loop(r) for r in given) / max(1, len(given)),
+    }
+    return samples, metrics
 
 
 def table(name: str, model_label: str, metrics: dict[str, Any]) -> str:

@@ -79,7 +79,7 @@ def resume_path(cfg: DictConfig, stage_dir: Path) -> str | None:
 
 def _full_state_dict(trainer: L.Trainer, stage_dir: Path) -> dict[str, torch.Tensor] | None:
     """A full (unsharded) state dict of the LightningModule on rank 0 under FSDP / DeepSpeed."""
-    from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
+    from lightning.pytorch.strategies import DeepSpeedStrategy
 
     path = stage_dir / "checkpoints" / "export.ckpt"
     trainer.save_checkpoint(path)  # collective

@@ -11,12 +11,11 @@ The paper's table reports per-task accuracy (Count, Relation, Depth, Distance) a
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
-from m2r.eval.mathvision import EvalItem
+from m2r.eval.items import EvalItem, image_ref, read_rows
 from m2r.rewards.extract import extract_answer
 
 TASKS = ("Count", "Relation", "Depth", "Distance")
@@ -25,24 +24,12 @@ SOURCES = ("ADE20K", "COCO", "Omni3D")
 
 def load(root: str | Path, split: str = "test") -> list[EvalItem]:
     root = Path(root)
-    rows: list[dict] = []
-    jsonl = root / f"{split}.jsonl"
-    parquets = sorted(root.glob(f"**/{split}*.parquet"))
-    if jsonl.exists():
-        rows = [json.loads(l) for l in jsonl.read_text(encoding="utf-8").splitlines() if l.strip()]
-    elif parquets:
-        import pyarrow.parquet as pq
-
-        rows = [r for p in parquets for r in pq.read_table(p).to_pylist()]
-    else:
-        raise FileNotFoundError(f"benchmark.root={root} has neither {split}.jsonl nor {split}*.parquet; point it at the CV-Bench data folder")
     items = []
-    for r in rows:
-        img = r.get("image")
-        ref = img["bytes"] if isinstance(img, dict) and img.get("bytes") else root / (r.get("filename") or (img or {}).get("path"))
+    for r in read_rows(root, split, "CV-Bench"):
         answer = re.sub(r"[()\s]", "", str(r["answer"]))
         items.append(EvalItem(
-            key={"idx": r["idx"]}, question=r["question"], options=list(r.get("choices") or []), answer=answer, images=[ref],
+            key={"idx": r["idx"]}, question=r["question"], options=list(r.get("choices") or []), answer=answer,
+            images=[image_ref(r.get("image"), root, r.get("filename"))],
             meta={"task": r["task"], "source": r.get("source"), "type": r.get("type"), "prompt": r.get("prompt"), "subject": r["task"]},
         ))
     return items

@@ -22,7 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from m2r.eval.mathvision import EvalItem
+from m2r.eval.items import EvalItem
 from m2r.rewards.extract import extract_answer
 
 GUIDE = (

@@ -13,7 +13,7 @@ from typing import Any
 
 from m2r.data.schema import Sample, format_question
 from m2r.data.shards import image_bytes, sample_stream, shard_urls
-from m2r.eval.mathvision import EvalItem
+from m2r.eval.items import EvalItem
 from m2r.eval.vsibench import mra
 from m2r.rewards.extract import extract_answer, parse_number
 from m2r.rewards.functions import choice_reward, number_reward

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from m2r.eval.mathvision import EvalItem
+from m2r.eval.items import EvalItem
 from m2r.rewards.extract import extract_answer
 
 EXTRACTION = "rule-based (the official pipeline uses GPT extraction)"

@@ -14,13 +14,12 @@ to extract and judge answers.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from m2r.data.schema import Sample
-from m2r.eval.mathvision import EvalItem
+from m2r.eval.items import EvalItem, image_ref, read_rows
 from m2r.rewards.extract import extract_answer
 from m2r.rewards.functions import expression_reward
 
@@ -30,24 +29,12 @@ _UNITS = r"(cm|mm|km|m|units?|degrees?|°|\^\\circ|\^\{\\circ\})"
 
 def load(root: str | Path, split: str = "testmini", version: str = "Vision Only") -> list[EvalItem]:
     root = Path(root)
-    js = root / f"{split}.json"
-    parquets = sorted(root.glob(f"**/{split}*.parquet"))
-    if js.exists():
-        rows = json.loads(js.read_text(encoding="utf-8"))
-    elif parquets:
-        import pyarrow.parquet as pq
-
-        rows = [r for p in parquets for r in pq.read_table(p).to_pylist()]
-    else:
-        raise FileNotFoundError(f"benchmark.root={root} has neither {split}.json nor {split}*.parquet; point it at the MathVerse data folder")
     items = []
-    for r in rows:
+    for r in read_rows(root, split, "MathVerse"):
         if version and r.get("problem_version") != version:
             continue
-        img = r.get("image")
-        ref = img["bytes"] if isinstance(img, dict) and img.get("bytes") else root / (img if isinstance(img, str) else img["path"])
         items.append(EvalItem(
-            key={"sample_index": str(r["sample_index"])}, question=r["question"], options=[], answer=str(r["answer"]).strip(), images=[ref],
+            key={"sample_index": str(r["sample_index"])}, question=r["question"], options=[], answer=str(r["answer"]).strip(), images=[image_ref(r.get("image"), root)],
             meta={"question_type": r.get("question_type"), "query": r.get("query_cot") or r.get("query_wo"), "subject": (r.get("metadata") or {}).get("subject", "all")},
         ))
     if not items:

@@ -17,15 +17,11 @@ guarded worker, so a pathological answer cannot hang the run.
 
 from __future__ import annotations
 
-import io
-import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
+from m2r.eval.items import EvalItem, image_ref, read_rows
 from m2r.rewards.extract import last_boxed
 
 OFFICIAL_PROMPT = (
@@ -34,49 +30,17 @@ OFFICIAL_PROMPT = (
 )
 
 
-@dataclass
-class EvalItem:
-    """One benchmark row: identifying fields, the prompt parts, the images and the ground truth."""
-
-    key: dict[str, Any]  # the row's identifying fields, as in the benchmark file (MATH-V: id)
-    question: str
-    options: list[str]
-    answer: str
-    images: list[Path | bytes] = field(default_factory=list)  # opened lazily by `open_images`
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def open_images(self) -> list[Image.Image]:
-        out: list[Image.Image] = []
-        for r in self.images:
-            if hasattr(r, "frames"):  # a video: uniformly sampled frames
-                out.extend(r.frames())
-            else:
-                out.append(Image.open(io.BytesIO(r) if isinstance(r, bytes) else r).convert("RGB"))
-        return out
-
-
 def load(root: str | Path, split: str = "testmini") -> list[EvalItem]:
-    """MATH-V rows from `<root>/<split>.jsonl` (images relative to root) or `<root>/*.parquet`."""
+    """MATH-V rows from `<root>/<split>.jsonl` (images relative to root) or the HF parquet files."""
     root = Path(root)
-    jsonl = root / f"{split}.jsonl"
-    if jsonl.exists():
-        rows = [json.loads(l) for l in jsonl.read_text(encoding="utf-8").splitlines() if l.strip()]
-        loader = lambda r: root / r["image"]  # noqa: E731
-    else:
-        parquets = sorted(root.glob(f"**/{split}*.parquet")) or sorted(root.glob("**/*.parquet"))
-        if not parquets:
-            raise FileNotFoundError(f"benchmark.root={root} has neither {split}.jsonl nor parquet files; point it at the MATH-V data folder")
-        import pyarrow.parquet as pq
-
-        rows = [r for p in parquets for r in pq.read_table(p).to_pylist()]
-        loader = lambda r: r["decoded_image"]["bytes"]  # noqa: E731
-    items = []
-    for r in rows:
-        items.append(EvalItem(
+    return [
+        EvalItem(
             key={"id": str(r["id"])}, question=r["question"], options=list(r.get("options") or []), answer=str(r["answer"]),
-            images=[loader(r)], meta={"subject": r.get("subject"), "level": r.get("level")},
-        ))
-    return items
+            images=[image_ref(r.get("decoded_image") or r.get("image"), root, r.get("image") if isinstance(r.get("image"), str) else None)],
+            meta={"subject": r.get("subject"), "level": r.get("level")},
+        )
+        for r in read_rows(root, split, "MATH-V")
+    ]
 
 
 def prompt(item: EvalItem) -> str:

@@ -16,12 +16,11 @@ extraction asks GPT-4 to pull the answer out of the response; ours is rule-based
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
-from m2r.eval.mathvision import EvalItem
+from m2r.eval.items import EvalItem, image_ref, read_rows
 from m2r.rewards.extract import extract_answer
 
 EXTRACTION = "rule-based (the official scorer uses GPT-4 extraction)"
@@ -29,24 +28,12 @@ EXTRACTION = "rule-based (the official scorer uses GPT-4 extraction)"
 
 def load(root: str | Path, split: str = "testmini") -> list[EvalItem]:
     root = Path(root)
-    js = root / f"{split}.json"
-    parquets = sorted(root.glob(f"**/{split}*.parquet"))
-    if js.exists():
-        data = json.loads(js.read_text(encoding="utf-8"))
-        rows = list(data.values()) if isinstance(data, dict) else data
-    elif parquets:
-        import pyarrow.parquet as pq
-
-        rows = [r for p in parquets for r in pq.read_table(p).to_pylist()]
-    else:
-        raise FileNotFoundError(f"benchmark.root={root} has neither {split}.json nor {split}*.parquet; point it at the MathVista data folder")
     items = []
-    for r in rows:
-        img = r.get("decoded_image")
-        ref = img["bytes"] if isinstance(img, dict) and img.get("bytes") else root / r["image"]
+    for r in read_rows(root, split, "MathVista"):
         meta = dict(r.get("metadata") or {})
         meta |= {k: r.get(k) for k in ("question_type", "answer_type", "precision", "unit", "query")}
         meta["subject"] = meta.get("task") or "all"
+        ref = image_ref(r.get("decoded_image"), root, r.get("image"))
         items.append(EvalItem(key={"pid": str(r["pid"])}, question=r["question"], options=list(r.get("choices") or []), answer=str(r["answer"]), images=[ref], meta=meta))
     return items
 

@@ -26,7 +26,7 @@ import torch
 
 from m2r.data.collate import M2_SYSTEM_PROMPT
 from m2r.eval import cvbench, dynamath, embedded, logicvista, mathverse, mathvision, mathvista, vsibench, wemath
-from m2r.eval.mathvision import EvalItem
+from m2r.eval.items import EvalItem
 from m2r.eval.metrics import RowResults
 from m2r.progress import progress
 

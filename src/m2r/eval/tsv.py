@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from m2r.eval.mathvision import EvalItem
+from m2r.eval.items import EvalItem
 
 OPTION_COLUMNS = [chr(65 + i) for i in range(26)]
 

@@ -15,7 +15,6 @@ the mean of its easy/medium/hard levels.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from m2r.eval.mathvision import EvalItem
+from m2r.eval.items import EvalItem, read_rows
 from m2r.rewards.extract import extract_answer, parse_number
 
 NUMERIC = ("object_counting", "object_abs_distance", "object_size_estimation", "room_size_estimation")
@@ -61,18 +60,8 @@ class VideoRef:
 
 def load(root: str | Path, split: str = "test", num_frames: int = 8, frames_dir: str | Path | None = None) -> list[EvalItem]:
     root = Path(root)
-    jsonl = root / f"{split}.jsonl"
-    parquets = sorted(root.glob(f"**/{split}*.parquet"))
-    if jsonl.exists():
-        rows = [json.loads(l) for l in jsonl.read_text(encoding="utf-8").splitlines() if l.strip()]
-    elif parquets:
-        import pyarrow.parquet as pq
-
-        rows = [r for p in parquets for r in pq.read_table(p).to_pylist()]
-    else:
-        raise FileNotFoundError(f"benchmark.root={root} has neither {split}.jsonl nor {split}*.parquet; point it at the VSI-Bench folder")
     items = []
-    for r in rows:
+    for r in read_rows(root, split, "VSI-Bench"):
         media = Path(frames_dir) / r["dataset"] / r["scene_name"] if frames_dir else root / r["dataset"] / f"{r['scene_name']}.mp4"
         items.append(EvalItem(
             key={"id": r["id"]}, question=r["question"], options=list(r.get("options") or []), answer=str(r["ground_truth"]),

@@ -23,7 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from m2r.eval.mathvision import EvalItem
+from m2r.eval.items import EvalItem
 from m2r.rewards.extract import extract_answer
 
 OFFICIAL_PROMPT = "Now, we require you to solve a multiple-choice math question. Please briefly describe your thought process and provide the final answer(option).\nQuestion: {question}\nOption: {option}\nRegarding the format, please answer following the template below, and be sure to include two <> symbols:\n<Thought process>: <<your thought process>> <Answer>: <<your option>>"

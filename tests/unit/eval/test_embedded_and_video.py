@@ -44,7 +44,7 @@ NASTY = ["", "a" * 1_000_000, "\\boxed{" * 20_000, "<answer></answer>", "\\boxed
 
 @pytest.mark.parametrize("name", sorted(BENCHMARKS))
 def test_every_scorer_is_total(name):
-    from m2r.eval.mathvision import EvalItem
+    from m2r.eval.items import EvalItem
 
     module = BENCHMARKS[name]
     metas = {

@@ -54,7 +54,9 @@ def test_cvbench_loader_and_official_overall(cv_root):
 
 
 def test_cvbench_letter_extraction():
-    it = cvbench.load.__globals__["EvalItem"](key={"idx": 0}, question="q", options=["a", "b"], answer="B")
+    from m2r.eval.items import EvalItem
+
+    it = EvalItem(key={"idx": 0}, question="q", options=["a", "b"], answer="B")
     for r in ["(B)", "B", "B.", "<think>x</think><answer>\\boxed{B}</answer>", "(B) 2"]:
         assert cvbench.score(it, r)["correct"], r
     for r in ["", "A", "Both", "\\boxed{A}"]:

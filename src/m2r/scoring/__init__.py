@@ -1,0 +1,1 @@
+"""Quality scoring of reasoning traces and difficulty scoring by rollouts."""

@@ -1,0 +1,147 @@
+"""Quality scoring of reasoning traces on the paper's three dimensions (section 2.1.1).
+
+The rule-based scorer gives each dimension a score in [0, 1]:
+
+1. Structural correctness = mean of
+   - `format`: the M2 response format holds (one `<think>` then one `<answer>`, both non-empty,
+     a non-empty `\\boxed{}` in the answer), as `format_reward` checks it;
+   - `answer`: the trace's final answer equals the ground truth (the accuracy reward of the
+     sample's answer type with exact matching: option letter, exact number, math-verify, text).
+2. Cognitive load = mean of
+   - `length`: the reasoning has between `min_words` and `max_words` words;
+   - `steps`: it has between `min_steps` and `max_steps` non-empty lines (reasoning steps);
+   - `repetition`: the share of distinct word 4-grams is at least `min_distinct_4grams`, and the
+     text does not end in an n-gram loop.
+3. Verification richness = min(1, number of verification cues / `verification_target`), the cues
+   being phrases that check or substitute back ("verify", "check", "substitut", "confirm",
+   "double-check", "again", "consistent", "plug").
+
+The total is the weighted mean of the three (`weights`); traces under `threshold` are dropped.
+An optional judge (any local Hugging Face model prompted with `RUBRIC`) gives the three scores
+on a 1-5 scale, parsed by `parse_judge`; unparsable judgements fall back to the rule-based scores
+and are counted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from m2r.data.schema import Sample
+from m2r.rewards.functions import choice_reward, expression_reward, format_reward, number_reward, text_reward
+from m2r.rl.rollout import repetition_loop
+
+VERIFY_CUES = re.compile(r"\b(verif\w*|check\w*|substitut\w*|confirm\w*|double-check\w*|again|consistent|plug\w*)\b", re.I)
+ACCURACY = {"choice": choice_reward, "number": number_reward, "expression": expression_reward, "text": text_reward}
+
+RUBRIC = (
+    "Rate the reasoning trace below on three dimensions, each from 1 (poor) to 5 (excellent):\n"
+    "structural: the reasoning is in <think>...</think>, the answer in <answer>...</answer> with the key result in \\boxed{{}}, "
+    "and the final answer is correct (ground truth: {answer});\n"
+    "cognitive: the steps are clear, of reasonable length, without repetition;\n"
+    "verification: the trace checks its result (substitutes back, re-derives, confirms).\n"
+    "Reply exactly as: structural: <1-5>, cognitive: <1-5>, verification: <1-5>\n\nQuestion: {question}\n\nTrace:\n{trace}\n"
+)
+
+
+@dataclass
+class QualityConfig:
+    min_words: int = 15
+    max_words: int = 2000
+    min_steps: int = 2
+    max_steps: int = 60
+    min_distinct_4grams: float = 0.6
+    verification_target: int = 1
+    weights: dict[str, float] = field(default_factory=lambda: {"structural": 0.5, "cognitive": 0.25, "verification": 0.25})
+    threshold: float = 0.8  # any one dimension lost (wrong answer, no tags, no verification: 0.75) drops the trace
+
+
+@dataclass
+class QualityScore:
+    structural: float
+    cognitive: float
+    verification: float
+    total: float
+    parts: dict[str, float]
+
+
+def _think(trace: str) -> str:
+    m = re.search(r"<think>(.*?)</think>", trace, re.S)
+    return m.group(1) if m else trace
+
+
+def score_trace(trace: str | None, sample: Sample, cfg: QualityConfig | None = None) -> QualityScore:
+    """The three rule-based sub-scores and their weighted total for one trace."""
+    cfg = cfg or QualityConfig()
+    trace = trace or ""
+    fmt = format_reward(trace)
+    acc_fn = ACCURACY.get(sample.answer_type, text_reward)
+    answer = acc_fn(trace, sample)
+    think = _think(trace)
+    words = think.split()
+    n_steps = sum(1 for line in think.splitlines() if line.strip())
+    grams = [tuple(words[i : i + 4]) for i in range(max(0, len(words) - 3))]
+    distinct = len(set(grams)) / len(grams) if grams else 0.0
+    parts = {
+        "format": fmt,
+        "answer": answer,
+        "length": float(cfg.min_words <= len(words) <= cfg.max_words),
+        "steps": float(cfg.min_steps <= n_steps <= cfg.max_steps),
+        "repetition": float(distinct >= cfg.min_distinct_4grams and not repetition_loop(think)),
+        "verification_cues": float(len(VERIFY_CUES.findall(think))),
+    }
+    structural = (parts["format"] + parts["answer"]) / 2
+    cognitive = (parts["length"] + parts["steps"] + parts["repetition"]) / 3
+    verification = min(1.0, parts["verification_cues"] / max(1, cfg.verification_target))
+    w = cfg.weights
+    total = (w["structural"] * structural + w["cognitive"] * cognitive + w["verification"] * verification) / sum(w.values())
+    return QualityScore(structural, cognitive, verification, total, parts)
+
+
+_JUDGE = re.compile(r"(structural|cognitive|verification)\w*(?:\s+[a-z]+)?[\s*:=\-]*([1-5](?:\.\d+)?)(?![\d.])", re.I)
+
+
+def parse_judge(text: str) -> dict[str, float] | None:
+    """Scores in [0, 1] from a judge's reply ("structural: 4, cognitive: 5, verification: 2"),
+    tolerant of case, markdown, "4/5", extra words and order; None unless all three are found."""
+    found: dict[str, float] = {}
+    for name, value in _JUDGE.findall(text or ""):
+        found.setdefault(name.lower(), (float(value) - 1) / 4)
+    return found if set(found) == {"structural", "cognitive", "verification"} else None
+
+
+def judge_scores(model, processor, items: list[tuple[Sample, str]], batch_size: int = 8, max_new_tokens: int = 32, cfg: QualityConfig | None = None) -> tuple[list[QualityScore], int]:
+    """Scores from a local judge model (text-only prompts with `RUBRIC`, greedy); an unparsable
+    judgement falls back to the rule-based score. Returns (scores, number of fallbacks)."""
+    import torch
+
+    cfg = cfg or QualityConfig()
+    tok = getattr(processor, "tokenizer", processor)
+    device = next(model.parameters()).device
+    out: list[QualityScore] = []
+    fallbacks = 0
+    model.eval()
+    for s in range(0, len(items), batch_size):
+        chunk = items[s : s + batch_size]
+        prompts = []
+        for sample, trace in chunk:
+            msg = [{"role": "user", "content": [{"type": "text", "text": RUBRIC.format(answer=sample.answer, question=sample.question, trace=(trace or "")[:6000])}]}]
+            prompts.append(processor.apply_chat_template(msg, tokenize=False, add_generation_prompt=True))
+        side, tok.padding_side = tok.padding_side, "left"
+        try:
+            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        finally:
+            tok.padding_side = side
+        with torch.no_grad():
+            gen = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id)
+        replies = tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        w = cfg.weights
+        for (sample, trace), reply in zip(chunk, replies):
+            judged = parse_judge(reply)
+            if judged is None:
+                fallbacks += 1
+                out.append(score_trace(trace, sample, cfg))
+                continue
+            total = sum(w[k] * judged[k] for k in w) / sum(w.values())
+            out.append(QualityScore(judged["structural"], judged["cognitive"], judged["verification"], total, {"judge_reply": 0.0}))
+    return out, fallbacks

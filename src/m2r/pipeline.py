@@ -189,7 +189,9 @@ def step_eval(cfg: DictConfig) -> dict[str, Any]:
             model_cfg = replace(model_cfg, source="pretrained", path=str(src), processor_path=None)
         processor = load_processor(model_cfg, cfg.paths.cache_dir)
         model = build_model(model_cfg, processor)
-        if torch_cuda():
+        import torch
+
+        if torch.cuda.is_available():
             model = model.cuda()
         responses = generate_responses(model, processor, items, b.name if b.prompt == "official" else "m2", cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.eval.greedy)
         label = f"this run ({src or model_cfg.name})"
@@ -199,12 +201,6 @@ def step_eval(cfg: DictConfig) -> dict[str, Any]:
     summary = {"benchmark": b.name, "rows": len(items), "score": metrics["score"], "seconds": round(time.perf_counter() - t0, 1), "dir": str(out)}
     log.info("eval: %s", summary)
     return summary
-
-
-def torch_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 STEPS: dict[str, Callable[[DictConfig], dict[str, Any]]] = {"build": step_build, "sft": step_sft, "grpo": step_grpo, "eval": step_eval}

@@ -18,7 +18,7 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader
 
-from m2r.data.collate import SFTCollator
+from m2r.data.collate import M2_SYSTEM_PROMPT, SFTCollator
 from m2r.data.shards import read_manifest, sample_stream, shard_urls
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class SFTDataModule(L.LightningDataModule):
         shuffle_buffer: int = 256,
         max_length: int = 512,
         seed: int = 0,
-        system_prompt: str | None = None,
+        system_prompt: str | None = M2_SYSTEM_PROMPT,
         preflight_samples: int = 32,
     ):
         super().__init__()
@@ -42,7 +42,7 @@ class SFTDataModule(L.LightningDataModule):
         self.processor = processor
         self.batch_size, self.num_workers, self.shuffle_buffer = batch_size, num_workers, shuffle_buffer
         self.seed, self.preflight_samples = seed, preflight_samples
-        self.collator = SFTCollator(processor, max_length, system_prompt) if system_prompt is not None else SFTCollator(processor, max_length)
+        self.collator = SFTCollator(processor, max_length, system_prompt)
         self.preflight_report: dict | None = None
 
     @property

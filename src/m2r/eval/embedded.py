@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from m2r.data.schema import Sample, format_question
-from m2r.data.shards import image_bytes, sample_stream, shard_urls
+from m2r.data.shards import sample_stream, shard_urls
 from m2r.eval.items import EvalItem
 from m2r.eval.vsibench import mra
 from m2r.rewards.extract import extract_answer, parse_number
@@ -24,7 +24,7 @@ def load(root: str | Path, split: str = "val") -> list[EvalItem]:
     for sample, imgs in sample_stream(shard_urls(root, split), shuffle_shards=False):
         items.append(EvalItem(
             key={"id": sample.id}, question=format_question(sample), options=[], answer=sample.answer,  # options are in the question text
-            images=[image_bytes(im) for im in imgs], meta={"task": sample.task, "subject": sample.task, "sample": sample.to_dict()},
+            images=list(imgs), meta={"task": sample.task, "subject": sample.task, "sample": sample.to_dict()},
         ))
     if not items:
         raise ValueError(f"{root}/{split} holds no samples")

@@ -20,7 +20,7 @@ class EvalItem:
     question: str
     options: list[str]
     answer: str
-    images: list[Any] = field(default_factory=list)  # Path | bytes | a video reference; opened by `open_images`
+    images: list[Any] = field(default_factory=list)  # Path | bytes | PIL image | a video reference; opened by `open_images`
     meta: dict[str, Any] = field(default_factory=dict)
 
     def open_images(self) -> list[Image.Image]:
@@ -28,6 +28,8 @@ class EvalItem:
         for r in self.images:
             if hasattr(r, "frames"):  # a video: uniformly sampled frames
                 out.extend(r.frames())
+            elif isinstance(r, Image.Image):  # already decoded (the embedded shards)
+                out.append(r.convert("RGB"))
             else:
                 out.append(Image.open(io.BytesIO(r) if isinstance(r, bytes) else r).convert("RGB"))
         return out

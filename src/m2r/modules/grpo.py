@@ -100,7 +100,7 @@ class GRPOModule(L.LightningModule):
         accuracy = torch.tensor([s.accuracy for s in scores], dtype=torch.float32)  # [N]
         advantages = group_advantages(rewards, G, h.scale_std)  # [N]
         weights = advantage_weights(accuracy, G, self.adv_weight_sigma) if self.adv_weight_sigma is not None else torch.ones(N)
-        advantages = (advantages * weights).to(self.device)
+        advantages = (advantages * weights).to(self.device)  # [N]
 
         mask = ro.completion_mask  # [N, L]
         if h.mask_truncated:
@@ -136,9 +136,9 @@ class GRPOModule(L.LightningModule):
             sched.step()
 
         elapsed = time.perf_counter() - t0
-        self._log_step(ro, scores, rewards, accuracy, weights, mask, stats, beta, elapsed)
+        self._log_step(ro, scores, rewards, accuracy, weights, advantages.cpu(), stats, beta, elapsed)
 
-    def _log_step(self, ro, scores, rewards, accuracy, weights, mask, stats, beta, elapsed) -> None:
+    def _log_step(self, ro, scores, rewards, accuracy, weights, adv, stats, beta, elapsed) -> None:
         G, N = self.hparams.G, len(ro.texts)
         log = lambda k, v: self.log(k, float(v), batch_size=N)  # noqa: E731
         log("train/loss", torch.stack(stats["loss"]).sum() / self.hparams.mu)
@@ -169,7 +169,6 @@ class GRPOModule(L.LightningModule):
         log("train/adv_weight_std", weights.std() if N > 1 else 0.0)
         log("train/step_time", elapsed)
         log("train/tokens_per_s", lengths.sum() / elapsed)
-        adv = group_advantages(rewards, G, self.hparams.scale_std) * weights
         self.last_rollouts = [
             {"step": self.global_step, "id": ro.samples[i // G].id, "task": ro.samples[i // G].task, "response": ro.texts[i],
              "rewards": scores[i].values, "total": scores[i].total, "accuracy": scores[i].accuracy, "advantage": float(adv[i]),

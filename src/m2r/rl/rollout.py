@@ -86,7 +86,9 @@ def generate_rollouts(
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(next(model.parameters()).dtype)
     tok = processor.tokenizer
-    eos = [tok.eos_token_id] + [i for i in ([model.generation_config.eos_token_id] if isinstance(model.generation_config.eos_token_id, int) else (model.generation_config.eos_token_id or [])) if i is not None]
+    gen_eos = model.generation_config.eos_token_id
+    gen_eos = [gen_eos] if isinstance(gen_eos, int) else list(gen_eos or [])
+    eos = [tok.eos_token_id, *gen_eos]  # the chat end-of-turn and whatever the checkpoint's generation config adds
     if seed is not None:
         torch.manual_seed(seed)
     was_training = model.training

@@ -73,12 +73,15 @@ class DataConfig:
     train_files: list[str] = field(default_factory=list)  # jsonl source: JSONL or parquet files
     val_files: list[str] = field(default_factory=list)
     rl_files: list[str] = field(default_factory=list)  # RL prompts (need answers, not traces)
+    test_files: list[str] = field(default_factory=list)  # the held-out set the recipe evaluates before and after RL
     image_root: Optional[str] = None  # relative image paths in imported files resolve against this
     format: str = "auto"  # jsonl source: auto | m2 | llava
     tasks: list[str] = field(default_factory=list)  # synthetic source: embedded tasks to generate
     train_per_task: int = 64
     val_per_task: int = 8
     rl_per_task: int = 32  # RL prompts per task (the paper keeps SFT and RL data apart)
+    test_per_task: int = 16  # held-out samples per task, never trained on
+    noisy_trace_ratio: float = 0.0  # synthetic: share of SFT traces given one failure for the quality filter to find
     mc_ratio: float = 0.3  # share of numeric questions posed as multiple choice
     image_size: int = 168
     samples_per_shard: int = 64
@@ -144,9 +147,46 @@ class AlgoConfig:
     mu: int = 1  # policy updates per rollout batch
 
 
+@dataclass
+class ScoringConfig:
+    """Difficulty scoring by rollouts (DESIGN.md section 4)."""
+
+    N: int = 8  # sampled responses per sample; difficulty = 1 - mean accuracy
+    batch_size: int = 8  # prompts per generate call (x N responses)
+    max_new_tokens: int = 128  # response budget
+    temperature: float = 1.0  # sampling temperature
+    top_p: float = 1.0
+    model: str = "auto"  # auto: <run>/sft/hf when complete, else model.*; or a local checkpoint folder
+
+
+@dataclass
+class CurriculumConfig:
+    """`curriculum=ordered|random`: how the RL prompts are ordered and streamed."""
+
+    name: str = "ordered"
+    order: str = "ordered"  # ordered: easy to hard within each task | random: the same samples, seeded order (ablation)
+    drop_solved: bool = True  # drop d = 0 (every response correct)
+    drop_unsolved: bool = True  # drop d = 1 (no response correct)
+    tol: float = 0.01  # d <= tol counts as solved, d >= 1 - tol as unsolved (graded rewards such as EDNM never reach 1 exactly)
+    samples_per_shard: int = 8  # curriculum shard size: the granularity of ordering across ranks
+    end_policy: str = "repeat_hardest"  # a task's stream ended: repeat_hardest (its last shard, cycled) | drop (leave the mix)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+
+
+@dataclass
+class MixConfig:
+    """`mix=...`: the probability of drawing each task for a step's batch."""
+
+    name: str = "uniform"
+    weights: dict[str, float] = field(default_factory=lambda: {"*": 1.0})  # task glob -> weight; the last matching glob wins, no match = 0
+    proportional: bool = False  # also multiply by the task's sample count on the rank
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(group="model", name="schema", node=ModelConfig)
     cs.store(group="data", name="schema", node=DataConfig)
     cs.store(group="reward", name="schema", node=RewardConfig)
     cs.store(group="algo", name="schema", node=AlgoConfig)
+    cs.store(group="curriculum", name="schema", node=CurriculumConfig)
+    cs.store(group="mix", name="schema", node=MixConfig)

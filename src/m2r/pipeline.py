@@ -5,8 +5,10 @@
 Each step reads what the step before wrote (paths in `cfg.paths`) and is skipped when its
 output is already complete in the run directory, so re-running the same command resumes.
 
-Implemented so far: build and sft. GRPO, difficulty scoring, curriculum shards and evaluation
-arrive with their own issues; a stage that names a step this version lacks fails at start.
+The recipe (`stage=pipeline`): build -> quality (filter the SFT traces) -> sft -> difficulty
+(score the RL prompts with the SFT model) -> curriculum (difficulty-ordered shards) ->
+heldout_sft (evaluate the SFT model on the held-out split) -> grpo -> heldout_grpo -> report.
+Every step's wall time goes to `<run>/timings.json`.
 """
 
 from __future__ import annotations
@@ -56,9 +58,12 @@ def step_sft(cfg: DictConfig) -> dict[str, Any]:
     model_cfg = OmegaConf.to_object(cfg.model)
     root = build_data(data_cfg, cfg.paths.build_dir, cfg.seed)  # no-op when the shards are there
     processor = load_processor(model_cfg, cfg.paths.cache_dir)
+    filtered = Path(cfg.paths.quality_dir)
+    train_root = filtered if cfg.quality.enabled and (filtered / "train" / "manifest.json").exists() else None
+    log.info("SFT trains on %s", (train_root or root) / "train")
     dm = SFTDataModule(
         root, processor, batch_size=data_cfg.batch_size, num_workers=data_cfg.num_workers, shuffle_buffer=data_cfg.shuffle_buffer,
-        max_length=data_cfg.max_length, seed=cfg.seed,
+        max_length=data_cfg.max_length, seed=cfg.seed, train_root=train_root,
     )
     factory = partial(build_model, model_cfg, processor)
     args = OmegaConf.to_container(cfg.sft, resolve=True)
@@ -96,7 +101,8 @@ def step_grpo(cfg: DictConfig) -> dict[str, Any]:
     from m2r.callbacks.history import MetricHistory
     from m2r.config import LoraConfig
     from m2r.data.build import build_data
-    from m2r.data.datamodule import RLDataModule
+    from m2r.data.curriculum import BatchLog, CurriculumDataModule
+    from m2r.data.shards import read_manifest
     from m2r.model.load import build_model, load_processor
     from m2r.modules.grpo import GRPOModule
     from m2r.rewards.router import router_from_config
@@ -134,9 +140,21 @@ def step_grpo(cfg: DictConfig) -> dict[str, Any]:
         factory, processor, router_from_config(cfg.reward), partial(build_model, ref_cfg, processor) if needs_ref else None,
         **algo, **args, seed=cfg.seed,
     )
-    dm = RLDataModule(root, prompts_per_step, num_workers=data_cfg.num_workers, shuffle_buffer=data_cfg.shuffle_buffer, seed=cfg.seed)
+    cur = Path(cfg.paths.curriculum_dir)
+    if (cur / "rl" / "manifest.json").exists():
+        prompts_root, split = cur, "rl"
+    else:  # no curriculum step ran: the rl split as built (train when it has none)
+        prompts_root, split = root, ("rl" if (root / "rl" / "manifest.json").exists() and read_manifest(root, "rl")["count"] else "train")
+    log.info("GRPO prompts: %s/%s, mix=%s, end_policy=%s", prompts_root, split, cfg.mix.name, cfg.curriculum.end_policy)
+    dm = CurriculumDataModule(
+        prompts_root, prompts_per_step, weights=dict(cfg.mix.weights), proportional=cfg.mix.proportional, end_policy=cfg.curriculum.end_policy,
+        num_workers=data_cfg.num_workers, seed=cfg.seed, split=split,
+    )
     history = MetricHistory(grpo_dir / "history.json")
-    trainer = make_trainer(cfg, grpo_dir, "grpo", extra_callbacks=[history], manual_optimization=True, max_steps=max_steps)
+    callbacks = [history, BatchLog(grpo_dir / "batches.jsonl")]
+    # end_policy=drop: the curriculum is one finite pass, so training ends with it if max_steps comes later.
+    once = {"max_epochs": 1} if cfg.curriculum.end_policy == "drop" else {}
+    trainer = make_trainer(cfg, grpo_dir, "grpo", extra_callbacks=callbacks, manual_optimization=True, max_steps=max_steps, **once)
     trainer.fit(module, dm, ckpt_path=resume_path(cfg, grpo_dir))
     export_hf(trainer, module, processor, hf_dir, factory)
 
@@ -203,7 +221,145 @@ def step_eval(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-STEPS: dict[str, Callable[[DictConfig], dict[str, Any]]] = {"build": step_build, "sft": step_sft, "grpo": step_grpo, "eval": step_eval}
+def _checkpoint_dir(cfg: DictConfig, which: str) -> Path | None:
+    """`<run>/<which>/hf` when that stage finished in this run dir, else None."""
+    hf = Path(cfg.paths[f"{which}_dir"]) / "hf"
+    return hf if (hf / "COMPLETE").exists() else None
+
+
+def _load_model(cfg: DictConfig, src: str | Path | None):
+    """(model on the accelerator when there is one, processor, label) from a local checkpoint, or model.* when `src` is None."""
+    from dataclasses import replace
+
+    import torch
+
+    from m2r.model.load import build_model, load_processor
+
+    model_cfg = OmegaConf.to_object(cfg.model)
+    if src:
+        model_cfg = replace(model_cfg, source="pretrained", path=str(src), processor_path=None)
+    processor = load_processor(model_cfg, cfg.paths.cache_dir)
+    model = build_model(model_cfg, processor)
+    if torch.cuda.is_available():
+        model = model.cuda()
+    return model, processor, str(src or model_cfg.name)
+
+
+def step_quality(cfg: DictConfig) -> dict[str, Any]:
+    """Score the SFT traces on the three quality dimensions; keep those at or above quality.threshold."""
+    from m2r.scoring.quality import QualityConfig, filter_traces
+
+    out = Path(cfg.paths.quality_dir)
+    summary_path = out / "summary.json"
+    if not cfg.quality.enabled:
+        log.info("quality.enabled=false: SFT trains on every trace")
+        return {"enabled": False}
+    if cfg.get("resume", True) and summary_path.exists() and (out / "train" / "manifest.json").exists():
+        log.info("quality output %s is complete; skipping", out)
+        return json.loads(summary_path.read_text())
+    t0 = time.perf_counter()
+    q = OmegaConf.to_container(cfg.quality, resolve=True)
+    rules = QualityConfig(**{k: v for k, v in q.items() if k in QualityConfig.__dataclass_fields__})
+    judge = None
+    if q.get("judge"):
+        model, processor, _ = _load_model(cfg, q["judge"])
+        judge = (model, processor)
+    summary = filter_traces(_data_root(cfg), "train", out, rules, judge=judge)
+    summary["seconds"] = round(time.perf_counter() - t0, 1)
+    summary_path.write_text(json.dumps(summary, indent=2))
+    log.info("quality: kept %d of %d traces (threshold %.2f); by injected failure: %s", summary["kept"], summary["in"], rules.threshold,
+             {k: f"{v['dropped']}/{v['n']} dropped" for k, v in summary["by_noise"].items()})
+    return summary
+
+
+def step_difficulty(cfg: DictConfig) -> dict[str, Any]:
+    """Difficulty of every RL prompt: 1 - mean accuracy of N sampled responses of the SFT model."""
+    from m2r.data.shards import read_manifest, sample_stream, shard_urls
+    from m2r.rewards.router import router_from_config
+    from m2r.scoring.difficulty import model_policy, read_difficulties, score_difficulty
+
+    out = Path(cfg.paths.score_dir)
+    summary_path, scores_path = out / "summary.json", out / "difficulty.jsonl"
+    if cfg.get("resume", True) and summary_path.exists():
+        log.info("difficulty scores %s are complete; skipping", scores_path)
+        return json.loads(summary_path.read_text())
+    t0 = time.perf_counter()
+    sc = cfg.curriculum.scoring
+    src = _checkpoint_dir(cfg, "sft") if sc.model == "auto" else sc.model
+    model, processor, label = _load_model(cfg, src)
+    root = _data_root(cfg)
+    total = read_manifest(root, "rl")["count"]
+    policy = model_policy(model, processor, sc.max_new_tokens, sc.temperature, sc.top_p, seed=cfg.seed)
+    counts = score_difficulty(sample_stream(shard_urls(root, "rl"), shuffle_shards=False), policy, router_from_config(cfg.reward),
+                              scores_path, N=sc.N, batch_size=sc.batch_size, total=total)
+    diffs = list(read_difficulties(scores_path).values())
+    summary = {**counts, "model": label, "N": sc.N, "mean": sum(diffs) / max(1, len(diffs)),
+               "solved": sum(d <= 0 for d in diffs), "unsolved": sum(d >= 1 for d in diffs), "seconds": round(time.perf_counter() - t0, 1)}
+    summary_path.write_text(json.dumps(summary, indent=2))  # written last: its presence means scoring finished
+    log.info("difficulty: %s", summary)
+    return summary
+
+
+def step_curriculum(cfg: DictConfig) -> dict[str, Any]:
+    """Per task, the scored RL prompts easy to hard (or shuffled for curriculum=random), d=0/1 dropped."""
+    from m2r.data.curriculum import write_curriculum
+    from m2r.data.shards import read_manifest
+    from m2r.scoring.difficulty import read_difficulties
+
+    c = cfg.curriculum
+    out = Path(cfg.paths.curriculum_dir)
+    settings = {"order": c.order, "drop_solved": c.drop_solved, "drop_unsolved": c.drop_unsolved, "samples_per_shard": c.samples_per_shard, "seed": cfg.seed, "tol": c.tol}
+    if cfg.get("resume", True) and (out / "rl" / "manifest.json").exists() and read_manifest(out, "rl").get("curriculum") == settings:
+        log.info("curriculum shards %s are up to date; skipping", out / "rl")
+        m = read_manifest(out, "rl")
+        return {"count": m["count"], "stats": m["stats"], "skipped": True}
+    scores = Path(cfg.paths.score_dir) / "difficulty.jsonl"
+    if not scores.exists():
+        raise FileNotFoundError(f"no difficulty scores at {scores}; run the difficulty step first (stage=pipeline or stage=score)")
+    t0 = time.perf_counter()
+    m = write_curriculum(_data_root(cfg), "rl", read_difficulties(scores), out, c.order, c.drop_solved, c.drop_unsolved, c.samples_per_shard, cfg.seed, c.tol)
+    return {"count": m["count"], "stats": m["stats"], "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _heldout(cfg: DictConfig, which: str) -> dict[str, Any]:
+    """The model of stage `which` on the held-out split of the run's own data (benchmark scoring, greedy)."""
+    from m2r.eval import embedded
+    from m2r.eval.runner import generate_responses, score_benchmark, write_outputs
+
+    out = Path(cfg.paths.eval_dir) / f"heldout_{which}"
+    if cfg.get("resume", True) and (out / "metrics.json").exists():
+        log.info("held-out evaluation %s is complete; skipping", out)
+        return json.loads((out / "metrics.json").read_text())
+    src = _checkpoint_dir(cfg, which)
+    split = cfg.eval.heldout_split
+    root = _data_root(cfg)
+    if src is None or not (root / split / "manifest.json").exists():
+        log.warning("held-out evaluation after %s skipped: %s", which, "no finished checkpoint" if src is None else f"no {split} split in {root}")
+        return {"skipped": True}
+    t0 = time.perf_counter()
+    items = embedded.load(root, split)
+    if cfg.eval.limit:
+        items = items[: int(cfg.eval.limit)]
+    model, processor, label = _load_model(cfg, src)
+    responses = generate_responses(model, processor, items, "m2", cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.eval.greedy)
+    samples, metrics = score_benchmark("embedded", items, responses)
+    metrics["seconds"] = round(time.perf_counter() - t0, 1)
+    write_outputs(out, "embedded", f"after {which} ({label})", samples, metrics)
+    log.info("held-out after %s: mean over tasks %.3f (spatial %.3f, general %.3f)", which, metrics["overall"], metrics["spatial"] or 0, metrics["general"] or 0)
+    return metrics
+
+
+def step_report(cfg: DictConfig) -> dict[str, Any]:
+    from m2r.report import write_report
+
+    return write_report(Path(cfg.paths.run_dir))
+
+
+STEPS: dict[str, Callable[[DictConfig], dict[str, Any]]] = {
+    "build": step_build, "quality": step_quality, "sft": step_sft, "difficulty": step_difficulty, "curriculum": step_curriculum,
+    "heldout_sft": partial(_heldout, which="sft"), "grpo": step_grpo, "heldout_grpo": partial(_heldout, which="grpo"),
+    "eval": step_eval, "report": step_report,
+}
 
 
 def _single_log_lines() -> None:
@@ -224,7 +380,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     Path(cfg.paths.run_dir).mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
+    timings_path = Path(cfg.paths.run_dir) / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else []
+    this_run: dict[str, float] = {}
+    timings.append({"stage": cfg.stage.name, "steps": this_run})
     for step in cfg.stage.steps:
         log.info("=== %s ===", step)
+        t0 = time.perf_counter()
         results[step] = STEPS[step](cfg)
+        this_run[step] = round(time.perf_counter() - t0, 1)
+        if L.fabric.utilities.rank_zero.rank_zero_only.rank == 0:
+            timings_path.write_text(json.dumps(timings, indent=1))
     return results

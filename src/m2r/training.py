@@ -32,7 +32,7 @@ def make_strategy(cfg: DictConfig | None):
     return instantiate(cfg)
 
 
-def make_trainer(cfg: DictConfig, stage_dir: Path, name: str, extra_callbacks: list | None = None, manual_optimization: bool = False, max_steps: int | None = None) -> L.Trainer:
+def make_trainer(cfg: DictConfig, stage_dir: Path, name: str, extra_callbacks: list | None = None, manual_optimization: bool = False, max_steps: int | None = None, **overrides: Any) -> L.Trainer:
     """The Lightning Trainer for one stage; checkpoints go to `<stage_dir>/checkpoints`.
 
     With `manual_optimization` the module clips and accumulates itself, so the Trainer's
@@ -57,6 +57,7 @@ def make_trainer(cfg: DictConfig, stage_dir: Path, name: str, extra_callbacks: l
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     if max_steps is not None:
         trainer_cfg["max_steps"] = max_steps
+    trainer_cfg.update(overrides)
     if manual_optimization:
         trainer_cfg["gradient_clip_val"] = None
         trainer_cfg["accumulate_grad_batches"] = 1

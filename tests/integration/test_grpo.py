@@ -16,7 +16,7 @@ from conftest import FAST, compose
 from m2r.callbacks.history import MetricHistory
 from m2r.config import DataConfig, ModelConfig
 from m2r.data.build import build_data
-from m2r.data.datamodule import RLDataModule
+from m2r.data.curriculum import CurriculumDataModule
 from m2r.model.load import build_model
 from m2r.modules.grpo import GRPOModule
 from m2r.rewards.router import Scored
@@ -40,7 +40,7 @@ def _learn(processor, root, steps: int) -> list[float]:
     module = GRPOModule(partial(build_model, ModelConfig(), processor), processor, SpaceShare(), None, G=8, max_new_tokens=16, lr=1e-2, micro_batch_size=32, beta=0.0, scheduler="constant")
     history = MetricHistory()
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, callbacks=[history], log_every_n_steps=1)
-    trainer.fit(module, RLDataModule(root, prompts_per_step=4, seed=0))
+    trainer.fit(module, CurriculumDataModule(root, batch_size=4, seed=0))
     return [r["train/reward"] for r in history.rows]
 
 

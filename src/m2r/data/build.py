@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,7 +32,7 @@ from m2r.data.shards import SplitWriter, image_bytes, read_manifest
 from m2r.progress import progress
 
 log = logging.getLogger(__name__)
-SPLITS = ("train", "val", "rl")
+SPLITS = ("train", "val", "rl", "test")  # test: the held-out set the recipe evaluates before and after RL
 
 
 def _check_policy(cfg: DataConfig) -> None:
@@ -40,7 +41,7 @@ def _check_policy(cfg: DataConfig) -> None:
 
 
 def _build_key(cfg: DataConfig, seed: int) -> str:
-    fields = {k: getattr(cfg, k) for k in ("source", "train_files", "val_files", "rl_files", "image_root", "format", "tasks", "train_per_task", "val_per_task", "rl_per_task", "mc_ratio", "image_size", "samples_per_shard", "on_bad_sample")}
+    fields = {k: getattr(cfg, k) for k in ("source", "train_files", "val_files", "rl_files", "test_files", "image_root", "format", "tasks", "train_per_task", "val_per_task", "rl_per_task", "test_per_task", "noisy_trace_ratio", "mc_ratio", "image_size", "samples_per_shard", "on_bad_sample")}
     fields["source"] = str(getattr(cfg.source, "value", cfg.source))
     fields = {k: (list(v) if isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig" else v) for k, v in fields.items()}
     return hashlib.sha256(json.dumps({"data": fields, "seed": seed}, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -78,9 +79,45 @@ def build_data(cfg: DataConfig, out_root: str | Path, seed: int, force: bool = F
 def _gen_one(args: tuple) -> tuple[dict, list[bytes]]:
     from m2r.data.tasks import generate
 
-    task, i, seed, split, size, mc = args
+    task, i, seed, split, size, mc, noise = args
     sample, images = generate(task, i, seed, split, size, mc)
+    if noise > 0 and sample.cot:
+        rng = random.Random(f"{seed}/noise/{sample.id}")
+        if rng.random() < noise:
+            kind = rng.choice(TRACE_NOISE)
+            sample.cot = corrupt_trace(sample.cot, sample, kind)
+            sample.meta["trace_noise"] = kind
     return sample.to_dict(), [image_bytes(im) for im in images]
+
+
+# Raw reasoning traces from a model are not all good (paper section 2.1.1); the embedded data
+# injects these four failures into a share of the SFT traces (`data.noisy_trace_ratio`) so the
+# quality filter has something to find, and the report can say how much of it it found.
+TRACE_NOISE = ("wrong_answer", "no_tags", "repetition_loop", "no_verification")
+_VERIFY_LINE = re.compile(r"^.*\b(verif|check|substitut|confirm|again|consistent|plug).*$\n?", re.I | re.M)
+
+
+def corrupt_trace(cot: str, sample: Sample, kind: str) -> str:
+    """`cot` with one failure of `kind` (TRACE_NOISE) written into it."""
+    think = re.search(r"<think>(.*?)</think>", cot, re.S)
+    body = think.group(1).strip() if think else cot
+    if kind == "wrong_answer":
+        if sample.answer_type == "choice":
+            wrong = next(c for c in "ABCDEFGH" if c != sample.answer.strip().upper())
+        else:
+            try:
+                wrong = f"{float(sample.answer) * 2 + 1:g}"
+            except ValueError:
+                wrong = f"not {sample.answer}"
+        return f"<think>\n{body}\n</think>\n<answer>\nThe answer is {wrong}. \\boxed{{{wrong}}}\n</answer>"
+    if kind == "no_tags":
+        return re.sub(r"</?(think|answer)>", "", cot).strip()
+    if kind == "repetition_loop":  # stuck on its first step until the budget ran out: no answer
+        first = next(line for line in body.splitlines() if line.strip())
+        return "<think>\n" + "\n".join([first] * 12)
+    if kind == "no_verification":
+        return cot.replace(body, _VERIFY_LINE.sub("", body).strip())
+    raise ValueError(f"unknown trace noise {kind!r}; one of {TRACE_NOISE}")
 
 
 def _build_synthetic(cfg: DataConfig, root: Path, seed: int, key: str) -> None:
@@ -90,9 +127,10 @@ def _build_synthetic(cfg: DataConfig, root: Path, seed: int, key: str) -> None:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"data.tasks has unknown task(s) {unknown}; the embedded tasks are {list(TASKS)}")
-    for split, n in (("train", cfg.train_per_task), ("val", cfg.val_per_task), ("rl", cfg.rl_per_task)):
+    for split, n in (("train", cfg.train_per_task), ("val", cfg.val_per_task), ("rl", cfg.rl_per_task), ("test", cfg.test_per_task)):
         writer = SplitWriter(root, split, cfg.samples_per_shard)
-        jobs = [(t, i, seed, split, cfg.image_size, cfg.mc_ratio) for t in tasks for i in range(n)]
+        noise = cfg.noisy_trace_ratio if split == "train" else 0.0
+        jobs = [(t, i, seed, split, cfg.image_size, cfg.mc_ratio, noise) for t in tasks for i in range(n)]
         with progress() as bar:
             bar_id = bar.add_task(f"build {split}", total=len(jobs))
             for args in jobs:
@@ -229,7 +267,7 @@ def row_to_sample(row: dict, where: str, base: Path, fmt: str = "auto") -> tuple
 def _build_import(cfg: DataConfig, root: Path, key: str) -> None:
     if not cfg.train_files:
         raise ValueError("data=jsonl needs data.train_files=[a.jsonl,...] (JSONL or parquet); data.val_files is optional")
-    files = {"train": list(cfg.train_files), "val": list(cfg.val_files), "rl": list(cfg.rl_files)}
+    files = {"train": list(cfg.train_files), "val": list(cfg.val_files), "rl": list(cfg.rl_files), "test": list(cfg.test_files)}
     seen: set[str] = set()
     for split in SPLITS:
         writer = SplitWriter(root, split, cfg.samples_per_shard)

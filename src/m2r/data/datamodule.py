@@ -1,4 +1,4 @@
-"""`SFTDataModule`: streams the shards of all tasks for cold-start SFT.
+"""`SFTDataModule`: streams the shards of all tasks for cold-start SFT (GRPO prompts: `curriculum.py`).
 
 Shards are split explicitly: every epoch the full shard list is permuted with a seed shared by
 all ranks, then shard i goes to rank i % world and, within a rank, to worker j % num_workers.
@@ -36,9 +36,11 @@ class SFTDataModule(L.LightningDataModule):
         seed: int = 0,
         system_prompt: str | None = M2_SYSTEM_PROMPT,
         preflight_samples: int = 32,
+        train_root: str | Path | None = None,
     ):
         super().__init__()
         self.root = Path(root)
+        self.train_root = Path(train_root) if train_root else self.root  # e.g. the quality-filtered traces
         self.processor = processor
         self.batch_size, self.num_workers, self.shuffle_buffer = batch_size, num_workers, shuffle_buffer
         self.seed, self.preflight_samples = seed, preflight_samples
@@ -52,15 +54,15 @@ class SFTDataModule(L.LightningDataModule):
         return 0, 1
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_manifest = read_manifest(self.root, "train")
-        self.train_urls = shard_urls(self.root, "train")
+        self.train_manifest = read_manifest(self.train_root, "train")
+        self.train_urls = shard_urls(self.train_root, "train")
         self.val_urls = shard_urls(self.root, "val") if (self.root / "val" / "manifest.json").exists() else []
         self.val_count = read_manifest(self.root, "val")["count"] if self.val_urls else 0
         _, world = self._rank_world
         need = world * max(1, self.num_workers)
         if len(self.train_urls) < need:
             raise ValueError(
-                f"{self.root}/train has {len(self.train_urls)} shard(s) but {world} rank(s) x {max(1, self.num_workers)} worker(s) need at least {need}; "
+                f"{self.train_root}/train has {len(self.train_urls)} shard(s) but {world} rank(s) x {max(1, self.num_workers)} worker(s) need at least {need}; "
                 f"rebuild with a smaller data.samples_per_shard or lower data.num_workers"
             )
         if self.val_urls and len(self.val_urls) < world:
@@ -69,7 +71,7 @@ class SFTDataModule(L.LightningDataModule):
         per_task = max(1, self.preflight_samples // len(self.train_manifest["tasks"]))
         probe = []
         for entry in self.train_manifest["tasks"].values():
-            url = str(self.root / "train" / entry["shards"][0]["path"])
+            url = str(self.train_root / "train" / entry["shards"][0]["path"])
             probe.extend(itertools.islice(sample_stream([url], shuffle_shards=False), per_task))
         self.preflight_report = self.collator.preflight(probe)
         log.info("pre-flight: longest prompt %d tokens, longest sample %d, %.0f%% of probed samples truncated at max_length=%d",
@@ -90,32 +92,3 @@ class SFTDataModule(L.LightningDataModule):
         urls = self.val_urls if len(self.val_urls) >= world else self.val_urls * world
         stream = sample_stream(urls, rank, world, seed=self.seed, shuffle_shards=False, repeat=True, epoch_size=per_worker)
         return DataLoader(stream, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=self.collator)
-
-
-def _as_list(batch: list) -> list:
-    return batch
-
-
-class RLDataModule(L.LightningDataModule):
-    """Prompts for GRPO: batches of `prompts_per_step` (Sample, images) pairs from the `rl` split
-    (falling back to `train` when a shard folder has no `rl` split), rank/worker split like SFT,
-    repeated epoch after epoch."""
-
-    def __init__(self, root: str | Path, prompts_per_step: int = 4, num_workers: int = 0, shuffle_buffer: int = 256, seed: int = 0, split: str = "rl"):
-        super().__init__()
-        self.root, self.prompts_per_step, self.num_workers = Path(root), prompts_per_step, num_workers
-        self.shuffle_buffer, self.seed, self.split = shuffle_buffer, seed, split
-
-    def setup(self, stage: str | None = None) -> None:
-        if not (self.root / self.split / "manifest.json").exists():
-            log.warning("%s has no %s split; GRPO samples prompts from train", self.root, self.split)
-            self.split = "train"
-        self.urls = shard_urls(self.root, self.split)
-        world = self.trainer.world_size if self.trainer is not None else 1
-        if len(self.urls) < world * max(1, self.num_workers):
-            raise ValueError(f"{self.root}/{self.split} has {len(self.urls)} shard(s), fewer than ranks x workers = {world * max(1, self.num_workers)}; lower data.samples_per_shard or data.num_workers")
-
-    def train_dataloader(self) -> DataLoader:
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
-        stream = sample_stream(self.urls, rank, world, seed=self.seed, shuffle_shards=True, shuffle_buffer=self.shuffle_buffer, repeat=True)
-        return DataLoader(stream, batch_size=self.prompts_per_step, num_workers=self.num_workers, collate_fn=_as_list)

@@ -87,11 +87,14 @@ class GRPOModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------------------
 
-    def training_step(self, batch: list, batch_idx: int) -> None:
+    def training_step(self, batch: dict | list, batch_idx: int) -> None:
+        """`batch`: a CurriculumDataModule batch (`{"task", "samples", "cursor"}`) or a plain list
+        of (Sample, images) pairs."""
         h = self.hparams
         t0 = time.perf_counter()
+        samples = batch["samples"] if isinstance(batch, dict) else batch
         ro = generate_rollouts(
-            self.model, self.processor, batch, h.G, h.max_new_tokens, h.temperature, h.top_p,
+            self.model, self.processor, samples, h.G, h.max_new_tokens, h.temperature, h.top_p,
             seed=h.seed * 1_000_003 + self.global_step * 7919 + self.global_rank,
         )
         N, G = len(ro.texts), h.G
@@ -155,6 +158,9 @@ class GRPOModule(L.LightningModule):
         for t, vs in per_task.items():
             log(f"train/reward_by_task/{t}", sum(vs) / len(vs))
             log(f"train/acc_by_task/{t}", sum(acc_task[t]) / len(acc_task[t]))
+        diffs = [s.difficulty for s in ro.samples if s.difficulty is not None]
+        if diffs:
+            log("train/batch_difficulty", sum(diffs) / len(diffs))
         log("train/zero_std_frac", (rewards.view(-1, G).std(dim=1) < 1e-8).float().mean())
         lengths = ro.completion_mask.sum(dim=1).float()
         log("train/len_mean", lengths.mean())

@@ -145,3 +145,63 @@ def judge_scores(model, processor, items: list[tuple[Sample, str]], batch_size: 
             total = sum(w[k] * judged[k] for k in w) / sum(w.values())
             out.append(QualityScore(judged["structural"], judged["cognitive"], judged["verification"], total, {"judge_reply": 0.0}))
     return out, fallbacks
+
+
+def filter_traces(src_root, split: str, out_root, cfg: QualityConfig | None = None, judge=None, batch_size: int = 64) -> dict:
+    """Score every trace of `<src_root>/<split>` and write the traces at or above `cfg.threshold`
+    to `<out_root>/<split>` (same shard size), with each sample's `quality` set, and every score to
+    `<out_root>/scores.jsonl`. `judge`: optional (model, processor) scoring instead of the rules.
+
+    Returns the counts: in, kept, dropped, per task, and, where the embedded data injected a
+    failure (`meta.trace_noise`), per failure how many were dropped, and how many clean traces were."""
+    import json
+    from collections import defaultdict
+    from pathlib import Path
+
+    from m2r.data.curriculum import ShardReader
+    from m2r.data.shards import SplitWriter, read_manifest
+    from m2r.progress import progress
+
+    cfg = cfg or QualityConfig()
+    manifest = read_manifest(src_root, split)
+    per_shard = max((s["count"] for t in manifest["tasks"].values() for s in t["shards"]), default=1)
+    out_root = Path(out_root)
+    writer = SplitWriter(out_root, split, per_shard)
+    reader = ShardReader()
+    by_task: dict = defaultdict(lambda: {"in": 0, "kept": 0})
+    noise: dict = defaultdict(lambda: {"n": 0, "dropped": 0})
+    fallbacks = 0
+    locs = [(str(Path(src_root) / split / s["path"]), pos) for t in manifest["tasks"].values() for s in t["shards"] for pos in range(s["count"])]
+    out_root.mkdir(parents=True, exist_ok=True)
+    with open(out_root / "scores.jsonl", "w", encoding="utf-8") as f, progress() as bar:
+        bar_id = bar.add_task(f"quality {split}", total=len(locs))
+        for start in range(0, len(locs), batch_size):
+            raws = [reader.record(p, i) for p, i in locs[start : start + batch_size]]
+            samples = [Sample.from_dict(json.loads(r["json"])) for r in raws]
+            if judge is not None:
+                scores, fb = judge_scores(judge[0], judge[1], [(s, s.cot) for s in samples], cfg=cfg)
+                fallbacks += fb
+            else:
+                scores = [score_trace(s.cot, s, cfg) for s in samples]
+            for raw, sample, q in zip(raws, samples, scores):
+                keep = q.total >= cfg.threshold
+                kind = sample.meta.get("trace_noise", "clean")
+                by_task[sample.task]["in"] += 1
+                by_task[sample.task]["kept"] += keep
+                noise[kind]["n"] += 1
+                noise[kind]["dropped"] += not keep
+                f.write(json.dumps({"id": sample.id, "task": sample.task, "total": round(q.total, 4), "structural": q.structural,
+                                    "cognitive": round(q.cognitive, 4), "verification": q.verification, "kept": keep, "noise": kind}) + "\n")
+                if keep:
+                    sample.quality = round(q.total, 4)
+                    writer.write(sample, [raw[name] for name in sample.images])
+            bar.advance(bar_id, len(raws))
+    kept = sum(t["kept"] for t in by_task.values())
+    total = sum(t["in"] for t in by_task.values())
+    summary = {"in": total, "kept": kept, "dropped": total - kept, "threshold": cfg.threshold, "scorer": "judge" if judge else "rules",
+               "judge_fallbacks": fallbacks, "by_task": dict(by_task), "by_noise": dict(noise)}
+    if kept == 0:
+        writer.abort()
+        raise ValueError(f"quality filter kept no trace of {total} (threshold {cfg.threshold}); lower quality.threshold or check the traces in {out_root / 'scores.jsonl'}")
+    writer.close({"quality": summary, "source": str(Path(src_root) / split)})
+    return summary

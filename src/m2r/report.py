@@ -1,0 +1,183 @@
+"""The run report: `<run>/report.md` and `<run>/plots/*.png`, from what the steps wrote.
+
+Plots: the reward per task over GRPO steps (batches are single-task, so each step's reward
+belongs to one task), beta and KL over steps, the advantage weights (Eq. 6) over steps, the
+difficulty of the batches the model saw over steps (the curriculum made visible), and held-out
+accuracy per task after SFT and after RL. Tables: wall time per step, the quality filter's
+counts, the curriculum, the before/after accuracy per task. A missing artefact leaves its
+section out and says so; the report never invents a number.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _load(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
+    pts = [(r["step"], r[key]) for r in rows if key in r]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def _fmt(v: Any, pct: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:.1f}" if pct else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+def _plots(run: Path, history: list[dict], batches: list[dict], before: dict | None, after: dict | None) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = run / "plots"
+    out.mkdir(exist_ok=True)
+    made = []
+    reward = {r["step"]: r.get("train/reward") for r in history}
+    if batches:
+        tasks = sorted({b["task"] for b in batches})
+        cmap = plt.get_cmap("tab20")
+        fig, ax = plt.subplots(figsize=(9, 4.5))
+        for i, t in enumerate(tasks):
+            pts = [(b["step"], reward[b["step"]]) for b in batches if b["task"] == t and reward.get(b["step"]) is not None]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ms=3, lw=1, color=cmap(i % 20), label=t)
+        ax.set(xlabel="GRPO step", ylabel="mean reward of the step's batch", title="Reward per task (single-task batches)")
+        ax.legend(fontsize=7, ncol=2, loc="best")
+        fig.tight_layout()
+        fig.savefig(out / "reward_per_task.png", dpi=110)
+        plt.close(fig)
+        made.append("reward_per_task.png")
+
+        fig, ax = plt.subplots(figsize=(9, 4))
+        for i, t in enumerate(tasks):
+            pts = [(b["step"], d) for b in batches if b["task"] == t for d in b["difficulty"] if d is not None]
+            if pts:
+                ax.scatter(*zip(*pts), s=10, color=cmap(i % 20), label=t)
+        means = [(b["step"], sum(b["difficulty"]) / len(b["difficulty"])) for b in batches if b["difficulty"] and None not in b["difficulty"]]
+        if means:
+            ax.plot(*zip(*means), color="black", lw=1, alpha=0.6, label="batch mean")
+        ax.set(xlabel="GRPO step", ylabel="difficulty d = 1 - mean accuracy", title="Difficulty of the samples each step trained on")
+        ax.legend(fontsize=7, ncol=2, loc="best")
+        fig.tight_layout()
+        fig.savefig(out / "batch_difficulty.png", dpi=110)
+        plt.close(fig)
+        made.append("batch_difficulty.png")
+    if history:
+        fig, ax1 = plt.subplots(figsize=(8, 4))
+        ax1.plot(*_series(history, "train/kl_coef"), color="tab:blue", label="beta (KL coefficient)")
+        ax1.set(xlabel="GRPO step", ylabel="beta")
+        ax2 = ax1.twinx()
+        ax2.plot(*_series(history, "train/kl"), color="tab:red", label="KL to the reference (k3)")
+        ax2.set_ylabel("KL")
+        fig.legend(loc="upper right", fontsize=8)
+        ax1.set_title("Cosine-annealed beta (Eq. 7) and the KL it weighs")
+        fig.tight_layout()
+        fig.savefig(out / "beta_kl.png", dpi=110)
+        plt.close(fig)
+        made.append("beta_kl.png")
+
+        fig, ax = plt.subplots(figsize=(8, 4))
+        steps, mean = _series(history, "train/adv_weight_mean")
+        _, std = _series(history, "train/adv_weight_std")
+        ax.plot(steps, mean, label="mean w_q over the step's rollouts")
+        if len(std) == len(mean):
+            ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2, label="+- std")
+        ax.set(xlabel="GRPO step", ylabel="w_q = sigma p (1 - p)", title="Dynamic advantage weights (Eq. 6)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "adv_weights.png", dpi=110)
+        plt.close(fig)
+        made.append("adv_weights.png")
+    if before or after:
+        tasks = sorted({k[5:] for m in (before, after) if m for k in m if k.startswith("task/")})
+        x = range(len(tasks))
+        fig, ax = plt.subplots(figsize=(10, 4.5))
+        for off, (m, label) in zip((-0.2, 0.2), ((before, "after SFT"), (after, "after RL"))):
+            if m:
+                ax.bar([i + off for i in x], [100 * m.get(f"task/{t}", 0.0) for t in tasks], width=0.4, label=label)
+        ax.set_xticks(list(x), tasks, rotation=40, ha="right", fontsize=8)
+        ax.set(ylabel="held-out accuracy (%)", title="Held-out accuracy per task, before and after RL")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "heldout_accuracy.png", dpi=110)
+        plt.close(fig)
+        made.append("heldout_accuracy.png")
+    return made
+
+
+def write_report(run: str | Path) -> dict[str, Any]:
+    from m2r.data.curriculum import read_batches
+
+    run = Path(run)
+    history = _load(run / "grpo" / "history.json") or []
+    batches = read_batches(run / "grpo" / "batches.jsonl") if (run / "grpo" / "batches.jsonl").exists() else []
+    before, after = _load(run / "eval" / "heldout_sft" / "metrics.json"), _load(run / "eval" / "heldout_grpo" / "metrics.json")
+    plots = _plots(run, history, batches, before, after)
+    L = [f"# m2r run report\n\nRun directory: `{run}`. Written by the `report` step of `stage=pipeline` from the files named in each section.\n"]
+
+    timings = _load(run / "timings.json") or []
+    if timings:
+        last: dict[str, float] = {}
+        for inv in timings:  # the latest invocation in which each step ran
+            last.update(inv["steps"])
+        L.append("## Wall time per step (`timings.json`; a step skipped as complete shows its skip time)\n\n| step | seconds |\n|:---|---:|")
+        L += [f"| {k} | {v:.1f} |" for k, v in last.items()]
+        L.append(f"| **total** | {sum(last.values()):.1f} |\n")
+
+    q = _load(run / "quality" / "summary.json")
+    if q and "kept" in q:
+        L.append(f"## Quality filter (`quality/summary.json`)\n\nScorer: {q['scorer']}, threshold {q['threshold']}. Kept {q['kept']} of {q['in']} SFT traces, dropped {q['dropped']}.\n")
+        L.append("| trace | count | dropped |\n|:---|---:|---:|")
+        L += [f"| {k} | {v['n']} | {v['dropped']} |" for k, v in sorted(q["by_noise"].items())]
+        L.append("\n`clean` are the generator's traces; the other rows are the failures the embedded data injected (`data.noisy_trace_ratio`).\n")
+
+    sft = _load(run / "sft" / "summary.json")
+    if sft:
+        L.append(f"## Cold-start SFT (`sft/summary.json`)\n\n{sft['steps']} steps; train loss {_fmt(sft.get('loss_first'))} -> {_fmt(sft.get('loss_last'))} "
+                 f"(mean of the last tenth {_fmt(sft.get('loss_last_mean'))}); val loss {_fmt(sft.get('val_loss'))}.\n")
+
+    d = _load(run / "score" / "summary.json")
+    cm = _load(run / "curriculum" / "rl" / "manifest.json")
+    if d:
+        L.append(f"## Difficulty and curriculum (`score/`, `curriculum/rl/manifest.json`)\n\n{d['in_file']} RL prompts scored with N={d['N']} responses of `{d['model']}`: "
+                 f"mean difficulty {_fmt(d['mean'])}, {d['solved']} always solved (d=0), {d['unsolved']} never solved (d=1).\n")
+    if cm:
+        L.append(f"Curriculum: order `{cm['curriculum']['order']}`, {cm['count']} prompts kept.\n\n| task | in | d=0 dropped | d=1 dropped | kept | difficulty range |\n|:---|---:|---:|---:|---:|:---:|")
+        for t, st in cm["stats"].items():
+            shards = cm["tasks"].get(t, {}).get("shards", [])
+            rng = f"{shards[0]['difficulty'][0]:.2f} .. {shards[-1]['difficulty'][1]:.2f}" if shards and cm["curriculum"]["order"] == "ordered" else "-"
+            L.append(f"| {t} | {st['in']} | {st['solved']} | {st['unsolved']} | {st['kept']} | {rng} |")
+        L.append("")
+
+    g = _load(run / "grpo" / "summary.json")
+    if g:
+        L.append(f"## GRPO (`grpo/summary.json`, `grpo/history.json`, `grpo/batches.jsonl`)\n\n{g['steps']} steps from `{g['init']}`, {_fmt(g.get('step_time_mean'))} s/step; "
+                 f"reward {_fmt(g.get('reward_first_mean'))} -> {_fmt(g.get('reward_last_mean'))} and accuracy {_fmt(g.get('acc_first_mean'))} -> {_fmt(g.get('acc_last_mean'))} "
+                 "(means of the first and last tenth of the steps; each step is one task's batch, so these mix tasks).\n")
+
+    if before or after:
+        L.append("## Held-out accuracy per task (`eval/heldout_sft`, `eval/heldout_grpo`; %, greedy)\n\n"
+                 "Multiple choice by letter, general numbers exact, numeric spatial answers by mean relative accuracy (VSI-Bench's metric, not the EDNM training reward).\n")
+        L.append("| task | after SFT | after RL | change |\n|:---|---:|---:|---:|")
+        keys = sorted({k for m in (before, after) if m for k in m if k.startswith("task/")}) + ["spatial", "general", "overall"]
+        for k in keys:
+            b, a = (before or {}).get(k), (after or {}).get(k)
+            ch = f"{100 * (a - b):+.1f}" if a is not None and b is not None else "-"
+            L.append(f"| {k.removeprefix('task/')} | {_fmt(b, True)} | {_fmt(a, True)} | {ch} |")
+        L.append("")
+    if plots:
+        L.append("## Plots\n")
+        L += [f"![{p}](plots/{p})" for p in plots]
+    (run / "report.md").write_text("\n".join(L) + "\n")
+    log.info("report: %s (%d plots)", run / "report.md", len(plots))
+    return {"report": str(run / "report.md"), "plots": plots}

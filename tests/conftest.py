@@ -61,7 +61,11 @@ FAST = [
     "data.train_per_task=4",
     "data.val_per_task=1",
     "data.rl_per_task=2",
+    "data.test_per_task=1",
     "data.samples_per_shard=2",
+    "curriculum.scoring.N=2",
+    "curriculum.drop_unsolved=false",  # a model trained for 2 steps solves nothing
+    "eval.max_new_tokens=16",
     "data.batch_size=4",
     "sft.max_steps=2", "grpo.max_steps=2",
     "trainer.val_check_interval=2",

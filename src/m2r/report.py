@@ -46,28 +46,27 @@ def _plots(run: Path, history: list[dict], batches: list[dict], before: dict | N
     if batches:
         tasks = sorted({b["task"] for b in batches})
         cmap = plt.get_cmap("tab20")
-        fig, ax = plt.subplots(figsize=(9, 4.5))
+        fig, ax = plt.subplots(figsize=(10, 4.5))
         for i, t in enumerate(tasks):
             pts = [(b["step"], reward[b["step"]]) for b in batches if b["task"] == t and reward.get(b["step"]) is not None]
             if pts:
                 ax.plot(*zip(*pts), marker="o", ms=3, lw=1, color=cmap(i % 20), label=t)
         ax.set(xlabel="GRPO step", ylabel="mean reward of the step's batch", title="Reward per task (single-task batches)")
-        ax.legend(fontsize=7, ncol=2, loc="best")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
         fig.tight_layout()
         fig.savefig(out / "reward_per_task.png", dpi=110)
         plt.close(fig)
         made.append("reward_per_task.png")
 
-        fig, ax = plt.subplots(figsize=(9, 4))
-        for i, t in enumerate(tasks):
-            pts = [(b["step"], d) for b in batches if b["task"] == t for d in b["difficulty"] if d is not None]
-            if pts:
-                ax.scatter(*zip(*pts), s=10, color=cmap(i % 20), label=t)
-        means = [(b["step"], sum(b["difficulty"]) / len(b["difficulty"])) for b in batches if b["difficulty"] and None not in b["difficulty"]]
-        if means:
-            ax.plot(*zip(*means), color="black", lw=1, alpha=0.6, label="batch mean")
-        ax.set(xlabel="GRPO step", ylabel="difficulty d = 1 - mean accuracy", title="Difficulty of the samples each step trained on")
-        ax.legend(fontsize=7, ncol=2, loc="best")
+        fig, ax = plt.subplots(figsize=(10, 4.5))
+        for i, t in enumerate(tasks):  # per task: its samples (dots) and its batch means (line), easy to hard within the task
+            mine = [b for b in batches if b["task"] == t and b["difficulty"] and None not in b["difficulty"]]
+            if not mine:
+                continue
+            ax.scatter([b["step"] for b in mine for _ in b["difficulty"]], [d for b in mine for d in b["difficulty"]], s=8, alpha=0.35, color=cmap(i % 20))
+            ax.plot([b["step"] for b in mine], [sum(b["difficulty"]) / len(b["difficulty"]) for b in mine], marker="o", ms=4, lw=1.2, color=cmap(i % 20), label=t)
+        ax.set(xlabel="GRPO step", ylabel="difficulty d = 1 - mean accuracy", title="Difficulty of the samples each step trained on (lines: a task's batch means)")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
         fig.tight_layout()
         fig.savefig(out / "batch_difficulty.png", dpi=110)
         plt.close(fig)

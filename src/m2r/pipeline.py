@@ -154,7 +154,8 @@ def step_grpo(cfg: DictConfig) -> dict[str, Any]:
     callbacks = [history, BatchLog(grpo_dir / "batches.jsonl")]
     # end_policy=drop: the curriculum is one finite pass, so training ends with it if max_steps comes later.
     once = {"max_epochs": 1} if cfg.curriculum.end_policy == "drop" else {}
-    trainer = make_trainer(cfg, grpo_dir, "grpo", extra_callbacks=callbacks, manual_optimization=True, max_steps=max_steps, **once)
+    # The curriculum sampler splits the data over ranks itself: no DistributedSampler on top.
+    trainer = make_trainer(cfg, grpo_dir, "grpo", extra_callbacks=callbacks, manual_optimization=True, max_steps=max_steps, use_distributed_sampler=False, **once)
     trainer.fit(module, dm, ckpt_path=resume_path(cfg, grpo_dir))
     export_hf(trainer, module, processor, hf_dir, factory)
 
@@ -372,23 +373,82 @@ def _single_log_lines() -> None:
             lg.propagate = True
 
 
+# Steps that run on every rank (they call trainer.fit); every other step runs on global rank 0
+# alone while the other ranks wait for its marker, so under DDP, FSDP or DeepSpeed no two
+# processes write the same scores, shards or report.
+TRAINER_STEPS = ("sft", "grpo")
+
+
+def _run_id(rank: int) -> str:
+    """An id shared by the ranks of one invocation: Lightning's launcher passes rank 0's
+    environment to the ranks it spawns; SLURM and torchrun give every rank the same job id."""
+    import os
+    import uuid
+
+    for key in ("M2R_RUN_ID", "TORCHELASTIC_RUN_ID"):
+        if os.environ.get(key):
+            return os.environ[key]
+    if os.environ.get("SLURM_JOB_ID"):
+        return f"slurm-{os.environ['SLURM_JOB_ID']}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
+    if rank != 0:
+        raise RuntimeError("rank > 0 without M2R_RUN_ID, TORCHELASTIC_RUN_ID or SLURM_JOB_ID: set M2R_RUN_ID to the same value on every rank")
+    os.environ["M2R_RUN_ID"] = uuid.uuid4().hex
+    return os.environ["M2R_RUN_ID"]
+
+
+def _wait_for_rank_zero(marker: Path, run_id: str, step: str, rank: int, timeout_s: float) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    log.info("rank %d waits for rank 0 to finish step %s", rank, step)
+    while time.perf_counter() - t0 < timeout_s:
+        if marker.exists():
+            try:
+                done = json.loads(marker.read_text())
+            except json.JSONDecodeError:
+                done = {}  # being written
+            if done.get("run_id") == run_id:
+                if "error" in done:
+                    raise RuntimeError(f"rank 0 failed in step {step}: {done['error']}")
+                return done["result"]
+        time.sleep(1.0)
+    raise TimeoutError(f"rank {rank} waited {timeout_s:.0f} s for rank 0 to finish step {step} ({marker}); raise M2R_RANK_WAIT_S if the step is that long")
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
+    import os
+
     missing = [s for s in cfg.stage.steps if s not in STEPS]
     if missing:
         raise ValueError(f"stage={cfg.stage.name} runs step(s) {missing} that this version of m2r does not have; it has {list(STEPS)}")
     _single_log_lines()
     L.seed_everything(cfg.seed, workers=True)
-    Path(cfg.paths.run_dir).mkdir(parents=True, exist_ok=True)
+    run_dir = Path(cfg.paths.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rank = L.fabric.utilities.rank_zero.rank_zero_only.rank
+    run_id = _run_id(rank)
+    marks = run_dir / ".steps"
+    marks.mkdir(exist_ok=True)
     results: dict[str, Any] = {}
-    timings_path = Path(cfg.paths.run_dir) / "timings.json"
+    timings_path = run_dir / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else []
     this_run: dict[str, float] = {}
     timings.append({"stage": cfg.stage.name, "steps": this_run})
     for step in cfg.stage.steps:
         log.info("=== %s ===", step)
         t0 = time.perf_counter()
-        results[step] = STEPS[step](cfg)
+        marker = marks / f"{step}.json"
+        if rank != 0 and step not in TRAINER_STEPS:
+            results[step] = _wait_for_rank_zero(marker, run_id, step, rank, float(os.environ.get("M2R_RANK_WAIT_S", 86400)))
+            continue
+        try:
+            results[step] = STEPS[step](cfg)
+        except Exception as e:
+            if rank == 0:
+                marker.write_text(json.dumps({"run_id": run_id, "error": f"{type(e).__name__}: {e}"}))
+            raise
         this_run[step] = round(time.perf_counter() - t0, 1)
-        if L.fabric.utilities.rank_zero.rank_zero_only.rank == 0:
+        if rank == 0:
+            tmp = marker.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"run_id": run_id, "result": results[step]}, default=str))
+            tmp.replace(marker)
             timings_path.write_text(json.dumps(timings, indent=1))
     return results

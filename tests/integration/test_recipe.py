@@ -130,3 +130,21 @@ def test_curriculum_and_mix_choices_run_one_step(choice, tmp_path, cache_dir):
         d = [x for s in entry["shards"] for x in s["difficulty"]]
         if cfg.curriculum.order == "ordered":
             assert d == sorted(d)
+
+
+def test_recipe_under_ddp_two_cpu_processes(tmp_path, processor):
+    """strategy=ddp, 2 gloo processes, the whole recipe: rank 0 alone scores, builds curricula and
+    reports while rank 1 waits; both train; each RL prompt is scored once."""
+    env = {**os.environ, "M2R_NO_PROGRESS": "1"}
+    env.pop("M2R_RUN_ID", None)
+    run = subprocess.run(
+        [sys.executable, "run.py", "strategy=ddp", "trainer.devices=2", *FAST, "data.rl_per_task=4", "curriculum.samples_per_shard=1",
+         "grpo.max_steps=2", "grpo.max_new_tokens=16", f"hydra.run.dir={tmp_path}/run"],
+        cwd=ROOT, capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = tmp_path / "run"
+    ids = [json.loads(x)["id"] for x in (out / "score" / "difficulty.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 4 * 12
+    assert json.loads((out / "grpo" / "summary.json").read_text())["steps"] == 2 and (out / "report.md").exists()
+    assert "rank 1 waits for rank 0 to finish step difficulty" in (out / "train_ddp_process_1.log").read_text()

@@ -39,8 +39,8 @@ class RowResults(Metric):
 
     full_state_update = False
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
         self.add_state("rows", default=[], dist_reduce_fx="cat")
 
     def update(self, row_index: int, score: float) -> None:

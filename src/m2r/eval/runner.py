@@ -127,11 +127,12 @@ def generate_responses(model, processor, items: list[EvalItem], prompt_style: st
     return out
 
 
-def score_benchmark(name: str, items: list[EvalItem], responses: list[str | None]) -> tuple[list[dict], dict[str, Any]]:
+def score_benchmark(name: str, items: list[EvalItem], responses: list[str | None], sharded: bool = False) -> tuple[list[dict], dict[str, Any]]:
     """Per-sample records and the benchmark's metrics. Row scores are gathered in a torchmetrics
-    Metric, so the same code reduces across ranks when generation is sharded."""
+    Metric, so the same code reduces across ranks when generation is sharded (`sharded`); when one
+    process scores everything (the recipe's held-out steps on rank 0) it must not wait for the others."""
     module = BENCHMARKS[name]
-    rows = RowResults()
+    rows = RowResults(sync_on_compute=sharded)
     samples = []
     for i, (it, r) in enumerate(zip(items, responses)):
         s = module.score(it, r or "") if r is not None else {"extracted": None, "correct": False}

@@ -173,8 +173,6 @@ def _mean(rows: list[dict], key: str) -> float | None:
 
 
 def step_eval(cfg: DictConfig) -> dict[str, Any]:
-    from dataclasses import replace
-
     from m2r.eval.runner import BENCHMARKS, generate_responses, read_predictions, score_benchmark, write_outputs
 
     b = cfg.get("benchmark")
@@ -198,22 +196,12 @@ def step_eval(cfg: DictConfig) -> dict[str, Any]:
         responses = read_predictions(cfg.eval.predictions, items)
         label = f"predictions: {Path(cfg.eval.predictions).name}"
     else:
-        from m2r.model.load import build_model, load_processor
-
-        model_cfg = OmegaConf.to_object(cfg.model)
         src = cfg.eval.model
         if src == "auto":
-            src = next((str(p) for p in (Path(cfg.paths.grpo_dir) / "hf", Path(cfg.paths.sft_dir) / "hf") if (p / "COMPLETE").exists()), None)
-        if src:
-            model_cfg = replace(model_cfg, source="pretrained", path=str(src), processor_path=None)
-        processor = load_processor(model_cfg, cfg.paths.cache_dir)
-        model = build_model(model_cfg, processor)
-        import torch
-
-        if torch.cuda.is_available():
-            model = model.cuda()
+            src = _checkpoint_dir(cfg, "grpo") or _checkpoint_dir(cfg, "sft")
+        model, processor, name = _load_model(cfg, src)
         responses = generate_responses(model, processor, items, b.name if b.prompt == "official" else "m2", cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.eval.greedy)
-        label = f"this run ({src or model_cfg.name})"
+        label = f"this run ({name})"
     samples, metrics = score_benchmark(b.name, items, responses)
     out = Path(cfg.paths.eval_dir) / b.name
     write_outputs(out, b.name, label, samples, metrics)

@@ -33,6 +33,15 @@ def _fmt(v: Any, pct: bool = False) -> str:
     return f"{100 * v:.1f}" if pct else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 
+def _save(fig, out: Path, name: str) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
 def _plots(run: Path, history: list[dict], batches: list[dict], before: dict | None, after: dict | None) -> list[str]:
     import matplotlib
 
@@ -53,10 +62,7 @@ def _plots(run: Path, history: list[dict], batches: list[dict], before: dict | N
                 ax.plot(*zip(*pts), marker="o", ms=3, lw=1, color=cmap(i % 20), label=t)
         ax.set(xlabel="GRPO step", ylabel="mean reward of the step's batch", title="Reward per task (single-task batches)")
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-        fig.tight_layout()
-        fig.savefig(out / "reward_per_task.png", dpi=110)
-        plt.close(fig)
-        made.append("reward_per_task.png")
+        made.append(_save(fig, out, "reward_per_task.png"))
 
         fig, ax = plt.subplots(figsize=(10, 4.5))
         for i, t in enumerate(tasks):  # per task: its samples (dots) and its batch means (line), easy to hard within the task
@@ -67,10 +73,7 @@ def _plots(run: Path, history: list[dict], batches: list[dict], before: dict | N
             ax.plot([b["step"] for b in mine], [sum(b["difficulty"]) / len(b["difficulty"]) for b in mine], marker="o", ms=4, lw=1.2, color=cmap(i % 20), label=t)
         ax.set(xlabel="GRPO step", ylabel="difficulty d = 1 - mean accuracy", title="Difficulty of the samples each step trained on (lines: a task's batch means)")
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-        fig.tight_layout()
-        fig.savefig(out / "batch_difficulty.png", dpi=110)
-        plt.close(fig)
-        made.append("batch_difficulty.png")
+        made.append(_save(fig, out, "batch_difficulty.png"))
     if history:
         fig, ax1 = plt.subplots(figsize=(8, 4))
         ax1.plot(*_series(history, "train/kl_coef"), color="tab:blue", label="beta (KL coefficient)")
@@ -80,10 +83,7 @@ def _plots(run: Path, history: list[dict], batches: list[dict], before: dict | N
         ax2.set_ylabel("KL")
         fig.legend(loc="upper right", fontsize=8)
         ax1.set_title("Cosine-annealed beta (Eq. 7) and the KL it weighs")
-        fig.tight_layout()
-        fig.savefig(out / "beta_kl.png", dpi=110)
-        plt.close(fig)
-        made.append("beta_kl.png")
+        made.append(_save(fig, out, "beta_kl.png"))
 
         fig, ax = plt.subplots(figsize=(8, 4))
         steps, mean = _series(history, "train/adv_weight_mean")
@@ -93,10 +93,7 @@ def _plots(run: Path, history: list[dict], batches: list[dict], before: dict | N
             ax.fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2, label="+- std")
         ax.set(xlabel="GRPO step", ylabel="w_q = sigma p (1 - p)", title="Dynamic advantage weights (Eq. 6)")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / "adv_weights.png", dpi=110)
-        plt.close(fig)
-        made.append("adv_weights.png")
+        made.append(_save(fig, out, "adv_weights.png"))
     if before or after:
         tasks = sorted({k[5:] for m in (before, after) if m for k in m if k.startswith("task/")})
         x = range(len(tasks))
@@ -107,10 +104,7 @@ def _plots(run: Path, history: list[dict], batches: list[dict], before: dict | N
         ax.set_xticks(list(x), tasks, rotation=40, ha="right", fontsize=8)
         ax.set(ylabel="held-out accuracy (%)", title="Held-out accuracy per task, before and after RL")
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "heldout_accuracy.png", dpi=110)
-        plt.close(fig)
-        made.append("heldout_accuracy.png")
+        made.append(_save(fig, out, "heldout_accuracy.png"))
     return made
 
 

@@ -236,7 +236,7 @@ def _load_model(cfg: DictConfig, src: str | Path | None):
 
 def step_quality(cfg: DictConfig) -> dict[str, Any]:
     """Score the SFT traces on the three quality dimensions; keep those at or above quality.threshold."""
-    from m2r.scoring.quality import QualityConfig, filter_traces
+    from m2r.scoring.quality import QualityConfig, filter_traces, load_judge
 
     out = Path(cfg.paths.quality_dir)
     summary_path = out / "summary.json"
@@ -249,10 +249,7 @@ def step_quality(cfg: DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     q = OmegaConf.to_container(cfg.quality, resolve=True)
     rules = QualityConfig(**{k: v for k, v in q.items() if k in QualityConfig.__dataclass_fields__})
-    judge = None
-    if q.get("judge"):
-        model, processor, _ = _load_model(cfg, q["judge"])
-        judge = (model, processor)
+    judge = load_judge(q["judge"]) if q.get("judge") else None
     summary = filter_traces(_data_root(cfg), "train", out, rules, judge=judge)
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     summary_path.write_text(json.dumps(summary, indent=2))

@@ -125,7 +125,9 @@ def judge_scores(model, processor, items: list[tuple[Sample, str]], batch_size: 
         chunk = items[s : s + batch_size]
         prompts = []
         for sample, trace in chunk:
-            msg = [{"role": "user", "content": [{"type": "text", "text": RUBRIC.format(answer=sample.answer, question=sample.question, trace=(trace or "")[:6000])}]}]
+            text = RUBRIC.format(answer=sample.answer, question=sample.question, trace=(trace or "")[:6000])
+            # a processor's template takes typed content parts; a text model's tokenizer takes a string
+            msg = [{"role": "user", "content": [{"type": "text", "text": text}] if tok is not processor else text}]
             prompts.append(processor.apply_chat_template(msg, tokenize=False, add_generation_prompt=True))
         side, tok.padding_side = tok.padding_side, "left"
         try:
@@ -145,6 +147,28 @@ def judge_scores(model, processor, items: list[tuple[Sample, str]], batch_size: 
             total = sum(w[k] * judged[k] for k in w) / sum(w.values())
             out.append(QualityScore(judged["structural"], judged["cognitive"], judged["verification"], total, {"judge_reply": 0.0}))
     return out, fallbacks
+
+
+def load_judge(path: str):
+    """A local judge model and what prompts it: an image-text-to-text checkpoint with its processor,
+    else a causal LM with its tokenizer. Never downloads."""
+    import os
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+    folder = Path(os.path.expanduser(path))
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"quality.judge={path} is not a local Hugging Face model folder (no config.json); m2r never downloads models")
+    config = AutoConfig.from_pretrained(folder)
+    if type(config) in AutoModelForImageTextToText._model_mapping:
+        model, proc = AutoModelForImageTextToText.from_pretrained(folder), AutoProcessor.from_pretrained(folder)
+    else:
+        model, proc = AutoModelForCausalLM.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    if torch.cuda.is_available():
+        model = model.cuda()
+    return model.eval(), proc
 
 
 def filter_traces(src_root, split: str, out_root, cfg: QualityConfig | None = None, judge=None, batch_size: int = 64) -> dict:

@@ -76,3 +76,29 @@ def test_judge_model_plumbing_with_fallback(processor):
     model = build_model(ModelConfig(), processor)
     scores, fallbacks = judge_scores(model, processor, [(S, GOOD), (S, "")], batch_size=2, max_new_tokens=6)
     assert fallbacks == 2 and scores[0].total == 1.0 and scores[1].total == 0.0
+
+
+def test_quality_step_with_a_local_causal_lm_judge(processor, tmp_path, cache_dir):
+    """`quality.judge=<folder>` with a text-only causal LM: loaded from the folder, prompted with the
+    rubric; a random model's replies are unparsable, so every trace falls back to the rules (counted)
+    and the kept set equals the rule-based one."""
+    import copy
+
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    import m2r
+    from conftest import FAST, compose
+
+    tok = copy.deepcopy(processor.tokenizer)
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    judge = tmp_path / "judge"
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                 num_key_value_heads=1)).save_pretrained(judge)
+    tok.save_pretrained(judge)
+    base = [*FAST, "stage=score", "stage.steps=[build,quality]", "data.train_per_task=2"]
+    rules = m2r.run(compose(base, tmp_path / "rules", cache_dir))["quality"]
+    judged = m2r.run(compose([*base, f"quality.judge={judge}"], tmp_path / "judged", cache_dir))["quality"]
+    assert judged["scorer"] == "judge" and judged["judge_fallbacks"] == judged["in"] == 24
+    assert judged["kept"] == rules["kept"] and rules["scorer"] == "rules"
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        m2r.run(compose([*base, "quality.judge=Qwen/Qwen2.5-7B-Instruct"], tmp_path / "bad", cache_dir))

@@ -279,8 +279,9 @@ def step_difficulty(cfg: DictConfig) -> dict[str, Any]:
     counts = score_difficulty(sample_stream(shard_urls(root, "rl"), shuffle_shards=False), policy, router_from_config(cfg.reward),
                               scores_path, N=sc.N, batch_size=sc.batch_size, total=total)
     diffs = list(read_difficulties(scores_path).values())
-    summary = {**counts, "model": label, "N": sc.N, "mean": sum(diffs) / max(1, len(diffs)),
-               "solved": sum(d <= 0 for d in diffs), "unsolved": sum(d >= 1 for d in diffs), "seconds": round(time.perf_counter() - t0, 1)}
+    tol = cfg.curriculum.tol  # the curriculum step's notion of always / never solved
+    summary = {**counts, "model": label, "N": sc.N, "mean": sum(diffs) / max(1, len(diffs)), "tol": tol,
+               "solved": sum(d <= tol for d in diffs), "unsolved": sum(d >= 1 - tol for d in diffs), "seconds": round(time.perf_counter() - t0, 1)}
     summary_path.write_text(json.dumps(summary, indent=2))  # written last: its presence means scoring finished
     log.info("difficulty: %s", summary)
     return summary
@@ -295,10 +296,10 @@ def step_curriculum(cfg: DictConfig) -> dict[str, Any]:
     c = cfg.curriculum
     out = Path(cfg.paths.curriculum_dir)
     settings = {"order": c.order, "drop_solved": c.drop_solved, "drop_unsolved": c.drop_unsolved, "samples_per_shard": c.samples_per_shard, "seed": cfg.seed, "tol": c.tol}
-    if cfg.get("resume", True) and (out / "rl" / "manifest.json").exists() and read_manifest(out, "rl").get("curriculum") == settings:
+    old = read_manifest(out, "rl") if (out / "rl" / "manifest.json").exists() else None
+    if cfg.get("resume", True) and old and old.get("curriculum") == settings:
         log.info("curriculum shards %s are up to date; skipping", out / "rl")
-        m = read_manifest(out, "rl")
-        return {"count": m["count"], "stats": m["stats"], "skipped": True}
+        return {"count": old["count"], "stats": old["stats"], "skipped": True}
     scores = Path(cfg.paths.score_dir) / "difficulty.jsonl"
     if not scores.exists():
         raise FileNotFoundError(f"no difficulty scores at {scores}; run the difficulty step first (stage=pipeline or stage=score)")

@@ -143,7 +143,7 @@ def write_report(run: str | Path) -> dict[str, Any]:
     cm = _load(run / "curriculum" / "rl" / "manifest.json")
     if d:
         L.append(f"## Difficulty and curriculum (`score/`, `curriculum/rl/manifest.json`)\n\n{d['in_file']} RL prompts scored with N={d['N']} responses of `{d['model']}`: "
-                 f"mean difficulty {_fmt(d['mean'])}, {d['solved']} always solved (d=0), {d['unsolved']} never solved (d=1).\n")
+                 f"mean difficulty {_fmt(d['mean'])}, {d['solved']} always solved (d <= {d.get('tol', 0)}), {d['unsolved']} never solved (d >= 1 - {d.get('tol', 0)}).\n")
     if cm:
         L.append(f"Curriculum: order `{cm['curriculum']['order']}`, {cm['count']} prompts kept.\n\n| task | in | d=0 dropped | d=1 dropped | kept | difficulty range |\n|:---|---:|---:|---:|---:|:---:|")
         for t, st in cm["stats"].items():

@@ -54,43 +54,52 @@ END_POLICIES = ("repeat_hardest", "drop")
 class ShardReader:
     """Random access to the samples of tar shards: sample `pos` of shard `path` as a raw record
     (`{"__key__", "json", "<member>": bytes}`, as webdataset's `tarfile_to_samples` gives it).
-    Reads the tar headers once per shard; keeps a few shards open per process."""
+
+    Each shard's tar headers are read once and kept (member offsets and sizes: a few bytes per
+    member), so reading samples in any order costs one seek and read per member; only the open
+    file handles are limited (`max_open`, least recently used closed first)."""
 
     def __init__(self, max_open: int = 8):
         self.max_open = max_open
-        self._open: OrderedDict[str, tuple[tarfile.TarFile, list[tuple[str, list[tarfile.TarInfo]]]]] = OrderedDict()
+        self._index: dict[str, list[tuple[str, list[tuple[str, int, int]]]]] = {}
+        self._files: OrderedDict[str, Any] = OrderedDict()
 
     def __getstate__(self) -> dict:  # open files stay in the process that opened them
-        return {"max_open": self.max_open, "_open": OrderedDict()}
+        return {"max_open": self.max_open, "_index": self._index, "_files": OrderedDict()}
 
-    def _shard(self, path: str):
-        if path in self._open:
-            self._open.move_to_end(path)
-            return self._open[path]
-        tar = tarfile.open(path)
-        groups: list[tuple[str, list[tarfile.TarInfo]]] = []
-        for m in tar.getmembers():
-            if not m.isfile():
-                continue
-            key = m.name.split(".", 1)[0]  # webdataset's rule: the key ends at the first dot
-            if not groups or groups[-1][0] != key:
-                groups.append((key, []))
-            groups[-1][1].append(m)
-        self._open[path] = (tar, groups)
-        if len(self._open) > self.max_open:
-            old, _ = self._open.popitem(last=False)[1]
-            old.close()
-        return self._open[path]
+    def _groups(self, path: str) -> list[tuple[str, list[tuple[str, int, int]]]]:
+        if path not in self._index:
+            groups: list[tuple[str, list[tuple[str, int, int]]]] = []
+            with tarfile.open(path) as tar:
+                for m in tar.getmembers():
+                    if not m.isfile():
+                        continue
+                    key, ext = m.name.split(".", 1)  # webdataset's rule: the key ends at the first dot
+                    if not groups or groups[-1][0] != key:
+                        groups.append((key, []))
+                    groups[-1][1].append((ext, m.offset_data, m.size))
+            self._index[path] = groups
+        return self._index[path]
+
+    def _file(self, path: str):
+        if path in self._files:
+            self._files.move_to_end(path)
+        else:
+            self._files[path] = open(path, "rb")
+            if len(self._files) > self.max_open:
+                self._files.popitem(last=False)[1].close()
+        return self._files[path]
 
     def keys(self, path: str) -> list[str]:
-        return [k for k, _ in self._shard(path)[1]]
+        return [k for k, _ in self._groups(path)]
 
     def record(self, path: str, pos: int) -> dict[str, Any]:
-        tar, groups = self._shard(path)
-        key, members = groups[pos]
+        key, members = self._groups(path)[pos]
+        f = self._file(path)
         rec: dict[str, Any] = {"__key__": key}
-        for m in members:
-            rec[m.name.split(".", 1)[1]] = tar.extractfile(m).read()
+        for ext, offset, size in members:
+            f.seek(offset)
+            rec[ext] = f.read(size)
         return rec
 
 

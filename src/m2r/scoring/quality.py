@@ -24,10 +24,17 @@ and are counted.
 
 from __future__ import annotations
 
+import json
+import os
 import re
+from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from m2r.data.curriculum import ShardReader
 from m2r.data.schema import Sample
+from m2r.data.shards import SplitWriter, read_manifest
+from m2r.progress import progress
 from m2r.rewards.functions import choice_reward, expression_reward, format_reward, number_reward, text_reward
 from m2r.rl.rollout import repetition_loop
 
@@ -152,9 +159,6 @@ def judge_scores(model, processor, items: list[tuple[Sample, str]], batch_size: 
 def load_judge(path: str):
     """A local judge model and what prompts it: an image-text-to-text checkpoint with its processor,
     else a causal LM with its tokenizer. Never downloads."""
-    import os
-    from pathlib import Path
-
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
@@ -178,14 +182,6 @@ def filter_traces(src_root, split: str, out_root, cfg: QualityConfig | None = No
 
     Returns the counts: in, kept, dropped, per task, and, where the embedded data injected a
     failure (`meta.trace_noise`), per failure how many were dropped, and how many clean traces were."""
-    import json
-    from collections import defaultdict
-    from pathlib import Path
-
-    from m2r.data.curriculum import ShardReader
-    from m2r.data.shards import SplitWriter, read_manifest
-    from m2r.progress import progress
-
     cfg = cfg or QualityConfig()
     manifest = read_manifest(src_root, split)
     per_shard = max((s["count"] for t in manifest["tasks"].values() for s in t["shards"]), default=1)

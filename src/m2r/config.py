@@ -44,10 +44,11 @@ class LoraConfig:
 @dataclass
 class ModelConfig:
     name: str = "tiny_qwen2_5_vl"
-    source: str = "tiny"  # tiny: build from `tiny` below | pretrained: load from `path`
+    source: str = "tiny"  # tiny: build from `tiny` below | random: real dimensions from `shape`, random weights | pretrained: load from `path`
+    shape: Optional[str] = None  # source=random: 3b | 7b, the released Qwen2.5-VL-3B/7B-Instruct dimensions (see model/shapes.py)
     path: Optional[str] = None  # local folder of a Hugging Face checkpoint (source=pretrained)
     processor_path: Optional[str] = None  # defaults to `path`
-    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)  # source=random uses its tokenizer settings and seed
     trust_remote_code: bool = False  # only for checkpoints with custom code (the released M2-Reasoning)
     dtype: str = "float32"  # float32 | bfloat16 | float16
     attn_implementation: str = "auto"  # auto: flash_attention_2 when installed and on GPU, else sdpa

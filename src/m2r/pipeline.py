@@ -68,7 +68,7 @@ def step_sft(cfg: DictConfig) -> dict[str, Any]:
     factory = partial(build_model, model_cfg, processor)
     args = OmegaConf.to_container(cfg.sft, resolve=True)
     max_steps = args.pop("max_steps")
-    module = SFTModule(model_factory=factory, **args)
+    module = SFTModule(model_factory=factory, max_grad_norm=cfg.trainer.get("gradient_clip_val"), **args)
     history = MetricHistory(sft_dir / "history.json")
     trainer = make_trainer(cfg, sft_dir, "sft", extra_callbacks=[history], max_steps=max_steps)
     trainer.fit(module, dm, ckpt_path=resume_path(cfg, sft_dir))
@@ -135,10 +135,13 @@ def step_grpo(cfg: DictConfig) -> dict[str, Any]:
     kl_cb = (cfg.get("callbacks") or {}).get("kl_annealing")
     needs_ref = (kl_cb.beta_max > 0 or kl_cb.beta_min > 0) if kl_cb else algo["beta"] > 0
     factory = partial(build_model, model_cfg, processor)
-    ref_cfg = replace(model_cfg, lora=LoraConfig(enabled=False), gradient_checkpointing=False)
+    # The reference is never updated: bf16 is enough wherever compute is bf16 (half the memory of the fp32 masters).
+    ref_dtype = "bfloat16" if "bf16" in str(cfg.trainer.get("precision", "")) else model_cfg.dtype
+    ref_cfg = replace(model_cfg, lora=LoraConfig(enabled=False), gradient_checkpointing=False, dtype=ref_dtype)
+    ref_from_base = needs_ref and model_cfg.lora.enabled  # LoRA: the policy with adapters disabled, no second copy
     module = GRPOModule(
-        factory, processor, router_from_config(cfg.reward), partial(build_model, ref_cfg, processor) if needs_ref else None,
-        **algo, **args, seed=cfg.seed,
+        factory, processor, router_from_config(cfg.reward), partial(build_model, ref_cfg, processor) if needs_ref and not ref_from_base else None,
+        **algo, **args, seed=cfg.seed, max_grad_norm=cfg.trainer.get("gradient_clip_val"), ref_from_base=ref_from_base,
     )
     cur = Path(cfg.paths.curriculum_dir)
     if (cur / "rl" / "manifest.json").exists():
@@ -200,7 +203,9 @@ def step_eval(cfg: DictConfig) -> dict[str, Any]:
         if src == "auto":
             src = _checkpoint_dir(cfg, "grpo") or _checkpoint_dir(cfg, "sft")
         model, processor, name = _load_model(cfg, src)
-        responses = generate_responses(model, processor, items, b.name if b.prompt == "official" else "m2", cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.eval.greedy)
+        responses = _generate_over_ranks(model, processor, items, b.name if b.prompt == "official" else "m2", cfg, Path(cfg.paths.eval_dir) / b.name)
+        if responses is None:
+            return {"rank_part": True}
         label = f"this run ({name})"
     samples, metrics = score_benchmark(b.name, items, responses)
     out = Path(cfg.paths.eval_dir) / b.name
@@ -208,6 +213,29 @@ def step_eval(cfg: DictConfig) -> dict[str, Any]:
     summary = {"benchmark": b.name, "rows": len(items), "score": metrics["score"], "seconds": round(time.perf_counter() - t0, 1), "dir": str(out)}
     log.info("eval: %s", summary)
     return summary
+
+
+def _generate_over_ranks(model, processor, items: list, prompt_style: str, cfg: DictConfig, folder: Path) -> list[str] | None:
+    """Responses for `items`, the batches split over all ranks (`m2r.dist`); rank 0 gets them all
+    in item order, the other ranks None. Each batch is the one a 1-rank run makes, so greedy
+    responses do not depend on the number of ranks."""
+    from m2r.dist import gather_rows, my_batches, rank_world
+    from m2r.eval.runner import generate_responses
+
+    rank, world = rank_world()
+    e = cfg.eval
+    if world == 1:
+        return generate_responses(model, processor, items, prompt_style, e.batch_size, e.max_new_tokens, e.greedy)
+    mine = my_batches(list(range(len(items))), e.batch_size, rank, world)
+    idx = [i for _, batch in mine for i in batch]
+    texts = generate_responses(model, processor, [items[i] for i in idx], prompt_style, e.batch_size, e.max_new_tokens, e.greedy)
+    rows = gather_rows(folder, "responses", [{"i": i, "response": t} for i, t in zip(idx, texts)], rank, world)
+    if rows is None:
+        return None
+    by_index = {r["i"]: r["response"] for r in rows}
+    if sorted(by_index) != list(range(len(items))):
+        raise RuntimeError(f"gathered {len(by_index)} responses for {len(items)} items from {world} ranks")
+    return [by_index[i] for i in range(len(items))]
 
 
 def _checkpoint_dir(cfg: DictConfig, which: str) -> Path | None:
@@ -227,10 +255,12 @@ def _load_model(cfg: DictConfig, src: str | Path | None):
     model_cfg = OmegaConf.to_object(cfg.model)
     if src:
         model_cfg = replace(model_cfg, source="pretrained", path=str(src), processor_path=None)
+    from m2r.dist import local_device
+
     processor = load_processor(model_cfg, cfg.paths.cache_dir)
-    model = build_model(model_cfg, processor)
-    if torch.cuda.is_available():
-        model = model.cuda()
+    model = build_model(model_cfg, processor).to(local_device())
+    if torch.cuda.is_available() and model_cfg.dtype == "float32":
+        model = model.to(torch.bfloat16)  # inference only: fp32 master weights matter for updates, not for generation
     return model, processor, str(src or model_cfg.name)
 
 
@@ -269,7 +299,10 @@ def step_difficulty(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("resume", True) and summary_path.exists():
         log.info("difficulty scores %s are complete; skipping", scores_path)
         return json.loads(summary_path.read_text())
+    from m2r.dist import rank_world
+
     t0 = time.perf_counter()
+    rank, world = rank_world()
     sc = cfg.curriculum.scoring
     src = _checkpoint_dir(cfg, "sft") if sc.model == "auto" else sc.model
     model, processor, label = _load_model(cfg, src)
@@ -277,7 +310,9 @@ def step_difficulty(cfg: DictConfig) -> dict[str, Any]:
     total = read_manifest(root, "rl")["count"]
     policy = model_policy(model, processor, sc.max_new_tokens, sc.temperature, sc.top_p, seed=cfg.seed)
     counts = score_difficulty(sample_stream(shard_urls(root, "rl"), shuffle_shards=False), policy, router_from_config(cfg.reward),
-                              scores_path, N=sc.N, batch_size=sc.batch_size, total=total)
+                              scores_path, N=sc.N, batch_size=sc.batch_size, total=total, rank=rank, world=world)
+    if rank != 0:
+        return counts  # rank 0 merged every rank's part; its summary is the step's result
     diffs = list(read_difficulties(scores_path).values())
     tol = cfg.curriculum.tol  # the curriculum step's notion of always / never solved
     summary = {**counts, "model": label, "N": sc.N, "mean": sum(diffs) / max(1, len(diffs)), "tol": tol,
@@ -328,7 +363,9 @@ def _heldout(cfg: DictConfig, which: str) -> dict[str, Any]:
     if cfg.eval.limit:
         items = items[: int(cfg.eval.limit)]
     model, processor, label = _load_model(cfg, src)
-    responses = generate_responses(model, processor, items, "m2", cfg.eval.batch_size, cfg.eval.max_new_tokens, cfg.eval.greedy)
+    responses = _generate_over_ranks(model, processor, items, "m2", cfg, out)
+    if responses is None:
+        return {"rank_part": True}
     samples, metrics = score_benchmark("embedded", items, responses)
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
     write_outputs(out, "embedded", f"after {which} ({label})", samples, metrics)
@@ -363,6 +400,8 @@ def _single_log_lines() -> None:
 # alone while the other ranks wait for its marker, so under DDP, FSDP or DeepSpeed no two
 # processes write the same scores, shards or report.
 TRAINER_STEPS = ("sft", "grpo")
+# Steps that every rank runs on its own slice of the work (m2r.dist), rank 0 gathering the results.
+SPLIT_STEPS = ("difficulty", "heldout_sft", "heldout_grpo", "eval")
 
 
 def _run_id(rank: int) -> str:
@@ -423,6 +462,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         t0 = time.perf_counter()
         marker = marks / f"{step}.json"
         if rank != 0 and step not in TRAINER_STEPS:
+            if step in SPLIT_STEPS:
+                STEPS[step](cfg)  # this rank's slice; rank 0 gathers and writes the step's result
             results[step] = _wait_for_rank_zero(marker, run_id, step, rank, float(os.environ.get("M2R_RANK_WAIT_S", 86400)))
             continue
         try:

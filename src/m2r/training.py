@@ -14,16 +14,74 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 
-def fsdp_strategy(layer_classes: list[str], **kwargs: Any):
-    """FSDPStrategy wrapping every module whose class name is in `layer_classes` (e.g. decoder layers)."""
-    from lightning.pytorch.strategies import FSDPStrategy
+try:
+    from lightning.pytorch.strategies import ModelParallelStrategy as _ModelParallelStrategy
+except ImportError:  # pragma: no cover - Lightning < 2.4
+    _ModelParallelStrategy = object
 
-    names = set(layer_classes)
 
-    def policy(module: torch.nn.Module, recurse: bool, nonwrapped_numel: int) -> bool:
-        return recurse or type(module).__name__ in names
+class FSDP2Strategy(_ModelParallelStrategy):
+    """FSDP2 (`torch.distributed.fsdp.fully_shard`) over every rank: Lightning's ModelParallelStrategy
+    with the whole world as the data-parallel dimension (no tensor parallelism). The modules shard
+    their networks in `configure_model` with `shard_model` (each module whose class name is in
+    `layer_classes`, then the root). Why FSDP2 rather than FSDPStrategy (FSDP1): no forward
+    redirection (generate, the reference model and manual_backward inside training_step just
+    work), plain `clip_grad_norm_` on DTensors, and it runs on CPU with gloo, so CI tests it."""
 
-    return FSDPStrategy(auto_wrap_policy=policy, **kwargs)
+    def __init__(self, layer_classes: list[str], param_dtype: str | None = None, reshard_after_forward: bool = True, **kwargs: Any):
+        kwargs.setdefault("save_distributed_checkpoint", False)  # full checkpoints: the Hugging Face export reads them
+        super().__init__(**kwargs)
+        self.layer_classes, self.param_dtype, self.reshard_after_forward = list(layer_classes), param_dtype, reshard_after_forward
+
+    def setup_environment(self) -> None:
+        self._data_parallel_size = self.num_nodes * self.num_processes
+        self._tensor_parallel_size = 1
+        super().setup_environment()
+
+
+def shard_model(module: L.LightningModule, model: torch.nn.Module) -> torch.nn.Module:
+    """`fully_shard` the model's layers and root when the trainer's strategy is FSDP2Strategy; else unchanged."""
+    trainer = module._trainer
+    strategy = trainer.strategy if trainer is not None else None
+    if not isinstance(strategy, FSDP2Strategy):
+        return model
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    from m2r.model.load import DTYPES
+
+    mesh = module.device_mesh["data_parallel"]
+    mp = MixedPrecisionPolicy(param_dtype=DTYPES[strategy.param_dtype], reduce_dtype=torch.float32) if strategy.param_dtype else MixedPrecisionPolicy()
+    names = set(strategy.layer_classes)
+    layers = [m for m in model.modules() if type(m).__name__ in names]
+    if not layers:
+        raise ValueError(f"strategy.layer_classes={sorted(names)} matches no module of {type(model).__name__}; name its decoder layer and vision block classes")
+    for m in layers:
+        fully_shard(m, mesh=mesh, mp_policy=mp, reshard_after_forward=strategy.reshard_after_forward)
+    fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=strategy.reshard_after_forward)
+    return model
+
+
+def params_sharded(strategy) -> bool:
+    """True when a rank holds only a shard of the parameters (ZeRO-3, FSDP2): generation must keep
+    every rank stepping until all are done (`synced_gpus`)."""
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
+    if isinstance(strategy, FSDP2Strategy):
+        return strategy.world_size > 1
+    if isinstance(strategy, DeepSpeedStrategy):
+        return strategy.config.get("zero_optimization", {}).get("stage", 0) == 3 and strategy.world_size > 1
+    return False
+
+
+def clip_gradients(module: L.LightningModule, optimizer, max_norm: float | None) -> None:
+    """Clip the gradient norm under any strategy: DeepSpeed clips inside its engine step (its
+    `gradient_clipping`, which `make_trainer` sets from the same key); everywhere else (auto, DDP,
+    FSDP2's DTensors) `torch.nn.utils.clip_grad_norm_` through Lightning's precision plugin."""
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
+    if not max_norm or isinstance(module.trainer.strategy, DeepSpeedStrategy):
+        return
+    module.clip_gradients(optimizer, gradient_clip_val=max_norm, gradient_clip_algorithm="norm")
 
 
 def make_strategy(cfg: DictConfig | None):
@@ -32,11 +90,28 @@ def make_strategy(cfg: DictConfig | None):
     return instantiate(cfg)
 
 
+def grad_clip_settings(strategy, clip: float | None, manual_optimization: bool) -> dict[str, Any]:
+    """Where the one clipping key (`trainer.gradient_clip_val`) goes under `strategy`: the Trainer's
+    `gradient_clip_val` (automatic optimization outside DeepSpeed), the module's own clipping
+    (manual optimization, FSDP2), DeepSpeed's `gradient_clipping`. Sets the DeepSpeed config."""
+    from lightning.pytorch.strategies import DeepSpeedStrategy
+
+    clip = float(clip) if clip else None
+    out = {"trainer": None if manual_optimization else clip, "module": clip, "deepspeed": None}
+    if isinstance(strategy, DeepSpeedStrategy):
+        strategy.config["gradient_clipping"] = clip or 0.0  # the engine clips; Lightning's plugin cannot
+        out.update(trainer=None, module=None, deepspeed=clip or 0.0)
+    elif isinstance(strategy, FSDP2Strategy):
+        out.update(trainer=None)  # the modules clip the DTensor gradients themselves (configure_gradient_clipping)
+    return out
+
+
 def make_trainer(cfg: DictConfig, stage_dir: Path, name: str, extra_callbacks: list | None = None, manual_optimization: bool = False, max_steps: int | None = None, **overrides: Any) -> L.Trainer:
     """The Lightning Trainer for one stage; checkpoints go to `<stage_dir>/checkpoints`.
 
     With `manual_optimization` the module clips and accumulates itself, so the Trainer's
-    `gradient_clip_val` and `accumulate_grad_batches` are left unset (Lightning refuses them)."""
+    `gradient_clip_val` and `accumulate_grad_batches` are left unset (Lightning refuses them);
+    `grad_clip_settings` says where the clipping value goes under each strategy."""
     from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 
     callbacks = []
@@ -58,10 +133,11 @@ def make_trainer(cfg: DictConfig, stage_dir: Path, name: str, extra_callbacks: l
     if max_steps is not None:
         trainer_cfg["max_steps"] = max_steps
     trainer_cfg.update(overrides)
+    strategy = make_strategy(cfg.get("strategy"))
+    trainer_cfg["gradient_clip_val"] = grad_clip_settings(strategy, trainer_cfg.get("gradient_clip_val"), manual_optimization)["trainer"]
     if manual_optimization:
-        trainer_cfg["gradient_clip_val"] = None
         trainer_cfg["accumulate_grad_batches"] = 1
-    return instantiate(trainer_cfg, callbacks=callbacks, logger=logger, strategy=make_strategy(cfg.get("strategy")), default_root_dir=str(stage_dir))
+    return instantiate(trainer_cfg, callbacks=callbacks, logger=logger, strategy=strategy, default_root_dir=str(stage_dir))
 
 
 def resume_path(cfg: DictConfig, stage_dir: Path) -> str | None:
@@ -99,9 +175,9 @@ def _full_state_dict(trainer: L.Trainer, stage_dir: Path) -> dict[str, torch.Ten
 
 def export_hf(trainer: L.Trainer, module: L.LightningModule, processor, out_dir: Path, model_factory) -> None:
     """`save_pretrained` of the trained model (LoRA merged) and the processor into `out_dir`."""
-    from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
+    from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy
 
-    if isinstance(trainer.strategy, (DeepSpeedStrategy, FSDPStrategy)):
+    if isinstance(trainer.strategy, (DeepSpeedStrategy, FSDPStrategy, ModelParallelStrategy)):
         state = _full_state_dict(trainer, out_dir.parent)
         if trainer.is_global_zero:
             model = model_factory()

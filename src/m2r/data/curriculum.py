@@ -7,22 +7,24 @@ manifest records each shard's difficulty range and what was dropped.
 
 Streaming: per task, this rank's stream is the concatenation of the task's shards i with
 i % world == rank, in order, so a rank sees its samples easy to hard and ranks are disjoint.
-Every step the sampler draws one task by the `mix` weights (a per-rank seeded RNG) and takes
-the next `batch_size` samples of that task: batches are single-task. The sampler runs in the
+Every step the sampler draws one task by the `mix` weights and takes the next `batch_size`
+samples of that task: batches are single-task. The draw is shared by all ranks (an RNG seeded
+without the rank, over a task set every rank holds), and every rank's batch has `batch_size`
+samples, so all ranks run the same task with the same number of micro-batches at every step. The sampler runs in the
 main process and DataLoader workers only read and decode (random access through the tar
 headers), so the order holds with any number of workers.
 
 The cursor (samples consumed per task, the RNG state, batches served) travels with each batch;
-the DataModule keeps the cursor of the last batch the training loop took and saves it in the
-checkpoint, so a resumed run continues at the next unseen sample even though the DataLoader
-prefetched further.
+the DataModule keeps the cursor of the last batch the training loop took, the checkpoint holds
+every rank's cursor (gathered when it is saved) and each rank restores its own, so a resumed run
+continues at the next unseen sample even though the DataLoader prefetched further.
 
 When a task's stream ends (`end_policy`):
 - `repeat_hardest`: the task keeps serving its hardest stage, the last shard of its stream, in
   a cycle; the stream never ends and `trainer.max_steps` stops training.
-- `drop`: the task leaves the mix. Every rank yields the same number of batches, the smallest
-  over ranks of sum over tasks of ceil(samples / batch_size), so DDP never waits on a rank that
-  ran out; the samples a rank holds beyond that are counted in the log.
+- `drop`: the task leaves the mix after the same number of batches on every rank, the smallest
+  over ranks of ceil(samples / batch_size) (a rank's last batch filled from its hardest shard),
+  so no rank waits on one that ran out; the batches a rank holds beyond that are counted in the log.
 """
 
 from __future__ import annotations
@@ -209,7 +211,15 @@ def rank_streams(root: str | Path, split: str, rank: int, world: int) -> dict[st
 
 class CurriculumSampler:
     """Yields one request per batch: `{"task", "locs": [(shard, pos), ...], "cursor"}`, where
-    `cursor` is the state after this batch (what a checkpoint must hold to continue after it)."""
+    `cursor` is the state after this batch (what a checkpoint must hold to continue after it).
+
+    The task of each batch is drawn with an RNG seeded without the rank, from a task set that is
+    the same on every rank, so all ranks draw the same task at every step (a rank running the
+    text-only task while another runs images would issue different collectives under
+    ZeRO-3/FSDP). Every batch has `batch_size` samples on every rank: a rank whose stream of the
+    task is shorter fills its last batch from its hardest shard, as `repeat_hardest` does.
+    `task_batches` (end_policy=drop) is the number of batches of each task, the same on every
+    rank (the DataModule takes the smallest over ranks)."""
 
     def __init__(
         self,
@@ -217,20 +227,25 @@ class CurriculumSampler:
         weights: dict[str, float],
         batch_size: int,
         seed: int,
-        rank: int,
+        rank: int = 0,
         end_policy: str = "repeat_hardest",
-        num_batches: int | None = None,
+        task_batches: dict[str, int] | None = None,
         state: dict[str, Any] | None = None,
     ):
         if end_policy not in END_POLICIES:
             raise ValueError(f"curriculum.end_policy={end_policy!r} is not one of {END_POLICIES}")
-        self.batch_size, self.end_policy, self.num_batches = batch_size, end_policy, num_batches
+        self.batch_size, self.end_policy = batch_size, end_policy
         self.locs = {t: [(p, j) for p, _, n in shards for j in range(n)] for t, shards in streams.items()}
         self.hardest = {t: (shards[-1][2] if shards else 0) for t, shards in streams.items()}
         self.weights = {t: w for t, w in weights.items() if w > 0 and self.locs.get(t)}
         if not self.weights:
             raise ValueError(f"rank {rank} has no task with samples and a mix weight > 0 (tasks {list(streams)}, weights {weights}); check mix.weights")
-        self.rng = random.Random(f"{seed}/mix/rank{rank}")
+        if end_policy == "drop":
+            own = {t: math.ceil(len(self.locs[t]) / batch_size) for t in self.weights}
+            self.task_batches = {t: min(own[t], (task_batches or own)[t]) for t in self.weights}
+        else:
+            self.task_batches = None
+        self.rng = random.Random(f"{seed}/mix")  # no rank in the seed: one draw shared by all ranks
         self.consumed = {t: 0 for t in self.locs}
         self.batches = 0
         if state:
@@ -238,28 +253,29 @@ class CurriculumSampler:
             self.batches = state["batches"]
             self.rng.setstate(_as_rng_state(state["rng"]))
 
+    @property
+    def num_batches(self) -> int | None:
+        return None if self.task_batches is None else sum(self.task_batches.values())
+
     def __len__(self) -> int:
         if self.num_batches is None:
             raise TypeError("an endless curriculum (end_policy=repeat_hardest) has no length")
         return max(0, self.num_batches - self.batches)
 
     def _active(self) -> list[str]:
-        if self.end_policy == "repeat_hardest":
+        if self.task_batches is None:
             return list(self.weights)
-        return [t for t in self.weights if self.consumed[t] < len(self.locs[t])]
+        return [t for t in self.weights if self.consumed[t] < self.task_batches[t] * self.batch_size]
 
     def _take(self, task: str) -> list[tuple[str, int]]:
         locs, n, start = self.locs[task], len(self.locs[task]), self.consumed[task]
-        if self.end_policy == "drop":
-            idx = list(range(start, min(start + self.batch_size, n)))
-        else:
-            h = self.hardest[task]  # past the end: cycle over the last shard (the hardest stage)
-            idx = [i if i < n else n - h + (i - n) % h for i in range(start, start + self.batch_size)]
-        self.consumed[task] = start + len(idx)
+        h = self.hardest[task]  # past the end: cycle over the last shard (the hardest stage)
+        idx = [i if i < n else n - h + (i - n) % h for i in range(start, start + self.batch_size)]
+        self.consumed[task] = start + self.batch_size
         return [locs[i] for i in idx]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        while self.num_batches is None or self.batches < self.num_batches:
+        while True:
             active = self._active()
             if not active:
                 return
@@ -318,6 +334,7 @@ class CurriculumDataModule(L.LightningDataModule):
         self.weights, self.proportional = dict(weights or {"*": 1.0}), proportional
         self.end_policy, self.num_workers, self.seed = end_policy, num_workers, seed
         self._rank, self._world = rank, world
+        self.task_batches: dict[str, int] | None = None
         self.resume_cursor: dict[str, Any] | None = None  # from a checkpoint
         self.cursor: dict[str, Any] | None = None  # after the last batch the loop took
 
@@ -331,25 +348,31 @@ class CurriculumDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         rank, world = self.rank_world
-        self.streams = rank_streams(self.root, self.split, rank, world)
+        all_streams = [rank_streams(self.root, self.split, r, world) for r in range(world)]
+        self.streams = all_streams[rank]
         counts = {t: sum(n for _, _, n in s) for t, s in self.streams.items()}
-        self.task_w = task_weights(counts, self.weights, self.proportional)
-        empty = [t for t, s in self.streams.items() if not s and self.task_w.get(t, 0) > 0]
-        if empty:
-            log.warning("rank %d has no shard of task(s) %s (fewer shards than ranks); they are left out of its mix", rank, empty)
-        self.num_batches = None
+        weights = task_weights(counts, self.weights, self.proportional)
+        # One task set for all ranks: a task enters the mix only when every rank holds samples of it.
+        short = sorted(t for t, w in weights.items() if w > 0 and any(not s.get(t) for s in all_streams))
+        if short:
+            log.warning("task(s) %s have fewer shards than the %d ranks and are left out of the mix on every rank; "
+                        "write the curriculum with a smaller curriculum.samples_per_shard", short, world)
+        self.task_w = {t: (0.0 if t in short else w) for t, w in weights.items()}
+        self.task_batches = None
         if self.end_policy == "drop":
-            per_rank = []
-            for r in range(world):
-                s = rank_streams(self.root, self.split, r, world)
-                per_rank.append(sum(math.ceil(sum(n for _, _, n in s[t]) / self.batch_size) for t in s if self.task_w.get(t, 0) > 0))
-            self.num_batches = min(per_rank)
-            if per_rank[rank] > self.num_batches:
-                log.info("rank %d stops after %d batches like the smallest rank; its last %d batch(es) go unused", rank, self.num_batches, per_rank[rank] - self.num_batches)
+            per_rank = [{t: math.ceil(sum(n for _, _, n in s[t]) / self.batch_size) for t in s if self.task_w.get(t, 0) > 0} for s in all_streams]
+            self.task_batches = {t: min(p[t] for p in per_rank) for t in per_rank[0]}
+            unused = sum(per_rank[rank].values()) - sum(self.task_batches.values())
+            if unused:
+                log.info("rank %d stops each task where the rank with the fewest batches of it stops; %d of its batch(es) go unused", rank, unused)
+
+    @property
+    def num_batches(self) -> int | None:
+        return None if self.task_batches is None else sum(self.task_batches.values())
 
     def sampler(self) -> CurriculumSampler:
         rank, _ = self.rank_world
-        return CurriculumSampler(self.streams, self.task_w, self.batch_size, self.seed, rank, self.end_policy, self.num_batches, state=self.resume_cursor)
+        return CurriculumSampler(self.streams, self.task_w, self.batch_size, self.seed, rank, self.end_policy, self.task_batches, state=self.resume_cursor)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(_BatchReader(), sampler=self.sampler(), batch_size=None, collate_fn=_identity, num_workers=self.num_workers,
@@ -361,10 +384,28 @@ class CurriculumDataModule(L.LightningDataModule):
         return batch
 
     def state_dict(self) -> dict[str, Any]:
-        return {"cursor": self.cursor}
+        """Every rank's cursor (a collective under torch.distributed: Lightning calls this on every
+        rank when it saves a checkpoint, and rank 0 writes the file)."""
+        rank, world = self.rank_world
+        cursors = {rank: self.cursor}
+        import torch.distributed as dist
+
+        if world > 1 and dist.is_available() and dist.is_initialized():
+            gathered: list = [None] * world
+            dist.all_gather_object(gathered, self.cursor)
+            cursors = dict(enumerate(gathered))
+        return {"world": world, "cursors": {str(r): c for r, c in cursors.items()}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.resume_cursor = state_dict.get("cursor")
+        rank, world = self.rank_world
+        if "cursors" not in state_dict:  # a checkpoint of a single-rank run before per-rank cursors
+            state_dict = {"world": 1, "cursors": {"0": state_dict.get("cursor")}}
+        if state_dict["world"] != world:
+            raise ValueError(f"the checkpoint's data cursor was saved by {state_dict['world']} rank(s) but this run has {world}; the curriculum "
+                             f"is split over ranks by shard, so resume with the same number of ranks (trainer.devices x trainer.num_nodes)")
+        if str(rank) not in state_dict["cursors"]:
+            raise ValueError(f"the checkpoint holds data cursors for ranks {sorted(state_dict['cursors'])} but not for rank {rank}")
+        self.resume_cursor = state_dict["cursors"][str(rank)]
         self.cursor = self.resume_cursor
 
 

@@ -40,8 +40,16 @@ def _check_local(path: str, key: str) -> Path:
 
 
 def _check_source(cfg: ModelConfig) -> None:
-    if cfg.source not in ("tiny", "pretrained"):
-        raise ModelConfigError(f"model.source={cfg.source!r} is not valid; use tiny or pretrained")
+    if cfg.source not in ("tiny", "random", "pretrained"):
+        raise ModelConfigError(f"model.source={cfg.source!r} is not valid; use tiny, random or pretrained")
+    if cfg.source == "random":
+        from m2r.model.shapes import SHAPES
+
+        if cfg.shape not in SHAPES:
+            raise ModelConfigError(
+                f"model={cfg.name} has model.source=random but model.shape={cfg.shape!r}, which is not a known size; "
+                f"set model.shape to one of {', '.join(SHAPES)} (or use model=qwen2_5_vl_3b_random / model=qwen2_5_vl_7b_random)."
+            )
     if cfg.source == "pretrained" and not cfg.path:
         raise ModelConfigError(
             f"model={cfg.name} needs model.path=<local folder of the checkpoint>. m2r never downloads weights: get one with "
@@ -60,12 +68,12 @@ def resolve_attn_implementation(requested: str) -> str:
 
 
 def load_processor(cfg: ModelConfig, cache_dir: str | os.PathLike):
-    """The processor of the checkpoint at `processor_path` or `path`, or the tiny processor."""
+    """The processor of the checkpoint at `processor_path` or `path`, or the tiny processor (sources tiny and random)."""
     from transformers import AutoProcessor
 
     _check_source(cfg)
     path = cfg.processor_path or cfg.path
-    if cfg.source == "tiny" and cfg.processor_path is None:
+    if cfg.source in ("tiny", "random") and cfg.processor_path is None:
         from m2r.model.tiny import load_tiny_processor
 
         return load_tiny_processor(cfg, cache_dir)
@@ -77,7 +85,7 @@ def load_processor(cfg: ModelConfig, cache_dir: str | os.PathLike):
 
 
 def build_model(cfg: ModelConfig, processor) -> torch.nn.Module:
-    """The model from `cfg.path`, or the tiny random-init model; freezing, LoRA and checkpointing applied."""
+    """The model from `cfg.path`, or a random-init one (tiny, or of a released `shape`); freezing, LoRA and checkpointing applied."""
     from transformers import AutoModelForImageTextToText
 
     dtype = DTYPES.get(cfg.dtype)
@@ -85,11 +93,12 @@ def build_model(cfg: ModelConfig, processor) -> torch.nn.Module:
         raise ModelConfigError(f"model.dtype={cfg.dtype!r} is not supported; use one of float32, bfloat16, float16")
     attn = resolve_attn_implementation(cfg.attn_implementation)
     _check_source(cfg)
-    if cfg.source == "tiny":
+    if cfg.source in ("tiny", "random"):
+        from m2r.model.shapes import shape_model_config
         from m2r.model.tiny import tiny_model_config
 
         torch.manual_seed(cfg.tiny.seed)
-        config = tiny_model_config(cfg, processor.tokenizer)
+        config = tiny_model_config(cfg, processor.tokenizer) if cfg.source == "tiny" else shape_model_config(cfg.shape, processor.tokenizer)
         model = AutoModelForImageTextToText.from_config(config, attn_implementation=attn, dtype=dtype)
         model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
         model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
@@ -98,7 +107,8 @@ def build_model(cfg: ModelConfig, processor) -> torch.nn.Module:
         model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, attn_implementation=attn, trust_remote_code=cfg.trust_remote_code)
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
-    log.info("model: %s (%s, attn=%s, %.1fM parameters)", cfg.path or "tiny Qwen2.5-VL from config", cfg.dtype, attn, sum(p.numel() for p in model.parameters()) / 1e6)
+    what = {"tiny": "tiny Qwen2.5-VL from config", "random": f"random-init Qwen2.5-VL of the released {cfg.shape} shape"}.get(cfg.source, cfg.path)
+    log.info("model: %s (%s, attn=%s, %.1fM parameters)", what, cfg.dtype, attn, sum(p.numel() for p in model.parameters()) / 1e6)
 
     freeze(model, vision=cfg.freeze_vision, projector=cfg.freeze_projector, language=cfg.freeze_language)
     if cfg.gradient_checkpointing:

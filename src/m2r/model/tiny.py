@@ -97,7 +97,10 @@ def train_tokenizer(cfg: ModelConfig):
 
 
 def build_tiny_processor(cfg: ModelConfig):
-    """Qwen2.5-VL processor with the project's tokenizer and small pixel budgets (not cached)."""
+    """Qwen2.5-VL processor with the project's tokenizer and `cfg.min_pixels`/`max_pixels` (not cached).
+
+    Also the processor of `source=random` models, whose YAMLs carry the released pixel budgets.
+    """
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
     tokenizer = train_tokenizer(cfg)

@@ -8,13 +8,22 @@ rollouts in micro-batches with gradient accumulation, each ending in one optimiz
 Without callbacks it runs with the constant `beta` and no advantage reweighting;
 `CosineKLAnnealing` and `AdvantageReweighting` set `kl_coef` and `adv_weight_sigma` before
 every step. The reference model (for the KL term) is built only when `needs_reference`, and is
-kept out of the checkpoint: it is the initial policy, rebuilt on resume.
+kept out of the checkpoint: it is the initial policy, rebuilt on resume. With LoRA there is no
+second copy: the reference is the policy with its adapters disabled (`ref_from_base`).
+
+Under every strategy (`m2r.training`): the micro-batches of one optimizer step sync gradients
+once (DDP: no_sync until the last; DeepSpeed: the gradient-accumulation boundary on the last;
+FSDP2 reduce-scatters each micro-batch, since holding unsharded gradients would cost the memory
+sharding saves); clipping follows `trainer.gradient_clip_val`; generation keeps every rank
+stepping (`synced_gpus`) where parameters are sharded (ZeRO-3, FSDP2); the reference model is
+sharded like the policy (FSDP2 `fully_shard`, a DeepSpeed ZeRO-3 inference engine).
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from typing import Callable
 
 import lightning as L
@@ -54,6 +63,7 @@ class GRPOModule(L.LightningModule):
         warmup_steps: int = 0,
         seed: int = 0,
         rollout_log_rows: int = 8,
+        ref_from_base: bool = False,  # LoRA: the reference is the policy with adapters disabled
     ):
         super().__init__()
         if mu < 1:
@@ -71,16 +81,52 @@ class GRPOModule(L.LightningModule):
         self.last_rollouts: list[dict] = []  # the latest step's responses, for RolloutLogger
 
     def configure_model(self) -> None:
+        from m2r.training import shard_model
+
         if self.model is None:
-            self.model = self.policy_factory().train()
+            self.model = shard_model(self, self.policy_factory().train())
         if self.ref_factory is not None and self.ref_model is None:
             ref = self.ref_factory().eval()
             ref.requires_grad_(False)
-            self.__dict__["ref_model"] = ref
+            self.__dict__["ref_model"] = shard_model(self, ref)
 
     def on_fit_start(self) -> None:
-        if self.ref_model is not None:
+        from lightning.pytorch.strategies import DeepSpeedStrategy
+
+        if self.ref_model is None:
+            return
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DeepSpeedStrategy) and strategy.config.get("zero_optimization", {}).get("stage") == 3:
+            # Built under zero.Init, its parameters are partitioned: an engine of its own (no optimizer)
+            # gathers them in each forward, as the policy's engine does for the policy.
+            import deepspeed
+
+            ds = {"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3},
+                  "bf16": {"enabled": bool(strategy.config.get("bf16", {}).get("enabled"))}}
+            engine = deepspeed.initialize(model=self.ref_model, config=ds)[0]
+            engine.eval()
+            self.__dict__["ref_model"] = engine
+        else:
             self.ref_model.to(self.device)
+
+    def _ref_logps(self, x, rows) -> torch.Tensor:
+        h = self.hparams
+        if self.ref_model is not None:
+            return token_logps(self.ref_model, x, rows, h.temperature, h.logprob_chunk)
+        with self.model.disable_adapter():  # LoRA: the base model is the reference
+            return token_logps(self.model, x, rows, h.temperature, h.logprob_chunk)
+
+    def _grad_sync(self, last: bool):
+        """Sync gradients on the last micro-batch of an optimizer step only."""
+        from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
+
+        strategy = self.trainer.strategy
+        if isinstance(strategy, DeepSpeedStrategy):
+            strategy.model.set_gradient_accumulation_boundary(last)
+            return nullcontext()
+        if isinstance(strategy, DDPStrategy) and not last:
+            return strategy.block_backward_sync()
+        return nullcontext()
 
     def forward(self, **inputs):
         return self.model(**inputs)
@@ -92,10 +138,12 @@ class GRPOModule(L.LightningModule):
         of (Sample, images) pairs."""
         h = self.hparams
         t0 = time.perf_counter()
+        from m2r.training import clip_gradients, params_sharded
+
         samples = batch["samples"] if isinstance(batch, dict) else batch
         ro = generate_rollouts(
             self.model, self.processor, samples, h.G, h.max_new_tokens, h.temperature, h.top_p,
-            seed=h.seed * 1_000_003 + self.global_step * 7919 + self.global_rank,
+            seed=h.seed * 1_000_003 + self.global_step * 7919 + self.global_rank, synced_gpus=params_sharded(self.trainer.strategy),
         )
         N, G = len(ro.texts), h.G
         scores = [self.router.score(text, ro.samples[i // G]) for i, text in enumerate(ro.texts)]
@@ -115,25 +163,26 @@ class GRPOModule(L.LightningModule):
         beta = float(self.kl_coef)
         with torch.no_grad():
             old = [token_logps(self.model, x, ro.completion_ids[r], h.temperature, h.logprob_chunk) for x, r in zip(inputs, chunks)] if h.mu > 1 else None
-            use_ref = beta != 0.0 and self.ref_model is not None
-            if beta != 0.0 and self.ref_model is None:
+            has_ref = self.ref_model is not None or h.ref_from_base
+            if beta != 0.0 and not has_ref:
                 raise RuntimeError("kl_coef > 0 but no reference model was built; set needs_reference (the grpo stage does this from algo.beta and the KL callback)")
-            ref = [token_logps(self.ref_model, x, ro.completion_ids[r], h.temperature, h.logprob_chunk) for x, r in zip(inputs, chunks)] if use_ref else None
+            ref = [self._ref_logps(x, ro.completion_ids[r]) for x, r in zip(inputs, chunks)] if beta != 0.0 else None
 
         opt, sched = self.optimizers(), self.lr_schedulers()
         stats = defaultdict(list)
         for _ in range(h.mu):
             for k, (x, rows) in enumerate(zip(inputs, chunks)):
-                logps = token_logps(self.model, x, ro.completion_ids[rows], h.temperature, h.logprob_chunk)  # [n, L]
-                loss, st = policy_loss(
-                    logps, old[k] if old is not None else logps.detach(), advantages[rows], mask[rows], divisor[rows],
-                    h.eps_low, h.eps_high, beta, ref[k] if ref is not None else None,
-                )
-                self.manual_backward(loss)
+                with self._grad_sync(last=k == len(chunks) - 1):
+                    logps = token_logps(self.model, x, ro.completion_ids[rows], h.temperature, h.logprob_chunk)  # [n, L]
+                    loss, st = policy_loss(
+                        logps, old[k] if old is not None else logps.detach(), advantages[rows], mask[rows], divisor[rows],
+                        h.eps_low, h.eps_high, beta, ref[k] if ref is not None else None,
+                    )
+                    self.manual_backward(loss)
                 stats["loss"].append(loss.detach())
                 for name, v in st.items():
                     stats[name].append(v)
-            self.clip_gradients(opt, gradient_clip_val=h.max_grad_norm, gradient_clip_algorithm="norm")
+            clip_gradients(self, opt, h.max_grad_norm)
             opt.step()
             opt.zero_grad(set_to_none=True)
             sched.step()

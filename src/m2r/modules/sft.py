@@ -32,16 +32,20 @@ class SFTModule(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.999),
         scheduler: str = "cosine",  # any name transformers.get_scheduler knows: cosine, linear, constant_with_warmup, ...
         warmup_steps: int = 0,
+        max_grad_norm: float | None = None,  # set where the Trainer cannot clip (FSDP2): the stage passes trainer.gradient_clip_val
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["model_factory"])
+        self.max_grad_norm = max_grad_norm
         self.model_factory = model_factory
         self.model: torch.nn.Module | None = None
 
     def configure_model(self) -> None:
+        from m2r.training import shard_model
+
         if self.model is None:
             # from_pretrained returns eval mode, which Lightning would keep (no dropout in training).
-            self.model = self.model_factory().train()
+            self.model = shard_model(self, self.model_factory().train())
 
     def forward(self, **batch) -> torch.Tensor:
         return self.model(**batch)
@@ -63,6 +67,11 @@ class SFTModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "val")
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        from m2r.training import clip_gradients
+
+        clip_gradients(self, optimizer, gradient_clip_val or self.max_grad_norm)
 
     def configure_optimizers(self):
         from transformers import get_scheduler

@@ -116,7 +116,13 @@ def token_logps(
     backbone, head = getattr(core, "model", None), core.get_output_embeddings()
     L = completion_ids.shape[1]
     if backbone is not None and head is not None:
-        hidden = backbone(input_ids=ids, attention_mask=attn, use_cache=False, **extra).last_hidden_state[:, -L - 1 : -1]  # [n, L, H]
+        if _is_fsdp2(model):
+            # FSDP2 gathers the root's weights (embeddings, norm, head) in the root's forward only, so
+            # go through it (one logit position) and take the final hidden state from its outputs.
+            out = model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=1, output_hidden_states=True, **extra)
+            hidden = out.hidden_states[-1][:, -L - 1 : -1]  # [n, L, H]
+        else:
+            hidden = backbone(input_ids=ids, attention_mask=attn, use_cache=False, **extra).last_hidden_state[:, -L - 1 : -1]  # [n, L, H]
         out = []
         for s in range(0, L, chunk):
             logits = head(hidden[:, s : s + chunk]).float() / temperature  # [n, c, V]
@@ -124,3 +130,11 @@ def token_logps(
         return torch.cat(out, dim=1)
     logits = model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=L + 1, **extra).logits[:, :-1].float() / temperature
     return torch.gather(torch.log_softmax(logits, dim=-1), 2, completion_ids[:, :, None]).squeeze(2)
+
+
+def _is_fsdp2(model: torch.nn.Module) -> bool:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(model, FSDPModule)

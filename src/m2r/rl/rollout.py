@@ -80,6 +80,7 @@ def generate_rollouts(
     top_p: float = 1.0,
     system_prompt: str | None = M2_SYSTEM_PROMPT,
     seed: int | None = None,
+    synced_gpus: bool = False,
 ) -> Rollouts:
     device = next(model.parameters()).device
     inputs = {k: v.to(device) for k, v in prompt_inputs(processor, batch, G, system_prompt).items()}
@@ -97,6 +98,7 @@ def generate_rollouts(
         out = model.generate(
             **inputs, do_sample=True, temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
             eos_token_id=sorted(set(eos)), pad_token_id=tok.pad_token_id, use_cache=True, suppress_tokens=vision_token_ids(model, processor) or None,
+            synced_gpus=synced_gpus,  # sharded parameters: every rank runs a forward until all ranks are done
         )
     finally:
         model.train(was_training)

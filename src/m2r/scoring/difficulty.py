@@ -5,6 +5,11 @@ RL stage uses.
 Results are appended to a JSONL file as each batch finishes (`{"id", "task", "difficulty",
 "accuracy", "n"}` per sample); a rerun reads the file first and skips the samples already scored,
 so an interrupted scoring run continues where it stopped.
+
+Over several ranks, the stream is cut into the batches a 1-rank run makes and rank r scores the
+batches k with k % world == r, sampling with a seed of k, so the scores do not depend on the
+number of ranks; each rank appends to its own `<name>.rank<r>.jsonl` and rank 0 merges the parts
+into the main file once every rank is done (`m2r.dist.gather_rows`).
 """
 
 from __future__ import annotations
@@ -22,22 +27,24 @@ from m2r.rewards.router import RewardRouter
 
 log = logging.getLogger(__name__)
 
-# A policy maps a batch of (sample, images) and N to N responses per sample.
-Policy = Callable[[Sequence[tuple[Sample, list[Image.Image]]], int], list[list[str]]]
+# A policy maps a batch of (sample, images), N and the batch's index (its sampling seed) to N responses per sample.
+Policy = Callable[[Sequence[tuple[Sample, list[Image.Image]]], int, int], list[list[str]]]
 
 
 def model_policy(model, processor, max_new_tokens: int, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0) -> Policy:
     """The RL stage's rollouts as a policy: N sampled responses per prompt, one batched generate."""
     from m2r.rl.rollout import generate_rollouts
 
-    calls = {"n": 0}
-
-    def policy(batch, N):
-        calls["n"] += 1
-        ro = generate_rollouts(model, processor, batch, N, max_new_tokens, temperature, top_p, seed=seed * 1_000_003 + calls["n"])
+    def policy(batch, N, batch_index):
+        ro = generate_rollouts(model, processor, batch, N, max_new_tokens, temperature, top_p, seed=seed * 1_000_003 + batch_index)
         return [ro.texts[i * N : (i + 1) * N] for i in range(len(batch))]
 
     return policy
+
+
+def part_path(out_path: str | Path, rank: int) -> Path:
+    out_path = Path(out_path)
+    return out_path.with_name(f"{out_path.stem}.rank{rank}{out_path.suffix}")
 
 
 def scored_ids(path: str | Path) -> set[str]:
@@ -61,40 +68,65 @@ def score_difficulty(
     N: int = 8,
     batch_size: int = 8,
     total: int | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> dict[str, float]:
-    """Score every sample not yet in `out_path`; returns counts (scored now, skipped, total in file)."""
+    """Score every sample of this rank's batches not yet scored; returns counts (scored now, skipped,
+    total in the main file: on rank 0 after merging every rank's part, on other ranks their part)."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    done = scored_ids(out_path)
+    mine = out_path if world == 1 else part_path(out_path, rank)
+    done = scored_ids(out_path) | scored_ids(mine)
     scored = skipped = 0
-    with open(out_path, "a", encoding="utf-8") as f, progress() as bar:
-        task = bar.add_task("difficulty", total=total)
+    with open(mine, "a", encoding="utf-8") as f, progress() as bar:
+        task = bar.add_task("difficulty" if world == 1 else f"difficulty (rank {rank}/{world})", total=None if total is None else -(-total // world))
         batch: list = []
+        k = 0  # the batch index in the whole stream: which rank scores it, and its seed
 
         def flush() -> None:
-            nonlocal scored
-            responses = policy(batch, N)
-            for (sample, _), rs in zip(batch, responses):
-                acc = [router.score(r, sample).accuracy for r in rs]
-                mean = sum(acc) / len(acc)
-                f.write(json.dumps({"id": sample.id, "task": sample.task, "difficulty": 1.0 - mean, "accuracy": mean, "n": len(acc)}) + "\n")
-                scored += 1
-            f.flush()  # each batch is on disk before the next starts
-            bar.advance(task, len(batch))
+            nonlocal scored, skipped, k
+            todo = [(s, imgs) for s, imgs in batch if s.id not in done]
+            if k % world == rank:
+                if todo:
+                    # the whole batch is sampled as in an uninterrupted run (same rows, same seed); only new ids are written
+                    responses = policy(batch, N, k)
+                    for (sample, _), rs in zip(batch, responses):
+                        if sample.id in done:
+                            continue
+                        acc = [router.score(r, sample).accuracy for r in rs]
+                        mean = sum(acc) / len(acc)
+                        f.write(json.dumps({"id": sample.id, "task": sample.task, "difficulty": 1.0 - mean, "accuracy": mean, "n": len(acc)}) + "\n")
+                        scored += 1
+                    f.flush()  # each batch is on disk before the next starts
+                skipped += len(batch) - len(todo)
+                bar.advance(task, len(batch))
             batch.clear()
+            k += 1
 
         for sample, images in samples:
-            if sample.id in done:
-                skipped += 1
-                bar.advance(task, 1)
-                continue
             batch.append((sample, images))
             if len(batch) == batch_size:
                 flush()
         if batch:
             flush()
-    log.info("difficulty: scored %d, skipped %d already scored, %s", scored, skipped, out_path)
-    return {"scored": scored, "skipped": skipped, "in_file": len(scored_ids(out_path))}
+    if world > 1:
+        from m2r.dist import gather_rows
+
+        rows = gather_rows(out_path.parent, out_path.stem, [{"part": str(mine)}], rank, world)
+        if rank == 0:
+            have = scored_ids(out_path)
+            with open(out_path, "a", encoding="utf-8") as f:
+                for row in rows:
+                    for line in Path(row["part"]).read_text(encoding="utf-8").splitlines():
+                        try:
+                            sid = json.loads(line)["id"]
+                        except (json.JSONDecodeError, KeyError):
+                            continue
+                        if sid not in have:
+                            f.write(line + "\n")
+                            have.add(sid)
+    log.info("difficulty: scored %d, skipped %d already scored, %s", scored, skipped, mine)
+    return {"scored": scored, "skipped": skipped, "in_file": len(scored_ids(out_path if rank == 0 else mine))}
 
 
 def read_difficulties(path: str | Path) -> dict[str, float]:

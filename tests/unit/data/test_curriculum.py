@@ -78,20 +78,29 @@ def _batches(root, rank, world, workers, **kw):
 
 
 def test_two_ranks_two_workers(scored, tmp_path):
-    """Disjoint ranks, non-decreasing difficulty within a task on each rank, single-task batches, equal counts."""
+    """Disjoint ranks, the same task and batch size on both ranks at every step, non-decreasing
+    difficulty within a task on each rank, single-task batches, equal counts."""
     src, diffs = scored
     write_curriculum(src, "rl", diffs, tmp_path, samples_per_shard=2)
     per_rank = [_batches(tmp_path, r, 2, workers=2, end_policy="drop") for r in range(2)]
     assert len(per_rank[0]) == len(per_rank[1]) > 0
+    # one task draw shared by the ranks, and full batches everywhere (the same number of micro-batches)
+    assert [b["task"] for b in per_rank[0]] == [b["task"] for b in per_rank[1]]
+    assert {len(b["samples"]) for batches in per_rank for b in batches} == {2}
+    assert len({b["task"] for b in per_rank[0]}) == len(TASKS)  # no rank's own RNG picked a single task
     seen = [[s.id for b in batches for s, _ in b["samples"]] for batches in per_rank]
     assert not set(seen[0]) & set(seen[1])
-    assert all(len(ids) == len(set(ids)) for ids in seen)
+    for r, batches in enumerate(per_rank):
+        streams = rank_streams(tmp_path, "rl", r, 2)
+        for task in TASKS:
+            ids = [s.id for b in batches for s, _ in b["samples"] if s.task == task]
+            n = sum(c for _, _, c in streams[task])
+            assert len(set(ids[:n])) == min(n, len(ids))  # each of the rank's samples once; beyond n only the hardest-shard fill
+            d = [s.difficulty for b in batches for s, _ in b["samples"] if s.task == task]
+            assert d[:n] == sorted(d[:n])
     for batches in per_rank:
         for b in batches:
             assert {s.task for s, _ in b["samples"]} == {b["task"]}
-        for task in TASKS:
-            d = [s.difficulty for b in batches for s, _ in b["samples"] if s.task == task]
-            assert d == sorted(d)
     # the workers change nothing: the same stream as with no workers
     assert [[s.id for s, _ in b["samples"]] for b in _batches(tmp_path, 0, 2, workers=0, end_policy="drop")] == \
            [[s.id for s, _ in b["samples"]] for b in per_rank[0]]
@@ -105,7 +114,11 @@ def test_drop_policy_consumes_each_sample_once_when_counts_match(scored, tmp_pat
     write_curriculum(src, "rl", diffs, tmp_path, samples_per_shard=2)
     batches = _batches(tmp_path, 0, 1, workers=0, end_policy="drop")
     ids = [s.id for b in batches for s, _ in b["samples"]]
-    assert sorted(ids) == sorted(s.id for s in _samples(tmp_path))
+    assert set(ids) == {s.id for s in _samples(tmp_path)}
+    # an odd stream fills its last batch from its hardest shard: that is the only repeat
+    m = read_manifest(tmp_path, "rl")["tasks"]
+    assert len(ids) == sum(2 * -(-e["count"] // 2) for e in m.values())
+    assert len(ids) - len(set(ids)) == sum(e["count"] % 2 for e in m.values())
 
 
 def test_repeat_hardest_cycles_last_shard(scored, tmp_path):
@@ -144,8 +157,26 @@ def test_cursor_restores_the_stream(scored, tmp_path):
     full = _batches(tmp_path, 0, 1, workers=0, end_policy="drop")
     k = 5
     dm = CurriculumDataModule(tmp_path, batch_size=2, seed=3, rank=0, world=1, end_policy="drop")
-    dm.load_state_dict(json.loads(json.dumps({"cursor": full[k - 1]["cursor"]})))  # survives a JSON round trip
+    dm.load_state_dict(json.loads(json.dumps({"world": 1, "cursors": {"0": full[k - 1]["cursor"]}})))  # survives a JSON round trip
     dm.setup("fit")
     rest = list(dm.train_dataloader())
     assert [[s.id for s, _ in b["samples"]] for b in rest] == [[s.id for s, _ in b["samples"]] for b in full[k:]]
     assert len(dm.train_dataloader()) == len(full) - k
+
+
+def test_each_rank_restores_its_own_cursor_and_world_must_match(scored, tmp_path):
+    src, diffs = scored
+    write_curriculum(src, "rl", diffs, tmp_path, samples_per_shard=2)
+    state = {"world": 2, "cursors": {"0": {"consumed": {}, "batches": 1, "rng": None}, "1": {"consumed": {}, "batches": 7, "rng": None}}}
+    for r in range(2):
+        dm = CurriculumDataModule(tmp_path, batch_size=2, rank=r, world=2)
+        dm.load_state_dict(state)
+        assert dm.resume_cursor["batches"] == (1, 7)[r]
+    with pytest.raises(ValueError, match="same number of ranks"):
+        CurriculumDataModule(tmp_path, batch_size=2, rank=0, world=4).load_state_dict(state)
+    # a short task (fewer shards than ranks) leaves the mix on every rank, not only on the rank without it
+    write_curriculum(src, "rl", diffs, tmp_path / "few", samples_per_shard=100)
+    for r in range(2):
+        dm = CurriculumDataModule(tmp_path / "few", batch_size=2, rank=r, world=2, weights={"*": 1.0})
+        dm.setup("fit")
+        assert all(w == 0.0 for w in dm.task_w.values())

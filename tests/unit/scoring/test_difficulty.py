@@ -30,7 +30,7 @@ class StubPolicy:
     def __init__(self, crash_after_calls: int | None = None):
         self.calls, self.seen, self.crash = 0, [], crash_after_calls
 
-    def __call__(self, batch, N):
+    def __call__(self, batch, N, batch_index):
         self.calls += 1
         if self.crash is not None and self.calls > self.crash:
             raise RuntimeError("simulated crash")

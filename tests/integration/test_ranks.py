@@ -1,0 +1,152 @@
+"""Two CPU processes (gloo) through the real CLI: GRPO ranks stay in lockstep (the same task and
+identical parameters after every step, disjoint prompts, one gradient all-reduce round per
+optimizer step), a SIGKILLed 2-rank run resumes with every rank consuming each of its samples
+once, `end_policy=drop` ends without hanging, FSDP2 runs SFT and GRPO with a reference model,
+and difficulty scoring / held-out evaluation split over 2 ranks equal a 1-rank run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import m2r
+from conftest import FAST, ROOT, compose
+from m2r.data.curriculum import ShardReader, rank_streams
+
+pytestmark = pytest.mark.slow
+
+TASKS = "[spatial/count,spatial/abs_distance,general/chart]"
+
+
+def _env(cache_dir: Path) -> dict[str, str]:
+    env = {**os.environ, "M2R_NO_PROGRESS": "1", "M2R_CACHE_DIR": str(cache_dir), "PYTHONPATH": str(ROOT / "tests" / "helpers")}
+    env.pop("M2R_RUN_ID", None)
+    return env
+
+
+def _cmd(run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "run.py", "stage=grpo", "strategy=ddp", "trainer.devices=2", f"paths.run_dir={run_dir}", f"hydra.run.dir={run_dir}",
+            "data.train_per_task=1", "data.val_per_task=1", "data.test_per_task=1", f"data.tasks={TASKS}", "data.samples_per_shard=2",
+            "grpo.max_new_tokens=12", "algo.G=2", "grpo.prompts_per_step=2", "grpo.micro_batch_size=2", "trainer.enable_progress_bar=false", "logger=csv",
+            "+callbacks.probe._target_=rank_probe.RankProbe", f"+callbacks.probe.dirpath={run_dir}/probe", *extra]
+
+
+def _probe(run_dir: Path, rank: int) -> list[dict]:
+    """The last record per step (a resumed run repeats the steps after its checkpoint)."""
+    by_step = {}
+    for line in (run_dir / "probe" / f"probe.rank{rank}.jsonl").read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            by_step[row["step"]] = row
+    return [by_step[k] for k in sorted(by_step)]
+
+
+def test_grpo_two_ranks_lockstep_then_sigkill_and_resume(tmp_path, cache_dir, processor):
+    run_dir, steps = tmp_path / "run", 8
+    cmd = _cmd(run_dir, "data.rl_per_task=36", f"grpo.max_steps={steps}", "callbacks.checkpoint.every_n_train_steps=2")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(cache_dir), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    last, probe0 = run_dir / "grpo" / "checkpoints" / "last.ckpt", run_dir / "probe" / "probe.rank0.jsonl"
+    deadline, killed = time.time() + 300, False
+    while time.time() < deadline and proc.poll() is None:
+        n = len(probe0.read_text().splitlines()) if probe0.exists() else 0
+        if last.exists() and n >= 5:
+            os.killpg(proc.pid, signal.SIGKILL)  # both ranks: Lightning's launcher keeps them in this session
+            killed = True
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert killed, f"the run ended before it could be killed: {proc.stderr.read().decode()[-3000:]}"
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] < steps
+    cursors = ckpt["datamodule_state_dict"] if "datamodule_state_dict" in ckpt else next(v for k, v in ckpt.items() if "CurriculumDataModule" in k)
+    assert cursors["world"] == 2 and set(cursors["cursors"]) == {"0", "1"}  # every rank's cursor is in the checkpoint
+    before = [len((run_dir / "probe" / f"probe.rank{r}.jsonl").read_text().splitlines()) for r in range(2)]
+
+    again = subprocess.run(cmd, cwd=ROOT, env=_env(cache_dir), capture_output=True, text=True, timeout=500)
+    assert again.returncode == 0, again.stderr[-3000:]
+    raw1 = [json.loads(x) for x in (run_dir / "probe" / "probe.rank1.jsonl").read_text().splitlines()[before[1]:]]
+    assert raw1[0]["step"] == ckpt["global_step"] + 1  # rank 1 continues from the checkpoint too
+    final = [_probe(run_dir, r) for r in range(2)]
+    for r in range(2):
+        assert [row["step"] for row in final[r]] == list(range(1, steps + 1))
+    for a, b in zip(*final):
+        assert a["task"] == b["task"]  # one task draw shared by the ranks
+        assert a["params"] == b["params"]  # the replicas never diverge
+        assert not set(a["ids"]) & set(b["ids"])  # disjoint prompts
+        assert len(a["ids"]) == len(b["ids"]) == 2
+        assert a["allreduce_rounds"] == b["allreduce_rounds"] == 1  # 2 micro-batches, gradients synced once
+    assert len({row["task"] for row in final[0]}) > 1
+    for r in range(2):  # each rank consumes each of its samples once, in its stream's order, across the kill
+        streams = rank_streams(run_dir / "build", "rl", r, 2)
+        for task, shards in streams.items():
+            seen = [i for row in final[r] if row["task"] == task for i in row["ids"]]
+            order = [k for path, _, _ in shards for k in ShardReader().keys(path)]
+            assert seen == order[: len(seen)]
+    assert json.loads((run_dir / "grpo" / "summary.json").read_text())["steps"] == steps
+
+
+def test_drop_policy_two_ranks_runs_to_the_end_of_the_streams(tmp_path, cache_dir, processor):
+    run_dir = tmp_path / "run"
+    # 3 tasks x 6 prompts, 2 per shard: each rank holds 2 or 4 prompts of a task; batches of 2 -> 1 batch per task on the smaller rank
+    cmd = _cmd(run_dir, "data.rl_per_task=6", "grpo.max_steps=100", "curriculum.end_policy=drop")
+    run = subprocess.run(cmd, cwd=ROOT, env=_env(cache_dir), capture_output=True, text=True, timeout=400)
+    assert run.returncode == 0, run.stderr[-3000:]
+    final = [_probe(run_dir, r) for r in range(2)]
+    assert len(final[0]) == len(final[1]) == json.loads((run_dir / "grpo" / "summary.json").read_text())["steps"] >= 3
+    assert [x["task"] for x in final[0]] == [x["task"] for x in final[1]]
+
+
+def test_fsdp2_two_cpu_ranks_sft_then_grpo_with_reference(tmp_path, cache_dir, processor):
+    run_dir = tmp_path / "run"
+    env = _env(cache_dir)
+    common = ["strategy=fsdp", "trainer.devices=2", f"paths.run_dir={run_dir}", f"hydra.run.dir={run_dir}", *FAST, "sft.max_steps=3", "grpo.max_steps=3",
+              "data.rl_per_task=4", "data.samples_per_shard=1", "grpo.max_new_tokens=12", "algo.G=2", "grpo.prompts_per_step=2", "grpo.micro_batch_size=2",
+              "callbacks=m2", "callbacks.kl_annealing.beta_max=0.05", "callbacks.kl_annealing.beta_min=0.05", "trainer.enable_progress_bar=false",
+              "+callbacks.probe._target_=rank_probe.RankProbe", f"+callbacks.probe.dirpath={run_dir}/probe"]
+    sft = subprocess.run([sys.executable, "run.py", "stage=sft", *[c for c in common if "probe" not in c]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert sft.returncode == 0, sft.stderr[-3000:]
+    assert json.loads((run_dir / "sft" / "summary.json").read_text())["steps"] == 3 and (run_dir / "sft" / "hf" / "COMPLETE").exists()
+    grpo = subprocess.run([sys.executable, "run.py", "stage=grpo", *common], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert grpo.returncode == 0, grpo.stderr[-3000:]
+    hist = json.loads((run_dir / "grpo" / "history.json").read_text())
+    assert all(torch.isfinite(torch.tensor(r["train/loss"])) for r in hist if "train/loss" in r)
+    assert any(r.get("train/kl_coef", 0) > 0 for r in hist)  # the reference model was used
+    final = [_probe(run_dir, r) for r in range(2)]
+    assert [x["params"] for x in final[0]] == [x["params"] for x in final[1]]  # full parameters gathered equal on both ranks
+    assert len({x["params"] for x in final[0]}) == 3  # and they moved every step
+    from transformers import AutoModelForImageTextToText
+
+    AutoModelForImageTextToText.from_pretrained(run_dir / "grpo" / "hf")  # the export from sharded state loads
+
+
+def test_difficulty_and_heldout_on_two_ranks_equal_one_rank(tmp_path, cache_dir, processor):
+    """The recipe's scoring steps under DDP (2 gloo processes), then the same steps in 1 process on the same SFT model."""
+    two, one = tmp_path / "two", tmp_path / "one"
+    steps = "stage.steps=[build,sft,difficulty,heldout_sft]"
+    args = [*FAST, "stage=score", steps, "data.rl_per_task=5", "data.test_per_task=3", "curriculum.scoring.batch_size=3", "eval.batch_size=4"]
+    run = subprocess.run([sys.executable, "run.py", "strategy=ddp", "trainer.devices=2", *args, f"paths.run_dir={two}", f"hydra.run.dir={two}"],
+                         cwd=ROOT, capture_output=True, text=True, env=_env(cache_dir), timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (two / "score" / "difficulty.rank1.jsonl").read_text().strip()  # rank 1 scored its share
+    one.mkdir()
+    for d in ("build", "sft"):
+        shutil.copytree(two / d, one / d)
+    m2r.run(compose([*args, "stage.steps=[difficulty,heldout_sft]"], one, cache_dir))
+
+    def rows(run_dir):
+        return {json.loads(x)["id"]: json.loads(x) for x in (run_dir / "score" / "difficulty.jsonl").read_text().splitlines()}
+
+    assert rows(two) == rows(one) and len(rows(one)) == 5 * 12
+    m2, m1 = (json.loads((d / "eval" / "heldout_sft" / "metrics.json").read_text()) for d in (two, one))
+    assert {k: v for k, v in m2.items() if k != "seconds"} == {k: v for k, v in m1.items() if k != "seconds"}
+    s2, s1 = ((d / "eval" / "heldout_sft" / "samples.jsonl").read_text() for d in (two, one))
+    assert s2 == s1

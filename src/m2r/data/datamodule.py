@@ -6,6 +6,10 @@ Samples pass through a seeded shuffle buffer (per-rank seed). The training strea
 epoch after epoch, so every rank always has a next batch (iterable data: set
 `trainer.max_steps`). The validation stream gives every rank the same number of samples, so
 DDP never waits on a rank that ran out.
+
+Resume: the checkpoint holds how many training batches this rank's loop has taken; a resumed
+run replays the seeded stream past them (raw records, not decoded) and continues at the next
+unseen batch, so a killed-and-resumed run trains on the same samples as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ class SFTDataModule(L.LightningDataModule):
         self.seed, self.preflight_samples = seed, preflight_samples
         self.collator = SFTCollator(processor, max_length, system_prompt)
         self.preflight_report: dict | None = None
+        self.train_batches = 0  # training batches the loop has taken on this rank, restored on resume
+        self._resumed_stream: dict | None = None  # the stream settings of the checkpoint we resumed from
 
     @property
     def _rank_world(self) -> tuple[int, int]:
@@ -77,9 +83,21 @@ class SFTDataModule(L.LightningDataModule):
         log.info("pre-flight: longest prompt %d tokens, longest sample %d, %.0f%% of probed samples truncated at max_length=%d",
                  self.preflight_report["max_prompt"], self.preflight_report["max_total"], 100 * self.preflight_report["truncated_share"], self.collator.max_length)
 
+    def _stream_settings(self) -> dict:
+        """What fixes the training stream of a rank: replaying a count of batches needs all of it unchanged."""
+        _, world = self._rank_world
+        return {"world_size": world, "num_workers": self.num_workers, "batch_size": self.batch_size, "seed": self.seed,
+                "shuffle_buffer": self.shuffle_buffer, "train_shards": len(self.train_urls)}
+
     def train_dataloader(self) -> DataLoader:
         rank, world = self._rank_world
-        stream = sample_stream(self.train_urls, rank, world, seed=self.seed, shuffle_shards=True, shuffle_buffer=self.shuffle_buffer, repeat=True)
+        if self.train_batches:
+            if self._resumed_stream is not None and self._resumed_stream != self._stream_settings():
+                log.warning("resuming SFT with a different data stream (checkpoint %s, now %s): skipping %d batches, but the next samples "
+                            "are not those the interrupted run would have taken", self._resumed_stream, self._stream_settings(), self.train_batches)
+            log.info("resuming the SFT stream of rank %d after %d batches", rank, self.train_batches)
+        stream = sample_stream(self.train_urls, rank, world, seed=self.seed, shuffle_shards=True, shuffle_buffer=self.shuffle_buffer, repeat=True,
+                               skip_batches=self.train_batches, batch_size=self.batch_size)
         return DataLoader(stream, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=self.collator, persistent_workers=self.num_workers > 0)
 
     def val_dataloader(self) -> DataLoader | list:
@@ -92,3 +110,25 @@ class SFTDataModule(L.LightningDataModule):
         urls = self.val_urls if len(self.val_urls) >= world else self.val_urls * world
         stream = sample_stream(urls, rank, world, seed=self.seed, shuffle_shards=False, repeat=True, epoch_size=per_worker)
         return DataLoader(stream, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=self.collator)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        # Counted here, not in the dataset: DataLoader workers and Lightning's fetcher prefetch batches
+        # the loop has not taken yet, and this hook runs once per batch the loop takes, just before
+        # training on it, so the count in a checkpoint is exactly the batches trained on before it.
+        # Not global_step * accumulate_grad_batches: that misses the batches of an unfinished
+        # accumulation and breaks when accumulate_grad_batches changes between runs.
+        if self.trainer is not None and self.trainer.training:  # validation and sanity batches do not count
+            self.train_batches += 1
+        return batch
+
+    def state_dict(self) -> dict:
+        # Keyed by rank: only rank 0 writes the checkpoint, and every rank takes the same number of
+        # batches (DDP steps in lockstep), so a rank absent from it restores rank 0's count.
+        rank, _ = self._rank_world
+        return {"train_batches": {rank: self.train_batches}, "stream": self._stream_settings()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        rank, _ = self._rank_world
+        by_rank = state_dict.get("train_batches", {})
+        self.train_batches = int(by_rank.get(rank, by_rank.get(0, 0)))
+        self._resumed_stream = state_dict.get("stream")

@@ -12,6 +12,7 @@ rather than the task name itself, because a task name holds a `/`.
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import random
 from pathlib import Path
@@ -140,20 +141,34 @@ def _worker() -> tuple[int, int]:
     return (0, 1) if info is None else (info.id, info.num_workers)
 
 
+def resume_role(wid: int, nworkers: int, skip_batches: int) -> tuple[int, int]:
+    """(worker whose stream worker `wid` replays, batches of that stream to skip) after `skip_batches`.
+
+    A DataLoader takes batch i from worker i % nworkers, and a fresh DataLoader starts at worker
+    0. So after `skip_batches` batches, new worker `wid` must continue original worker
+    (skip_batches + wid) % nworkers, which had then given (skip_batches + wid) // nworkers batches.
+    """
+    return (skip_batches + wid) % nworkers, (skip_batches + wid) // nworkers
+
+
 def rank_shards(urls: list[str], rank: int, world: int) -> list[str]:
     """Shard i goes to rank i % world, order preserved."""
     return urls[rank::world]
 
 
-def shard_source(urls: list[str], rank: int, world: int, seed: int, shuffle: bool, repeat: bool) -> Callable[[], Iterator[dict]]:
+def shard_source(
+    urls: list[str], rank: int, world: int, seed: int, shuffle: bool, repeat: bool, skip_batches: int = 0
+) -> Callable[[], Iterator[dict]]:
     """First pipeline stage: this rank's and this worker's shards, epoch after epoch when `repeat`.
 
     With `shuffle`, every epoch permutes the full shard list with the same seed on every rank
-    before splitting, so ranks stay disjoint within an epoch.
+    before splitting, so ranks stay disjoint within an epoch. With `skip_batches`, a worker reads
+    the shards of the worker it replays (`resume_role`).
     """
 
     def source() -> Iterator[dict]:
         wid, nworkers = _worker()
+        wid = resume_role(wid, nworkers, skip_batches)[0]
         epoch = 0
         while True:
             order = list(urls)
@@ -171,6 +186,16 @@ def shard_source(urls: list[str], rank: int, world: int, seed: int, shuffle: boo
     return source
 
 
+def _skip_records(skip_batches: int, batch_size: int) -> Callable[[Iterator[dict]], Iterator[dict]]:
+    """Pipeline stage that drops this worker's share of the first `skip_batches` batches (raw records)."""
+
+    def stage(src: Iterator[dict]) -> Iterator[dict]:
+        wid, nworkers = _worker()  # read in the worker, when iteration starts
+        return itertools.islice(src, resume_role(wid, nworkers, skip_batches)[1] * batch_size, None)
+
+    return stage
+
+
 def sample_stream(
     urls: list[str],
     rank: int = 0,
@@ -180,11 +205,22 @@ def sample_stream(
     shuffle_buffer: int = 0,
     repeat: bool = False,
     epoch_size: int | None = None,
+    skip_batches: int = 0,
+    batch_size: int = 1,
 ) -> wds.DataPipeline:
-    """An iterable of decoded (Sample, images) for this rank; `epoch_size` caps samples per worker."""
-    stages: list[Any] = [shard_source(urls, rank, world, seed, shuffle_shards, repeat), wds.tarfile_to_samples()]
+    """An iterable of decoded (Sample, images) for this rank; `epoch_size` caps samples per worker.
+
+    `skip_batches` resumes the stream: a DataLoader with `batch_size` over it (any number of
+    workers) yields what batches skip_batches, skip_batches + 1, ... of the unskipped stream were.
+    Every random choice is seeded (shard order by seed and epoch, the shuffle buffer by seed and
+    rank), so the stream is the same in every process and the skipped records are replayed
+    through the shuffle buffer but never decoded.
+    """
+    stages: list[Any] = [shard_source(urls, rank, world, seed, shuffle_shards, repeat, skip_batches), wds.tarfile_to_samples()]
     if shuffle_buffer > 1:
         stages.append(wds.shuffle(shuffle_buffer, initial=min(shuffle_buffer, 64), seed=seed * 1009 + rank))
+    if skip_batches:
+        stages.append(_skip_records(skip_batches, batch_size))
     stages.append(wds.map(decode))
     pipe = wds.DataPipeline(*stages)
     if epoch_size is not None:

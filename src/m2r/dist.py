@@ -48,8 +48,20 @@ def my_batches(items: Sequence[T], batch_size: int, rank: int, world: int) -> li
     return [(k, b) for k, b in enumerate(batches) if k % world == rank]
 
 
-def run_id() -> str:
-    return os.environ.get("M2R_RUN_ID") or os.environ.get("TORCHELASTIC_RUN_ID") or f"slurm-{os.environ.get('SLURM_JOB_ID', 'local')}"
+def run_id(rank: int = 0) -> str:
+    """An id shared by the ranks of one invocation: Lightning's launcher passes rank 0's
+    environment to the ranks it spawns; SLURM and torchrun give every rank the same job id."""
+    import uuid
+
+    for key in ("M2R_RUN_ID", "TORCHELASTIC_RUN_ID"):
+        if os.environ.get(key):
+            return os.environ[key]
+    if os.environ.get("SLURM_JOB_ID"):
+        return f"slurm-{os.environ['SLURM_JOB_ID']}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
+    if rank != 0:
+        raise RuntimeError("rank > 0 without M2R_RUN_ID, TORCHELASTIC_RUN_ID or SLURM_JOB_ID: set M2R_RUN_ID to the same value on every rank")
+    os.environ["M2R_RUN_ID"] = uuid.uuid4().hex
+    return os.environ["M2R_RUN_ID"]
 
 
 def gather_rows(folder: str | Path, name: str, rows: Iterable[dict[str, Any]], rank: int, world: int, timeout_s: float | None = None) -> list[dict] | None:
@@ -59,7 +71,7 @@ def gather_rows(folder: str | Path, name: str, rows: Iterable[dict[str, Any]], r
         return rows
     parts = Path(folder) / "parts"
     parts.mkdir(parents=True, exist_ok=True)
-    rid = run_id()
+    rid = run_id(rank)
     data, done = parts / f"{name}.rank{rank}.jsonl", parts / f"{name}.rank{rank}.done"
     tmp = data.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")

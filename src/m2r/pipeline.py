@@ -68,7 +68,7 @@ def step_sft(cfg: DictConfig) -> dict[str, Any]:
     factory = partial(build_model, model_cfg, processor)
     args = OmegaConf.to_container(cfg.sft, resolve=True)
     max_steps = args.pop("max_steps")
-    module = SFTModule(model_factory=factory, max_grad_norm=cfg.trainer.get("gradient_clip_val"), **args)
+    module = SFTModule(model_factory=factory, **args)
     history = MetricHistory(sft_dir / "history.json")
     trainer = make_trainer(cfg, sft_dir, "sft", extra_callbacks=[history], max_steps=max_steps)
     trainer.fit(module, dm, ckpt_path=resume_path(cfg, sft_dir))
@@ -404,23 +404,6 @@ TRAINER_STEPS = ("sft", "grpo")
 SPLIT_STEPS = ("difficulty", "heldout_sft", "heldout_grpo", "eval")
 
 
-def _run_id(rank: int) -> str:
-    """An id shared by the ranks of one invocation: Lightning's launcher passes rank 0's
-    environment to the ranks it spawns; SLURM and torchrun give every rank the same job id."""
-    import os
-    import uuid
-
-    for key in ("M2R_RUN_ID", "TORCHELASTIC_RUN_ID"):
-        if os.environ.get(key):
-            return os.environ[key]
-    if os.environ.get("SLURM_JOB_ID"):
-        return f"slurm-{os.environ['SLURM_JOB_ID']}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
-    if rank != 0:
-        raise RuntimeError("rank > 0 without M2R_RUN_ID, TORCHELASTIC_RUN_ID or SLURM_JOB_ID: set M2R_RUN_ID to the same value on every rank")
-    os.environ["M2R_RUN_ID"] = uuid.uuid4().hex
-    return os.environ["M2R_RUN_ID"]
-
-
 def _wait_for_rank_zero(marker: Path, run_id: str, step: str, rank: int, timeout_s: float) -> dict[str, Any]:
     t0 = time.perf_counter()
     log.info("rank %d waits for rank 0 to finish step %s", rank, step)
@@ -441,6 +424,8 @@ def _wait_for_rank_zero(marker: Path, run_id: str, step: str, rank: int, timeout
 def run(cfg: DictConfig) -> dict[str, Any]:
     import os
 
+    from m2r import dist as m2r_dist
+
     missing = [s for s in cfg.stage.steps if s not in STEPS]
     if missing:
         raise ValueError(f"stage={cfg.stage.name} runs step(s) {missing} that this version of m2r does not have; it has {list(STEPS)}")
@@ -449,7 +434,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     rank = L.fabric.utilities.rank_zero.rank_zero_only.rank
-    run_id = _run_id(rank)
+    run_id = m2r_dist.run_id(rank)
     marks = run_dir / ".steps"
     marks.mkdir(exist_ok=True)
     results: dict[str, Any] = {}

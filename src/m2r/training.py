@@ -93,7 +93,8 @@ def make_strategy(cfg: DictConfig | None):
 def grad_clip_settings(strategy, clip: float | None, manual_optimization: bool) -> dict[str, Any]:
     """Where the one clipping key (`trainer.gradient_clip_val`) goes under `strategy`: the Trainer's
     `gradient_clip_val` (automatic optimization outside DeepSpeed), the module's own clipping
-    (manual optimization, FSDP2), DeepSpeed's `gradient_clipping`. Sets the DeepSpeed config."""
+    (manual optimization), DeepSpeed's `gradient_clipping`. Sets the DeepSpeed config. Under FSDP2
+    Lightning's plugin clips the DTensor gradients like any others."""
     from lightning.pytorch.strategies import DeepSpeedStrategy
 
     clip = float(clip) if clip else None
@@ -101,8 +102,6 @@ def grad_clip_settings(strategy, clip: float | None, manual_optimization: bool) 
     if isinstance(strategy, DeepSpeedStrategy):
         strategy.config["gradient_clipping"] = clip or 0.0  # the engine clips; Lightning's plugin cannot
         out.update(trainer=None, module=None, deepspeed=clip or 0.0)
-    elif isinstance(strategy, FSDP2Strategy):
-        out.update(trainer=None)  # the modules clip the DTensor gradients themselves (configure_gradient_clipping)
     return out
 
 

@@ -61,7 +61,6 @@ def test_one_clipping_key_reaches_every_strategy(strategy, clip, tmp_path):
         where = grad_clip_settings(s, cfg.trainer.gradient_clip_val, manual)
         if strategy.startswith("deepspeed"):
             assert s.config["gradient_clipping"] == clip and where == {"trainer": None, "module": None, "deepspeed": clip}
-        elif strategy == "fsdp":
-            assert isinstance(s, FSDP2Strategy) and where == {"trainer": None, "module": clip, "deepspeed": None}
         else:
+            assert isinstance(s, FSDP2Strategy) == (strategy == "fsdp")
             assert where == {"trainer": None if manual else clip, "module": clip, "deepspeed": None}

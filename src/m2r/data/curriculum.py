@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import lightning as L
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset
 
 from m2r.data.schema import Sample
@@ -388,8 +389,6 @@ class CurriculumDataModule(L.LightningDataModule):
         rank when it saves a checkpoint, and rank 0 writes the file)."""
         rank, world = self.rank_world
         cursors = {rank: self.cursor}
-        import torch.distributed as dist
-
         if world > 1 and dist.is_available() and dist.is_initialized():
             gathered: list = [None] * world
             dist.all_gather_object(gathered, self.cursor)

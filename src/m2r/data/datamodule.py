@@ -122,13 +122,10 @@ class SFTDataModule(L.LightningDataModule):
         return batch
 
     def state_dict(self) -> dict:
-        # Keyed by rank: only rank 0 writes the checkpoint, and every rank takes the same number of
-        # batches (DDP steps in lockstep), so a rank absent from it restores rank 0's count.
-        rank, _ = self._rank_world
-        return {"train_batches": {rank: self.train_batches}, "stream": self._stream_settings()}
+        # One count for all ranks: every rank takes the same number of batches (its own stream,
+        # steps in lockstep), so rank 0's count, the one the checkpoint file gets, is every rank's.
+        return {"train_batches": self.train_batches, "stream": self._stream_settings()}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        rank, _ = self._rank_world
-        by_rank = state_dict.get("train_batches", {})
-        self.train_batches = int(by_rank.get(rank, by_rank.get(0, 0)))
+        self.train_batches = int(state_dict.get("train_batches", 0))
         self._resumed_stream = state_dict.get("stream")

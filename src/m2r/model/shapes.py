@@ -18,7 +18,14 @@ Qwen/Qwen2.5-VL-7B-Instruct:
 
 from __future__ import annotations
 
-from typing import Callable
+# The language-model dimensions of each released size (config.json of Qwen/Qwen2.5-VL-<size>-Instruct);
+# both share the vision tower in `_qwen2_5_vl_config`.
+SHAPES: dict[str, dict] = {
+    "3b": dict(vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
+               num_key_value_heads=2, max_window_layers=70, tie_word_embeddings=True),  # about 3.75B parameters
+    "7b": dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+               num_key_value_heads=4, max_window_layers=28, tie_word_embeddings=False),  # about 8.29B parameters
+}
 
 
 def _qwen2_5_vl_config(
@@ -36,9 +43,10 @@ def _qwen2_5_vl_config(
     """A Qwen2.5-VL config: the given LM dimensions, the vision tower both sizes share, the tokenizer's ids."""
     from transformers import Qwen2_5_VLConfig
 
+    from m2r.model.tiny import special_token_ids
+
     if len(tokenizer) > vocab_size:
         raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {vocab_size}; lower model.tiny.vocab_size")
-    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in [("image", "<|image_pad|>"), ("video", "<|video_pad|>"), ("vs", "<|vision_start|>"), ("ve", "<|vision_end|>")]}
     return Qwen2_5_VLConfig(
         text_config={
             "vocab_size": vocab_size,
@@ -76,49 +84,13 @@ def _qwen2_5_vl_config(
             "window_size": 112,
             "fullatt_block_indexes": [7, 15, 23, 31],
         },
-        image_token_id=ids["image"],
-        video_token_id=ids["video"],
-        vision_start_token_id=ids["vs"],
-        vision_end_token_id=ids["ve"],
         tie_word_embeddings=tie_word_embeddings,
+        **special_token_ids(tokenizer),
     )
-
-
-def qwen2_5_vl_3b_config(tokenizer):
-    """Qwen2.5-VL-3B-Instruct's dimensions (about 3.75B parameters, embeddings tied)."""
-    return _qwen2_5_vl_config(
-        tokenizer,
-        vocab_size=151936,
-        hidden_size=2048,
-        intermediate_size=11008,
-        num_hidden_layers=36,
-        num_attention_heads=16,
-        num_key_value_heads=2,
-        max_window_layers=70,
-        tie_word_embeddings=True,
-    )
-
-
-def qwen2_5_vl_7b_config(tokenizer):
-    """Qwen2.5-VL-7B-Instruct's dimensions (about 8.29B parameters, separate LM head)."""
-    return _qwen2_5_vl_config(
-        tokenizer,
-        vocab_size=152064,
-        hidden_size=3584,
-        intermediate_size=18944,
-        num_hidden_layers=28,
-        num_attention_heads=28,
-        num_key_value_heads=4,
-        max_window_layers=28,
-        tie_word_embeddings=False,
-    )
-
-
-SHAPES: dict[str, Callable] = {"3b": qwen2_5_vl_3b_config, "7b": qwen2_5_vl_7b_config}
 
 
 def shape_model_config(shape: str, tokenizer):
     """The Qwen2_5_VLConfig of a released size (`model.shape`), with the tokenizer's special token ids."""
     if shape not in SHAPES:
         raise ValueError(f"model.shape={shape!r} is not a known Qwen2.5-VL size; use one of {', '.join(SHAPES)}")
-    return SHAPES[shape](tokenizer)
+    return _qwen2_5_vl_config(tokenizer, **SHAPES[shape])

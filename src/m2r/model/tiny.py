@@ -137,6 +137,12 @@ def load_tiny_processor(cfg: ModelConfig, cache_dir: str | os.PathLike):
     return AutoProcessor.from_pretrained(target)
 
 
+def special_token_ids(tokenizer) -> dict[str, int]:
+    """The model-config ids of the vision placeholders and boundaries, as the tokenizer has them."""
+    names = {"image_token_id": "<|image_pad|>", "video_token_id": "<|video_pad|>", "vision_start_token_id": "<|vision_start|>", "vision_end_token_id": "<|vision_end|>"}
+    return {key: tokenizer.convert_tokens_to_ids(tok) for key, tok in names.items()}
+
+
 def tiny_model_config(cfg: ModelConfig, tokenizer):
     from transformers import Qwen2_5_VLConfig
 
@@ -145,7 +151,6 @@ def tiny_model_config(cfg: ModelConfig, tokenizer):
     half = head_dim // 2
     # Multimodal RoPE splits each head's rotary frequencies over (time, height, width).
     mrope = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
-    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in [("image", "<|image_pad|>"), ("video", "<|video_pad|>"), ("vs", "<|vision_start|>"), ("ve", "<|vision_end|>")]}
     return Qwen2_5_VLConfig(
         text_config={
             "vocab_size": len(tokenizer),
@@ -172,9 +177,6 @@ def tiny_model_config(cfg: ModelConfig, tokenizer):
             "window_size": 56,
             "fullatt_block_indexes": [t.vision_depth - 1],
         },
-        image_token_id=ids["image"],
-        video_token_id=ids["video"],
-        vision_start_token_id=ids["vs"],
-        vision_end_token_id=ids["ve"],
         tie_word_embeddings=True,
+        **special_token_ids(tokenizer),
     )

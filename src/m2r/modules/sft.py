@@ -32,11 +32,9 @@ class SFTModule(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.999),
         scheduler: str = "cosine",  # any name transformers.get_scheduler knows: cosine, linear, constant_with_warmup, ...
         warmup_steps: int = 0,
-        max_grad_norm: float | None = None,  # set where the Trainer cannot clip (FSDP2): the stage passes trainer.gradient_clip_val
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["model_factory"])
-        self.max_grad_norm = max_grad_norm
         self.model_factory = model_factory
         self.model: torch.nn.Module | None = None
 
@@ -67,11 +65,6 @@ class SFTModule(L.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "val")
-
-    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
-        from m2r.training import clip_gradients
-
-        clip_gradients(self, optimizer, gradient_clip_val or self.max_grad_norm)
 
     def configure_optimizers(self):
         from transformers import get_scheduler

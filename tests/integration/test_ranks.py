@@ -119,7 +119,6 @@ def test_fsdp2_two_cpu_ranks_sft(tmp_path, cache_dir, processor):
     AutoModelForImageTextToText.from_pretrained(run_dir / "sft" / "hf")  # the export from sharded state loads
 
 
-@pytest.mark.skip(reason="written at the end of the issue-9 session and not run yet; run it and drop this mark (see that session's note)")
 def test_difficulty_and_heldout_on_two_ranks_equal_one_rank(tmp_path, cache_dir, processor):
     """The recipe's scoring steps under DDP (2 gloo processes), then the same steps in 1 process on the same SFT model."""
     two, one = tmp_path / "two", tmp_path / "one"

@@ -55,7 +55,11 @@ def shard_model(module: L.LightningModule, model: torch.nn.Module) -> torch.nn.M
     layers = [m for m in model.modules() if type(m).__name__ in names]
     if not layers:
         raise ValueError(f"strategy.layer_classes={sorted(names)} matches no module of {type(model).__name__}; name its decoder layer and vision block classes")
-    for m in layers:
+    # An untied LM head is a unit of its own: token_logps applies it in chunks after the root's forward.
+    # (A tied head shares its weight with the embeddings, which stay in the root's group.)
+    head, emb = model.get_output_embeddings(), model.get_input_embeddings()
+    untied_head = [head] if head is not None and emb is not None and head.weight is not emb.weight else []
+    for m in [*layers, *untied_head]:
         fully_shard(m, mesh=mesh, mp_policy=mp, reshard_after_forward=strategy.reshard_after_forward)
     fully_shard(model, mesh=mesh, mp_policy=mp, reshard_after_forward=strategy.reshard_after_forward)
     return model

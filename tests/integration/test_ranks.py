@@ -1,7 +1,7 @@
 """Two CPU processes (gloo) through the real CLI: GRPO ranks stay in lockstep (the same task and
 identical parameters after every step, disjoint prompts, one gradient all-reduce round per
 optimizer step), a SIGKILLed 2-rank run resumes with every rank consuming each of its samples
-once, `end_policy=drop` ends without hanging, FSDP2 runs SFT,
+once, `end_policy=drop` ends without hanging, FSDP2 runs SFT and GRPO with a reference model,
 and difficulty scoring / held-out evaluation split over 2 ranks equal a 1-rank run."""
 
 from __future__ import annotations
@@ -105,18 +105,32 @@ def test_drop_policy_two_ranks_runs_to_the_end_of_the_streams(tmp_path, cache_di
     assert [x["task"] for x in final[0]] == [x["task"] for x in final[1]]
 
 
-def test_fsdp2_two_cpu_ranks_sft(tmp_path, cache_dir, processor):
-    """SFT under FSDP2 on 2 gloo ranks: 3 steps, the Hugging Face export from sharded state loads.
-    (GRPO under FSDP2 does not run yet: generate() calls the vision tower outside the root's forward.)"""
+def test_fsdp2_two_cpu_ranks_sft_then_grpo_with_reference(tmp_path, cache_dir, processor):
+    """FSDP2 on 2 gloo ranks: SFT 3 steps, then GRPO 3 steps with beta > 0 (the sharded reference
+    model runs), full parameters equal on both ranks and moving every step, exports that load."""
     run_dir = tmp_path / "run"
-    args = ["strategy=fsdp", "trainer.devices=2", f"paths.run_dir={run_dir}", f"hydra.run.dir={run_dir}", *FAST, "sft.max_steps=3", "trainer.enable_progress_bar=false"]
-    sft = subprocess.run([sys.executable, "run.py", "stage=sft", *args], cwd=ROOT, env=_env(cache_dir), capture_output=True, text=True, timeout=400)
+    env = _env(cache_dir)
+    common = ["strategy=fsdp", "trainer.devices=2", f"paths.run_dir={run_dir}", f"hydra.run.dir={run_dir}", *FAST, "sft.max_steps=3", "grpo.max_steps=3",
+              "data.rl_per_task=4", "data.samples_per_shard=1", "grpo.max_new_tokens=12", "algo.G=2", "grpo.prompts_per_step=2", "grpo.micro_batch_size=2",
+              "callbacks=m2", "callbacks.kl_annealing.beta_max=0.05", "callbacks.kl_annealing.beta_min=0.05", "trainer.enable_progress_bar=false"]
+    probe = ["+callbacks.probe._target_=rank_probe.RankProbe", f"+callbacks.probe.dirpath={run_dir}/probe"]
+    sft = subprocess.run([sys.executable, "run.py", "stage=sft", *common], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert sft.returncode == 0, sft.stderr[-3000:]
     summary = json.loads((run_dir / "sft" / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["loss_last"] == summary["loss_last"]  # finite, not NaN
+    grpo = subprocess.run([sys.executable, "run.py", "stage=grpo", *common, *probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert grpo.returncode == 0, grpo.stderr[-3000:]
+    hist = json.loads((run_dir / "grpo" / "history.json").read_text())
+    losses = [r["train/loss"] for r in hist if "train/loss" in r]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
+    assert any(r.get("train/kl_coef", 0) > 0 for r in hist)  # the reference model was used
+    final = [_probe(run_dir, r) for r in range(2)]
+    assert [x["params"] for x in final[0]] == [x["params"] for x in final[1]]  # full parameters gathered equal on both ranks
+    assert final[0][0]["params"] != final[0][-1]["params"]  # and they moved (a step whose groups all tie has zero advantages, KL 0 at step 1)
     from transformers import AutoModelForImageTextToText
 
-    AutoModelForImageTextToText.from_pretrained(run_dir / "sft" / "hf")  # the export from sharded state loads
+    for stage in ("sft", "grpo"):
+        AutoModelForImageTextToText.from_pretrained(run_dir / stage / "hf")  # the exports from sharded state load
 
 
 def test_difficulty_and_heldout_on_two_ranks_equal_one_rank(tmp_path, cache_dir, processor):

@@ -115,10 +115,12 @@ def token_logps(
     core = model.get_base_model() if hasattr(model, "get_base_model") else model
     backbone, head = getattr(core, "model", None), core.get_output_embeddings()
     L = completion_ids.shape[1]
-    if backbone is not None and head is not None:
-        if _is_fsdp2(model):
-            # FSDP2 gathers the root's weights (embeddings, norm, head) in the root's forward only, so
-            # go through it (one logit position) and take the final hidden state from its outputs.
+    fsdp2 = is_fsdp2(model)
+    if backbone is not None and head is not None and (not fsdp2 or is_fsdp2(head)):
+        if fsdp2:
+            # FSDP2 gathers the root's weights (embeddings, norm) in the root's forward only, so go
+            # through it (one logit position) and take the final hidden state from its outputs; the
+            # head is a unit of its own (training.shard_model) and gathers itself per chunk.
             out = model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=1, output_hidden_states=True, **extra)
             hidden = out.hidden_states[-1][:, -L - 1 : -1]  # [n, L, H]
         else:
@@ -128,11 +130,12 @@ def token_logps(
             logits = head(hidden[:, s : s + chunk]).float() / temperature  # [n, c, V]
             out.append(torch.gather(torch.log_softmax(logits, dim=-1), 2, completion_ids[:, s : s + chunk, None]).squeeze(2))
         return torch.cat(out, dim=1)
+    # No separable head (or FSDP2 with a tied head, which lives in the root's group): the model's own head over L + 1 positions.
     logits = model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=L + 1, **extra).logits[:, :-1].float() / temperature
     return torch.gather(torch.log_softmax(logits, dim=-1), 2, completion_ids[:, :, None]).squeeze(2)
 
 
-def _is_fsdp2(model: torch.nn.Module) -> bool:
+def is_fsdp2(model: torch.nn.Module) -> bool:
     try:
         from torch.distributed.fsdp import FSDPModule
     except ImportError:  # pragma: no cover

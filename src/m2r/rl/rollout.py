@@ -9,6 +9,7 @@ repeated G times, so rows [b*G, (b+1)*G) are prompt b's group. A response ends a
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -17,6 +18,7 @@ from PIL import Image
 
 from m2r.data.collate import M2_SYSTEM_PROMPT, build_messages
 from m2r.data.schema import Sample
+from m2r.rl.core import is_fsdp2
 
 
 @dataclass
@@ -69,6 +71,27 @@ def response_mask(completion_ids: torch.Tensor, eos_ids: Sequence[int]) -> tuple
     return mask, ~has_eos
 
 
+@contextmanager
+def root_gathered(model: torch.nn.Module):
+    """FSDP2: hold the root's own weights (patch embedding, merger, embeddings, norm, head) gathered
+    while generating. transformers' generate() encodes the images through `get_image_features`
+    before its first forward, outside the root's forward hooks. The first call runs one 1-token
+    forward through the root, so FSDP initialises from the root (a vision block reached first
+    would make itself a root and break every later forward). A no-op for any other model."""
+    if not is_fsdp2(model):
+        yield
+        return
+    if not getattr(model, "_m2r_root_initialised", False):
+        device = next(model.parameters()).device
+        model(input_ids=torch.zeros(1, 1, dtype=torch.long, device=device), attention_mask=torch.ones(1, 1, dtype=torch.long, device=device))
+        model._m2r_root_initialised = True
+    model.unshard()
+    try:
+        yield
+    finally:
+        model.reshard()
+
+
 @torch.no_grad()
 def generate_rollouts(
     model: torch.nn.Module,
@@ -95,11 +118,12 @@ def generate_rollouts(
     was_training = model.training
     model.eval()
     try:
-        out = model.generate(
-            **inputs, do_sample=True, temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
-            eos_token_id=sorted(set(eos)), pad_token_id=tok.pad_token_id, use_cache=True, suppress_tokens=vision_token_ids(model, processor) or None,
-            synced_gpus=synced_gpus,  # sharded parameters: every rank runs a forward until all ranks are done
-        )
+        with root_gathered(model):
+            out = model.generate(
+                **inputs, do_sample=True, temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
+                eos_token_id=sorted(set(eos)), pad_token_id=tok.pad_token_id, use_cache=True, suppress_tokens=vision_token_ids(model, processor) or None,
+                synced_gpus=synced_gpus,  # sharded parameters: every rank runs a forward until all ranks are done
+            )
     finally:
         model.train(was_training)
     completion = out[:, inputs["input_ids"].shape[1] :]

@@ -22,24 +22,34 @@ T = TypeVar("T")
 
 def rank_world() -> tuple[int, int]:
     """(global rank, world size): the process group's when there is one, else the launcher's
-    environment (torchrun's RANK/WORLD_SIZE, SLURM's PROCID/NTASKS), else (0, 1)."""
+    environment (torchrun's RANK/WORLD_SIZE, Lightning's spawned LOCAL_RANK/NODE_RANK/WORLD_SIZE
+    on one node, SLURM's PROCID/NTASKS), else (0, 1). The pipeline and the split steps both ask here."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
-    for rank_key, world_key in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
-        if os.environ.get(rank_key) is not None and os.environ.get(world_key) is not None:
-            return int(os.environ[rank_key]), int(os.environ[world_key])
+    env = os.environ
+    if env.get("RANK") is not None and env.get("WORLD_SIZE") is not None:
+        return int(env["RANK"]), int(env["WORLD_SIZE"])
+    if env.get("LOCAL_RANK") is not None and env.get("WORLD_SIZE") is not None and env.get("NODE_RANK", "0") == "0":
+        return int(env["LOCAL_RANK"]), int(env["WORLD_SIZE"])
+    if env.get("SLURM_PROCID") is not None and env.get("SLURM_NTASKS") is not None:
+        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"])
     return 0, 1
 
 
 def local_device():
-    """This rank's accelerator (cuda:LOCAL_RANK), or the CPU."""
+    """This rank's accelerator, or the CPU: the device the process group's rank uses (Lightning sets
+    it), else LOCAL_RANK (torchrun, Lightning) or SLURM_LOCALID (srun)."""
     import torch
+    import torch.distributed as dist
 
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
-    return torch.device("cpu")
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    if dist.is_available() and dist.is_initialized():
+        return torch.device("cuda", torch.cuda.current_device())
+    local = os.environ.get("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0"))
+    return torch.device("cuda", int(local) % torch.cuda.device_count())
 
 
 def my_batches(items: Sequence[T], batch_size: int, rank: int, world: int) -> list[tuple[int, list[T]]]:
@@ -54,8 +64,9 @@ def run_id(rank: int = 0) -> str:
     import uuid
 
     for key in ("M2R_RUN_ID", "TORCHELASTIC_RUN_ID"):
-        if os.environ.get(key):
-            return os.environ[key]
+        if os.environ.get(key) and os.environ[key] != "none":  # plain torchrun sets "none" for every job
+            rid = os.environ[key]
+            return rid if key == "M2R_RUN_ID" else f"{rid}-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
     if os.environ.get("SLURM_JOB_ID"):
         return f"slurm-{os.environ['SLURM_JOB_ID']}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
     if rank != 0:
@@ -85,8 +96,32 @@ def gather_rows(folder: str | Path, name: str, rows: Iterable[dict[str, Any]], r
     for r in range(world):
         marker = parts / f"{name}.rank{r}.done"
         while not (marker.exists() and marker.read_text() == rid):
+            failed = failure(r, rid)
+            if failed:
+                raise RuntimeError(f"rank {r} failed while rank 0 waited for its part of {name}: {failed}")
             if time.perf_counter() - t0 > timeout_s:
                 raise TimeoutError(f"rank 0 waited {timeout_s:.0f} s for rank {r}'s part of {name} ({marker}); raise M2R_RANK_WAIT_S if the work is that long")
             time.sleep(0.5)
         out.extend(json.loads(line) for line in (parts / f"{name}.rank{r}.jsonl").read_text(encoding="utf-8").splitlines() if line.strip())
+    for r in range(world):  # read once: a later run with the same id must not take these for its own
+        (parts / f"{name}.rank{r}.done").unlink(missing_ok=True)
     return out
+
+
+def report_failure(rank: int, step: str, error: BaseException) -> None:
+    """Rank > 0 failed in a split step: say so where rank 0, waiting in `gather_rows`, looks."""
+    marks = os.environ.get("M2R_STEP_MARKS")
+    if marks:
+        Path(marks, f"failed.rank{rank}.json").write_text(json.dumps({"run_id": run_id(rank), "step": step, "error": f"{type(error).__name__}: {error}"}))
+
+
+def failure(rank: int, rid: str) -> str | None:
+    marks = os.environ.get("M2R_STEP_MARKS")
+    path = Path(marks, f"failed.rank{rank}.json") if marks else None
+    if path is None or not path.exists():
+        return None
+    try:
+        row = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return f"{row['step']}: {row['error']}" if row.get("run_id") == rid else None

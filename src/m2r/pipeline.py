@@ -176,7 +176,7 @@ def _mean(rows: list[dict], key: str) -> float | None:
 
 
 def step_eval(cfg: DictConfig) -> dict[str, Any]:
-    from m2r.eval.runner import BENCHMARKS, generate_responses, read_predictions, score_benchmark, write_outputs
+    from m2r.eval.runner import BENCHMARKS, read_predictions, score_benchmark, write_outputs
 
     b = cfg.get("benchmark")
     if not b or not b.get("name"):
@@ -196,6 +196,10 @@ def step_eval(cfg: DictConfig) -> dict[str, Any]:
     if cfg.eval.limit:
         items = items[: int(cfg.eval.limit)]
     if cfg.eval.predictions:
+        from m2r.dist import rank_world
+
+        if rank_world()[0] != 0:
+            return {"rank_part": True}  # no model: nothing to split, rank 0 scores the file
         responses = read_predictions(cfg.eval.predictions, items)
         label = f"predictions: {Path(cfg.eval.predictions).name}"
     else:
@@ -346,7 +350,7 @@ def step_curriculum(cfg: DictConfig) -> dict[str, Any]:
 def _heldout(cfg: DictConfig, which: str) -> dict[str, Any]:
     """The model of stage `which` on the held-out split of the run's own data (benchmark scoring, greedy)."""
     from m2r.eval import embedded
-    from m2r.eval.runner import generate_responses, score_benchmark, write_outputs
+    from m2r.eval.runner import score_benchmark, write_outputs
 
     out = Path(cfg.paths.eval_dir) / f"heldout_{which}"
     if cfg.get("resume", True) and (out / "metrics.json").exists():
@@ -433,10 +437,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    rank = L.fabric.utilities.rank_zero.rank_zero_only.rank
+    rank = m2r_dist.rank_world()[0]
     run_id = m2r_dist.run_id(rank)
     marks = run_dir / ".steps"
     marks.mkdir(exist_ok=True)
+    os.environ["M2R_STEP_MARKS"] = str(marks)  # where a failing rank says so (m2r.dist.report_failure)
     results: dict[str, Any] = {}
     timings_path = run_dir / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else []
@@ -445,10 +450,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     for step in cfg.stage.steps:
         log.info("=== %s ===", step)
         t0 = time.perf_counter()
+        rank = m2r_dist.rank_world()[0]  # the process group's, once a trainer step has made one
         marker = marks / f"{step}.json"
         if rank != 0 and step not in TRAINER_STEPS:
             if step in SPLIT_STEPS:
-                STEPS[step](cfg)  # this rank's slice; rank 0 gathers and writes the step's result
+                try:
+                    STEPS[step](cfg)  # this rank's slice; rank 0 gathers and writes the step's result
+                except Exception as e:
+                    m2r_dist.report_failure(rank, step, e)
+                    raise
             results[step] = _wait_for_rank_zero(marker, run_id, step, rank, float(os.environ.get("M2R_RANK_WAIT_S", 86400)))
             continue
         try:

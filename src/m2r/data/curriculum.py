@@ -397,7 +397,10 @@ class CurriculumDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         rank, world = self.rank_world
-        if "cursors" not in state_dict:  # a checkpoint of a single-rank run before per-rank cursors
+        if "cursors" not in state_dict:  # written before per-rank cursors: it holds rank 0's cursor alone
+            if world > 1:
+                raise ValueError("this checkpoint is from an m2r version that saved only rank 0's data cursor, so the other ranks "
+                                 "cannot continue their own streams; resume it on 1 rank, or start the GRPO stage again (resume=false)")
             state_dict = {"world": 1, "cursors": {"0": state_dict.get("cursor")}}
         if state_dict["world"] != world:
             raise ValueError(f"the checkpoint's data cursor was saved by {state_dict['world']} rank(s) but this run has {world}; the curriculum "

@@ -116,11 +116,13 @@ def token_logps(
     backbone, head = getattr(core, "model", None), core.get_output_embeddings()
     L = completion_ids.shape[1]
     fsdp2 = is_fsdp2(model)
+    through_root = fsdp2 or type(model).__name__ == "DeepSpeedEngine"
     if backbone is not None and head is not None and (not fsdp2 or is_fsdp2(head)):
-        if fsdp2:
-            # FSDP2 gathers the root's weights (embeddings, norm) in the root's forward only, so go
+        if through_root:
+            # FSDP2 gathers the root's weights (embeddings, norm) in the root's forward only, and a
+            # ZeRO-3 engine (the reference model's) ends its parameter-fetch trace there, so go
             # through it (one logit position) and take the final hidden state from its outputs; the
-            # head is a unit of its own (training.shard_model) and gathers itself per chunk.
+            # head gathers itself per chunk (an FSDP2 unit of its own, or ZeRO-3's module hooks).
             out = model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=1, output_hidden_states=True, **extra)
             hidden = out.hidden_states[-1][:, -L - 1 : -1]  # [n, L, H]
         else:

@@ -47,6 +47,15 @@ def part_path(out_path: str | Path, rank: int) -> Path:
     return out_path.with_name(f"{out_path.stem}.rank{rank}{out_path.suffix}")
 
 
+def _end_line(path: Path) -> None:
+    """A file cut mid-line by a crash gets its newline, so the next append starts a line of its own."""
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb+") as f:
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
+
+
 def scored_ids(path: str | Path) -> set[str]:
     path = Path(path)
     if not path.exists():
@@ -77,6 +86,7 @@ def score_difficulty(
     out_path.parent.mkdir(parents=True, exist_ok=True)
     mine = out_path if world == 1 else part_path(out_path, rank)
     done = scored_ids(out_path) | scored_ids(mine)
+    _end_line(mine)
     scored = skipped = 0
     with open(mine, "a", encoding="utf-8") as f, progress() as bar:
         task = bar.add_task("difficulty" if world == 1 else f"difficulty (rank {rank}/{world})", total=None if total is None else -(-total // world))
@@ -112,12 +122,13 @@ def score_difficulty(
     if world > 1:
         from m2r.dist import gather_rows
 
-        rows = gather_rows(out_path.parent, out_path.stem, [{"part": str(mine)}], rank, world)
+        gather_rows(out_path.parent, out_path.stem, [], rank, world)  # every rank's part is complete
         if rank == 0:
             have = scored_ids(out_path)
+            _end_line(out_path)
             with open(out_path, "a", encoding="utf-8") as f:
-                for row in rows:
-                    for line in Path(row["part"]).read_text(encoding="utf-8").splitlines():
+                for r in range(world):
+                    for line in part_path(out_path, r).read_text(encoding="utf-8").splitlines():
                         try:
                             sid = json.loads(line)["id"]
                         except (json.JSONDecodeError, KeyError):

@@ -76,3 +76,13 @@ def test_model_policy_uses_rollouts(shard_root, router, processor, tmp_path):
     assert report["scored"] == 2
     rows = [json.loads(l) for l in (tmp_path / "d.jsonl").read_text().splitlines()]
     assert all(r["n"] == 3 and 0.0 <= r["difficulty"] <= 1.0 for r in rows)
+
+
+def test_a_line_cut_by_a_crash_loses_no_sample(shard_root, router, tmp_path):
+    """The process died mid-write: the next run starts a fresh line instead of gluing onto the cut one."""
+    items = samples(shard_root)
+    out = tmp_path / "d.jsonl"
+    score_difficulty(items[:3], StubPolicy(), router, out, N=4, batch_size=3)
+    out.write_text(out.read_text() + '{"id": "cut-mid-wri')  # a torn last line, no newline
+    score_difficulty(items, StubPolicy(), router, out, N=4, batch_size=3)
+    assert set(read_difficulties(out)) == {s.id for s, _ in items}

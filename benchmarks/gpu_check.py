@@ -18,6 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 STRATEGIES = ["auto", "deepspeed_stage_2", "deepspeed_stage_3", "fsdp"]
 MODEL = os.environ.get("M2R_GPU_MODEL", "qwen2_5_vl_3b_random")
+STAGE_TIMEOUT_S = int(os.environ.get("M2R_GPU_STAGE_TIMEOUT_S", "400"))
+START, END = "<!-- gpu_check -->", "<!-- /gpu_check -->"
 
 
 def run(strategy: str, out: Path) -> dict:
@@ -35,11 +37,17 @@ def run(strategy: str, out: Path) -> dict:
         cmd = [sys.executable, "run.py", f"stage={stage}", *common, f"{stage}.max_steps=3", "+callbacks.gpu_probe._target_=gpu_probe.GPUProbe",
                f"+callbacks.gpu_probe.path={probe}", "grpo.init=null"]
         t0 = time.perf_counter()
-        p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-        (run_dir).mkdir(parents=True, exist_ok=True)
-        (run_dir / f"{stage}.log").write_text(p.stdout + p.stderr)
-        if p.returncode != 0 or not probe.exists():
-            row[stage] = {"error": (p.stderr or p.stdout)[-1500:]}
+        try:
+            p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=STAGE_TIMEOUT_S)
+            rc, log = p.returncode, p.stdout + p.stderr
+        except subprocess.TimeoutExpired as e:  # a hang (e.g. ranks waiting on each other) is a result too
+            text = [x.decode(errors="replace") if isinstance(x, bytes) else (x or "") for x in (e.stdout, e.stderr)]
+            rc, log = "timeout", f"{text[0]}{text[1]}\ntimed out after {STAGE_TIMEOUT_S} s"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / f"{stage}.log").write_text(log)
+        print(f"[gpu_check] {strategy}/{stage}: rc={rc} in {time.perf_counter() - t0:.0f} s", flush=True)
+        if rc != 0 or not probe.exists():
+            row[stage] = {"error": log[-1500:]}
             continue
         r = json.loads(probe.read_text())
         r["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -50,8 +58,9 @@ def run(strategy: str, out: Path) -> dict:
     return row
 
 
-def table(rows: list[dict], device: str) -> str:
-    lines = [f"GPU check ({device}; model={MODEL}; `bash benchmarks/gpu_check.sh`, {time.strftime('%Y-%m-%d')}):", "",
+def table(rows: list[dict], device: str, kept: list[str]) -> str:
+    """The README block: this run's rows, then `kept` (rows of strategies not run now, from an earlier run)."""
+    lines = [f"GPU check ({device}; model={MODEL}; `bash benchmarks/gpu_check.sh [strategy ...]`, {time.strftime('%Y-%m-%d')}):", "",
              "| strategy | stage | ok | peak GiB | s/step | loss | error |", "|---|---|---|---:|---:|---|---|"]
     for row in rows:
         for stage in ("sft", "grpo"):
@@ -61,7 +70,26 @@ def table(rows: list[dict], device: str) -> str:
             else:
                 loss = ", ".join(f"{k}={v:.4g}" for k, v in r["loss"].items())
                 lines.append(f"| {row['strategy']} | {stage} | {'yes' if r['ok'] else 'NO'} | {r['peak_mem_gib']:.1f} | {r['s_per_step']:.2f} | {loss} | |")
-    return "\n".join(lines)
+    return "\n".join(lines + kept)
+
+
+def old_rows(body: str, skip: set[str]) -> list[str]:
+    """Table rows already in the README block whose strategy is not in `skip` (so runs of a few strategies add up)."""
+    if START not in body:
+        return []
+    block = body[body.index(START): body.index(END)]
+    rows = [ln for ln in block.splitlines() if ln.startswith("| ") and not ln.startswith("| strategy")]
+    return [ln for ln in rows if ln.split("|")[1].strip() not in skip]
+
+
+def write_readme(rows: list[dict], device: str) -> str:
+    readme = ROOT / "benchmarks" / "README.md"
+    body = readme.read_text()
+    text = table(rows, device, old_rows(body, {r["strategy"] for r in rows}))
+    block = f"{START}\n{text}\n{END}"
+    body = body[: body.index(START)] + block + body[body.index(END) + len(END):] if START in body else body.rstrip() + "\n\n" + block + "\n"
+    readme.write_text(body)
+    return text
 
 
 def main() -> int:
@@ -69,16 +97,15 @@ def main() -> int:
 
     out = Path(os.environ.get("OUT", ROOT / "outputs")) / "gpu_check"
     strategies = sys.argv[1:] or STRATEGIES
-    rows = [run(s, out) for s in strategies]
-    text = table(rows, torch.cuda.get_device_name(0))
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        sys.exit(f"gpu_check: unknown strategy {unknown}; choose from {STRATEGIES}")
+    rows = []
+    for s in strategies:  # the README is rewritten after each strategy, so a cut-off run keeps what it measured
+        rows.append(run(s, out))
+        text = write_readme(rows, torch.cuda.get_device_name(0))
+        (out / "results.json").write_text(json.dumps(rows, indent=1))
     print(text)
-    (out / "results.json").write_text(json.dumps(rows, indent=1))
-    readme = ROOT / "benchmarks" / "README.md"
-    body = readme.read_text()
-    start, end = "<!-- gpu_check -->", "<!-- /gpu_check -->"
-    block = f"{start}\n{text}\n{end}"
-    body = body[: body.index(start)] + block + body[body.index(end) + len(end):] if start in body else body.rstrip() + "\n\n" + block + "\n"
-    readme.write_text(body)
     return 0 if all(row[s].get("ok") for row in rows for s in ("sft", "grpo")) else 1
 
 

@@ -114,6 +114,7 @@ class EDNMConfig:
 @dataclass
 class ExpressionRewardConfig:
     timeout_s: float = 2.0
+    workers: int = 2
 
 
 @dataclass
@@ -126,6 +127,7 @@ class RouteConfig:
 
 @dataclass
 class RewardConfig:
+    extraction: str = "strict"  # strict | tagged | lenient: how accuracy functions read the answer (m2r.rewards.extract)
     format: FormatRewardConfig = field(default_factory=FormatRewardConfig)
     number: NumberRewardConfig = field(default_factory=NumberRewardConfig)
     ednm: EDNMConfig = field(default_factory=EDNMConfig)

@@ -98,3 +98,32 @@ def test_embedded_benchmark_end_to_end(tmp_path, cache_dir):
     summary = m2r.run(compose(["stage=eval", "benchmark=embedded", *FAST, "eval.max_new_tokens=8"], tmp_path, cache_dir))["eval"]
     assert summary["rows"] == 12 and 0.0 <= summary["score"] <= 1.0
     assert "spatial" in (tmp_path / "eval" / "embedded" / "table.md").read_text()
+
+
+def test_embedded_scores_imported_data_by_answer_type(tmp_path, cache_dir):
+    """data=jsonl with text, expression and choice answers: stage=eval benchmark=embedded reports the
+    exact-match accuracy of text answers (not 0 from a number reward), per answer type."""
+    rows = [{"id": f"t{i}", "task": "general/yesno", "question": f"Is {i} even?", "answer": "yes" if i % 2 == 0 else "no", "answer_type": "text"} for i in range(10)]
+    rows += [{"id": "e0", "task": "general/algebra", "question": "Half?", "answer": "\\frac{1}{2}", "answer_type": "expression"},
+             {"id": "e1", "task": "general/algebra", "question": "Third?", "answer": "\\frac{1}{3}", "answer_type": "expression"},
+             {"id": "c0", "task": "general/quiz", "question": "Pick", "answer": "B", "answer_type": "choice", "choices": ["x", "y"]},
+             {"id": "c1", "task": "general/quiz", "question": "Pick", "answer": "A", "answer_type": "choice", "choices": ["x", "y"]}]
+    data, train = tmp_path / "val.jsonl", tmp_path / "train.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    train.write_text("\n".join(json.dumps({**r, "id": "train-" + r["id"]}) for r in rows) + "\n")
+    cfg = ["data=jsonl", f"data.train_files=[{train}]", f"data.val_files=[{data}]", "data.samples_per_shard=4"]
+    m2r.run(compose(["stage=build", *cfg], tmp_path, cache_dir))
+
+    def m2(a: str) -> str:
+        return f"<think>I check.</think><answer>\\boxed{{{a}}}</answer>"
+
+    answers = {f"t{i}": ("Yes" if i % 2 == 0 else "no") if i < 6 else "maybe" for i in range(10)}  # 6 of 10 right, "Yes" by case
+    answers |= {"e0": "0.5", "e1": "0.5", "c0": "y", "c1": "B"}  # expression by value, choice by option text
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("\n".join(json.dumps({"id": k, "response": m2(v)}) for k, v in answers.items()) + "\n")
+    summary = m2r.run(compose(["stage=eval", "benchmark=embedded", *cfg, f"eval.predictions={preds}"], tmp_path, cache_dir))["eval"]
+    metrics = json.loads((tmp_path / "eval" / "embedded" / "metrics.json").read_text())
+    assert summary["rows"] == 14
+    assert metrics["type/text"] == pytest.approx(0.6) and metrics["task/general/yesno"] == pytest.approx(0.6)
+    assert metrics["type/expression"] == pytest.approx(0.5) and metrics["type/choice"] == pytest.approx(0.5)
+    assert metrics["overall"] == pytest.approx((0.6 + 0.5 + 0.5) / 3)

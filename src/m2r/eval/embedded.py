@@ -1,9 +1,14 @@
 """The embedded held-out benchmark: the `val` split of the run's own shards (`benchmark=embedded`).
 
-Scored as a benchmark, not with the training reward: multiple choice by option letter (or option
-text), general numeric answers by exact match, numeric spatial answers (distances, sizes, areas,
-counts) by VSI-Bench's mean relative accuracy, so a model trained with EDNM is not graded by
-EDNM. Per-task accuracy, the spatial and general means, and the mean over tasks.
+Scored by answer type, with the accuracy functions and the strict extraction the RL rewards use
+(one well-formed answer: closed `<think>`, one `<answer>`, one `\\boxed{}`): multiple choice by
+option letter or option text (`choice_reward`), numbers by exact match (`number_reward`),
+expressions by math-verify (`expression_reward`), text by exact match after case and whitespace
+normalisation (`text_reward`). One departure from the reward routing: numeric spatial answers
+(distances, sizes, areas, counts) get VSI-Bench's mean relative accuracy, so a model trained with
+EDNM is not graded by EDNM. Imported data (`data=jsonl`) is scored the same way by its own
+`answer_type`. Reports per-task accuracy, the spatial and general means, the mean over tasks and
+the accuracy per answer type (`type/<answer_type>`).
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from m2r.data.schema import Sample, format_question
 from m2r.data.shards import sample_stream, shard_urls
 from m2r.eval.items import EvalItem
 from m2r.eval.vsibench import mra
-from m2r.rewards.extract import extract_answer, parse_number
-from m2r.rewards.functions import choice_reward, number_reward
+from m2r.rewards.extract import answer_content, strict_number
+from m2r.rewards.functions import choice_reward, expression_reward, number_reward, text_reward
+
+ACCURACY = {"choice": choice_reward, "number": number_reward, "expression": expression_reward, "text": text_reward}
 
 
 def load(root: str | Path, split: str = "val") -> list[EvalItem]:
@@ -38,19 +45,21 @@ def prompt(item: EvalItem) -> str:
 def score(item: EvalItem, response: str) -> dict[str, Any]:
     sample = Sample.from_dict(item.meta["sample"])
     text = response or ""
-    if sample.answer_type == "choice":
-        return {"extracted": extract_answer(text), "correct": choice_reward(text, sample) == 1.0}
     if sample.task.startswith("spatial/") and sample.answer_type == "number":
-        x = parse_number(extract_answer(text))
+        x = strict_number(answer_content(text))
         s = mra(x, float(sample.answer)) if x is not None else 0.0
         return {"extracted": x, "correct": s == 1.0, "score": s}
-    return {"extracted": extract_answer(text), "correct": number_reward(text, sample) == 1.0}
+    if sample.answer_type not in ACCURACY:
+        raise ValueError(f"sample {sample.id}: answer_type {sample.answer_type!r} is not one of {sorted(ACCURACY)}")
+    return {"extracted": answer_content(text), "correct": ACCURACY[sample.answer_type](text, sample) == 1.0}
 
 
 def aggregate(items: list[EvalItem], scores: list[float]) -> dict[str, Any]:
     by_task: dict[str, list[float]] = {}
+    by_type: dict[str, list[float]] = {}
     for it, s in zip(items, scores):
         by_task.setdefault(it.meta["task"], []).append(s)
+        by_type.setdefault(it.meta["sample"]["answer_type"], []).append(s)
     out: dict[str, Any] = {f"task/{t}": sum(v) / len(v) for t, v in sorted(by_task.items())}
     for family in ("spatial", "general"):
         vals = [v for k, v in out.items() if k.startswith(f"task/{family}/")]
@@ -58,4 +67,5 @@ def aggregate(items: list[EvalItem], scores: list[float]) -> dict[str, Any]:
     tasks = [v for k, v in out.items() if k.startswith("task/")]
     out["overall"] = sum(tasks) / len(tasks)
     out["score"] = out["overall"]
+    out.update({f"type/{t}": sum(v) / len(v) for t, v in sorted(by_type.items())})
     return out

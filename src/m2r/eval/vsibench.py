@@ -1,35 +1,162 @@
 """VSI-Bench (nyu-visionx/VSI-Bench): loader for its JSONL/parquet + videos or pre-extracted frames,
-scoring and aggregation after the official code (thinking-in-space).
+frame sampling by seeking, and scoring and aggregation after the official code.
 
 Native fields: `id`, `dataset` (arkitscenes, scannet, scannetpp), `scene_name`, `question_type`,
 `question`, `options` (list, or null for numeric questions), `ground_truth`. Videos live at
 `<root>/<dataset>/<scene_name>.mp4`; `benchmark.frames_dir` may instead hold pre-extracted frames
 in `<frames_dir>/<dataset>/<scene_name>/*.jpg|png`. `benchmark.num_frames` frames are sampled
-uniformly (decoding videos needs `av`: pip install av).
+uniformly, frame `round(linspace(0, n - 1, k))` as qwen-vl-utils (the Qwen2-VL wrapper of the
+official harness) does; videos are read by seeking to each sampled frame (`sample_video`), so a
+three-minute video costs k short decodes, not a full one (decoding needs `av`: pip install av).
 
-Scoring: multiple-choice types by exact match of the option letter; numeric types by mean
-relative accuracy, MRA = mean over theta in numpy.linspace(0.5, 0.95, 10) of
-1[|pred - gt| / gt <= 1 - theta]. Overall = mean of the 8 task scores, relative direction being
-the mean of its easy/medium/hard levels.
+Scoring follows `lmms_eval/tasks/vsibench/utils.py` of vision-x-nyu/thinking-in-space (commit
+51e089c, the authors' harness): `vsibench_process_results`, `fuzzy_matching`, `exact_match`,
+`to_float`, `mean_relative_accuracy`, `vsibench_aggregate_results`.
+
+- The answer is the first space-separated token of the response with trailing periods removed
+  (`fuzzy_matching`: split on " " only, so "B.\\nBecause" stays "B.\\nBecause" and is wrong).
+- Multiple choice (`MCA_QUESTION_TYPES`): that token equals the ground-truth letter, ignoring
+  case ("b." is right, "(B)", "B)", "B:" and "Option B" are wrong).
+- Numeric (`NA_QUESTION_TYPES`): `float()` of that token ("4.", "1e1", "1_000" parse; "4m",
+  "4,000", "four" do not and score 0), then mean relative accuracy, MRA = mean over theta in
+  numpy.linspace(0.5, 0.95, 10) of 1[|pred - gt| / gt <= 1 - theta], float for float.
+- Overall = mean of the task scores present, relative direction being the mean of its
+  easy/medium/hard levels.
+
+Departures, and what they do to the score:
+
+1. Where the answer is read. Before the official rules, the response is stripped of surrounding
+   whitespace (as the harness's model wrappers do, e.g. `llava_onevision.py`), the text after the
+   last `</think>` is kept, then the inside of the last `<answer>...</answer>`, then the content of
+   the last balanced `\\boxed{}` if there is one. On plain answers ("3", "B.") this changes
+   nothing; on M2-format responses ("<think>..</think><answer>\\boxed{3}</answer>", which the
+   official code scores 0 because the first token is "<think>...") it reads the intended answer,
+   so M2 models score higher than the official code would give them. An empty `<answer>` scores 0.
+2. `mra` with ground truth 0 returns 1 iff pred == 0 and divides by |gt| (the official code raises
+   ZeroDivisionError, and a negative gt would always score 1); no VSI-Bench ground truth is <= 0.
+3. Newer lmms-eval (EvolvingLMMs-Lab) reads numbers with a lenient `extract_number` (number words,
+   "3 chairs" mid-sentence); we follow the authors' stricter `to_float(fuzzy_matching(...))`.
+4. When some rel-direction levels are missing we average those present (the official code raises).
 """
 
 from __future__ import annotations
 
-import re
+import importlib.util
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from m2r.eval.items import EvalItem, read_rows
-from m2r.rewards.extract import extract_answer, parse_number
+from m2r.rewards.extract import last_boxed
 
 NUMERIC = ("object_counting", "object_abs_distance", "object_size_estimation", "room_size_estimation")
 CHOICE = ("object_rel_distance", "object_rel_direction_easy", "object_rel_direction_medium", "object_rel_direction_hard", "route_planning", "obj_appearance_order")
 TASKS = ("object_counting", "object_abs_distance", "object_size_estimation", "room_size_estimation", "object_rel_distance", "object_rel_direction", "route_planning", "obj_appearance_order")
 THRESHOLDS = np.linspace(0.5, 0.95, 10)
 POST_PROMPT = {"numeric": "Please answer the question using a single word or phrase.", "choice": "Answer with the option's letter from the given choices directly."}
+
+
+def uniform_indices(n: int, k: int) -> list[int]:
+    """`k` frame indices spread uniformly over `n` frames, first and last included (k >= n: all)."""
+    return np.linspace(0, n - 1, min(k, n)).round().astype(int).tolist()
+
+
+def sample_video(path: str | Path, num_frames: int, stats: dict[str, int] | None = None) -> list:
+    """`num_frames` uniformly sampled frames of a video as RGB PIL images, read by seeking.
+
+    For each sampled frame: seek to the keyframe at or before its timestamp, decode forward to it,
+    and convert only that frame to PIL. Time is about k * GOP decoded frames, memory one decoded
+    frame plus the k images. The next target is reached by decoding on, without a seek, when it is
+    no farther ahead than a keyframe-to-target distance already seen (dense sampling of a short
+    video then costs one pass, not k GOPs). Streams without a frame count, frame rate or timestamps
+    fall back to one sequential pass that keeps only the sampled frames. `stats`, if given,
+    receives counts: `decoded` frames, `seeks`, `images` converted to PIL.
+    """
+    import av
+
+    stats = stats if stats is not None else {}
+    stats.update(decoded=0, seeks=0, images=0)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate, tb = stream.average_rate or stream.guessed_rate, stream.time_base
+        n = stream.frames or _frames_from_duration(stream, container, rate)
+        if n and rate and tb:
+            frames = _sample_by_seeking(container, stream, n, num_frames, Fraction(rate) * Fraction(tb), stats)
+            if frames is not None:
+                return frames
+    return _sample_sequentially(path, num_frames, stats)
+
+
+def _frames_from_duration(stream, container, rate) -> int:
+    """Frame count from the stream's (or else the container's) duration, 0 when unknown."""
+    if not rate:
+        return 0
+    if stream.duration and stream.time_base:
+        seconds = stream.duration * Fraction(stream.time_base)
+    elif container.duration:
+        seconds = Fraction(container.duration, 1_000_000)  # AV_TIME_BASE
+    else:
+        return 0
+    return int(round(seconds * Fraction(rate)))
+
+
+def _sample_by_seeking(container, stream, n: int, k: int, frames_per_tick: Fraction, stats: dict[str, int]) -> list | None:
+    """Frames `uniform_indices(n, k)` by seek + short decode; None if the stream's timestamps or
+    frame count do not hold up (then the caller decodes sequentially)."""
+    start = stream.start_time or 0
+    out = []
+    decoder, current, reach = None, -1, 0  # live decode iterator, index of its last frame, farthest keyframe-to-target distance seen
+    for target in uniform_indices(n, k):
+        if decoder is None or not (current < target <= current + reach):
+            container.seek(start + math.floor(target / frames_per_tick), stream=stream, backward=True, any_frame=False)
+            stats["seeks"] += 1
+            decoder, current, first = container.decode(stream), -1, None
+        else:
+            first = current
+        hit = last = None
+        for frame in decoder:
+            stats["decoded"] += 1
+            if frame.pts is None:
+                return None
+            current = round((frame.pts - start) * frames_per_tick)
+            first = current if first is None else first
+            last = frame
+            if current >= target:
+                hit = frame
+                break
+        if hit is None:  # past the end: the frame count overstated the stream; take its last frame
+            if last is None:
+                return None
+            hit, decoder = last, None
+        reach = max(reach, current - first)
+        out.append(hit.to_image())  # rgb24
+        stats["images"] += 1
+    return out
+
+
+def _sample_sequentially(path: str | Path, k: int, stats: dict[str, int]) -> list:
+    """Count the packets (demuxing only, no decoding), then decode once keeping only the sampled frames."""
+    import av
+
+    with av.open(str(path)) as container:
+        n = sum(1 for p in container.demux(video=0) if p.size)
+    if n == 0:
+        raise ValueError(f"{path}: the video stream has no frames")
+    wanted = set(uniform_indices(n, k))
+    out = []
+    with av.open(str(path)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            stats["decoded"] += 1
+            if i in wanted:
+                out.append(frame.to_image())
+                stats["images"] += 1
+                if len(out) == len(wanted):
+                    break
+    return out
 
 
 @dataclass
@@ -46,16 +173,12 @@ class VideoRef:
             files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
             if not files:
                 raise FileNotFoundError(f"no frames in {self.path}")
-            idx = np.linspace(0, len(files) - 1, min(self.num_frames, len(files))).round().astype(int)
-            return [Image.open(files[i]).convert("RGB") for i in idx]
-        try:
-            import av
-        except ImportError as e:
-            raise ImportError(f"decoding {self.path} needs PyAV: pip install av (or pre-extract frames and set benchmark.frames_dir)") from e
-        with av.open(str(self.path)) as container:
-            decoded = [f.to_image() for f in container.decode(video=0)]
-        idx = np.linspace(0, len(decoded) - 1, min(self.num_frames, len(decoded))).round().astype(int)
-        return [decoded[i].convert("RGB") for i in idx]
+            return [Image.open(files[i]).convert("RGB") for i in uniform_indices(len(files), self.num_frames)]
+        if importlib.util.find_spec("av") is None:
+            raise ImportError(f"decoding {self.path} needs PyAV: pip install av (or pre-extract frames and set benchmark.frames_dir)")
+        if not self.path.exists():
+            raise FileNotFoundError(f"no video at {self.path}; check benchmark.root (videos at <root>/<dataset>/<scene_name>.mp4) or set benchmark.frames_dir")
+        return sample_video(self.path, self.num_frames)
 
 
 def load(root: str | Path, split: str = "test", num_frames: int = 8, frames_dir: str | Path | None = None) -> list[EvalItem]:
@@ -77,30 +200,47 @@ def prompt(item: EvalItem) -> str:
 
 
 def mra(pred: float, gt: float) -> float:
-    """Mean relative accuracy over the 10 thresholds 0.50..0.95."""
+    """Mean relative accuracy over the 10 thresholds 0.50..0.95 (NaN and inf predictions score 0)."""
     if gt == 0:
         return float(pred == 0)
     return float((abs(pred - gt) / abs(gt) <= 1 - THRESHOLDS).mean())
 
 
-def _first_word(text: str) -> str:
-    """The official `fuzzy_matching`: the first word, without a trailing period."""
-    return text.strip().split(" ")[0].rstrip(".").strip() if text and text.strip() else ""
+def answer_text(response: str) -> str | None:
+    """The part of a response the official rules read (departure 1), None for an empty `<answer>`."""
+    text = (response or "").strip()
+    text = text.rpartition("</think>")[2] if "</think>" in text else text
+    a = text.rfind("<answer>")
+    if a != -1:
+        text = text[a + len("<answer>"):].partition("</answer>")[0]
+        if not text.strip():
+            return None
+    boxed = last_boxed(text)
+    return (boxed if boxed is not None else text).strip()
+
+
+def first_token(text: str) -> str:
+    """The official `fuzzy_matching`: the text before the first space, trailing periods removed, then stripped."""
+    return text.split(" ", 1)[0].rstrip(".").strip()
+
+
+def to_float(text: str) -> float | None:
+    """The official `to_float`: Python's float() of the token, None where it raises."""
+    try:
+        return float(text)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def score(item: EvalItem, response: str) -> dict[str, Any]:
-    text = response or ""
-    boxed = extract_answer(text) if ("\\boxed" in text or "<answer>" in text) else None
-    candidate = boxed if boxed is not None else _first_word(text)
+    text = answer_text(response)
+    token = first_token(text) if text is not None else ""
     if item.meta.get("question_type") in NUMERIC:
-        x = parse_number(candidate)
-        gt = float(item.answer)
-        s = mra(x, gt) if x is not None else 0.0
+        x = to_float(token)
+        s = mra(x, float(item.answer)) if x is not None else 0.0
         return {"extracted": x, "correct": s == 1.0, "score": s}
-    m = re.match(r"\(?([A-Z])\)?", candidate.strip()) if candidate else None
-    letter = m.group(1) if m else None
-    ok = letter is not None and letter.lower() == item.answer.strip().lower()[:1]
-    return {"extracted": letter, "correct": ok, "score": float(ok)}
+    ok = bool(token) and token.lower() == item.answer.strip().lower()
+    return {"extracted": token or None, "correct": ok, "score": float(ok)}
 
 
 def aggregate(items: list[EvalItem], scores: list[float]) -> dict[str, Any]:

@@ -146,7 +146,7 @@ class GRPOModule(L.LightningModule):
             seed=h.seed * 1_000_003 + self.global_step * 7919 + self.global_rank, synced_gpus=params_sharded(self.trainer.strategy),
         )
         N, G = len(ro.texts), h.G
-        scores = [self.router.score(text, ro.samples[i // G]) for i, text in enumerate(ro.texts)]
+        scores = self.router.score_batch(ro.texts, [ro.samples[i // G] for i in range(N)])  # math-verify calls spread over the pool
         rewards = torch.tensor([s.total for s in scores], dtype=torch.float32)  # [N]
         accuracy = torch.tensor([s.accuracy for s in scores], dtype=torch.float32)  # [N]
         advantages = group_advantages(rewards, G, h.scale_std)  # [N]

@@ -1,4 +1,14 @@
-"""Answer extraction from a response, in a fixed order of preference:
+"""Answer extraction from a response. Two readers:
+
+**RL (`answer_content`, strict by default)**: what rewards, Eq. 6's p and the difficulty scores
+read. Only a well-formed answer counts: one `<think>` closed by one `</think>`, then one
+`<answer>...</answer>`; inside it exactly one balanced, non-empty `\\boxed{}` (mode `strict`), or
+the whole span with at most one box (mode `tagged`). Nothing outside the answer span is read, and
+there are no fallbacks: prose, an unclosed think, a cut-off or unbalanced box, several boxes all
+give no answer. Mode `lenient` is `extract_answer` below (for ablations only).
+
+**Benchmarks (`extract_answer`, lenient)**, for scorers whose official code is lenient, in a
+fixed order of preference:
 
 1. the text after the last `</think>` (the reasoning is never graded);
 2. within it, the content of the last `<answer>...</answer>` (an unclosed last `<answer>` runs to
@@ -11,6 +21,7 @@ Every step is linear in the length of the text, so a megabyte of braces costs mi
 
 from __future__ import annotations
 
+import math
 import re
 
 MAX_CHARS = 200_000  # only the tail of longer responses is read: the answer is at the end
@@ -74,6 +85,75 @@ def extract_answer(text: str) -> str | None:
     return stripped if stripped and len(stripped) <= 200 else None
 
 
+EXTRACTION_MODES = ("strict", "tagged", "lenient")
+_BOX_CMD = re.compile(r"\\(?:boxed|fbox)\b")
+
+
+def answer_content(text: str, mode: str = "strict") -> str | None:
+    """The answer an RL accuracy function grades (see the module docstring), or None."""
+    if mode == "lenient":
+        return extract_answer(text)
+    if mode not in EXTRACTION_MODES:
+        raise ValueError(f"answer extraction mode {mode!r}: choose one of {EXTRACTION_MODES} (reward.extraction)")
+    if not isinstance(text, str) or len(text) > MAX_CHARS:  # longer than any rollout we generate: not well formed
+        return None
+    tags = [text.find(t) for t in ("<think>", "</think>", "<answer>", "</answer>")]
+    if any(text.count(t) != 1 for t in ("<think>", "</think>", "<answer>", "</answer>")) or tags != sorted(tags):
+        return None
+    span = text[tags[2] + len("<answer>") : tags[3]]
+    boxes = len(_BOX_CMD.findall(span))
+    if boxes > 1:  # several boxed answers: which one is meant is a guess
+        return None
+    if boxes == 1:
+        start = _BOX_CMD.search(span).start()
+        inner = last_boxed(span[start:])
+        if inner is None or not span[start:].startswith(("\\boxed{", "\\fbox{")):  # cut off, unbalanced, or `\boxed 3`
+            return None
+        return inner.strip() or None
+    if mode == "strict":
+        return None
+    return span.strip() or None
+
+
+_UNIT_WORD = r"(?:[A-Za-z]+(?:\^\{?[23]\}?|²|³)?)"
+_NOT_UNITS = {"or", "and", "not", "no", "nor", "to", "than", "more", "less", "about", "approximately", "approx", "around", "roughly", "nearly",
+              "maybe", "perhaps", "probably", "either", "neither", "between", "at", "least", "most", "over", "under", "above", "below", "plus",
+              "minus", "times", "e", "x"}
+_STRICT_NUMBER = re.compile(
+    r"(?P<sign>[-+]?)\s*(?:(?P<frac>\\[dt]?frac\{(?P<fn>\d+(?:\.\d+)?)\}\{(?P<fd>\d+(?:\.\d+)?)\})"
+    r"|(?P<sn>\d+(?:\.\d+)?)\s*/\s*(?P<sd>\d+(?:\.\d+)?)"
+    r"|(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d*)?|\.\d+)(?P<exp>[eE][-+]?\d{1,3})?"
+    r"(?:\s*(?:\\times|\\cdot|\*)\s*10\s*\^\s*(?:\{\s*(?P<p10b>[-+]?\d{1,3})\s*\}|(?P<p10>[-+]?\d{1,3})))?)"
+    r"\s*(?P<unit>%|°|" + _UNIT_WORD + r"(?:\s+" + _UNIT_WORD + r")?)?"
+)
+
+
+def strict_number(s: str | None) -> float | None:
+    """One number, and nothing else but a unit: `3`, `-1,234.5`, `45%`, `\\frac{3}{4}`, `3/4`,
+    `1.2e3`, `1.2 \\times 10^{3}`, `2.1 m^2`, `\\text{3.5 meters}`, `90^\\circ`. Anything else is
+    None, never cut to its first number: `3^{4}`, `3 or 4`, `3-4`, `about 3`, `x = 3`, `3 \\pm 1`."""
+    if s is None or len(s) > 200:
+        return None
+    s = re.sub(r"\\(?:text|mathrm|mbox|textrm|operatorname)\s*\{([^{}]*)\}", r"\1", s)
+    s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree", "°", s)
+    s = s.replace("\\%", "%").replace("\\$", "").replace("$", "").replace("\\,", "").replace("\\!", "").replace("\\ ", " ").replace("~", " ").strip()
+    m = _STRICT_NUMBER.fullmatch(s)
+    if not m or (m.group("unit") and set(m.group("unit").lower().replace("^", " ").split()) & _NOT_UNITS):
+        return None
+    sign = -1.0 if m.group("sign") == "-" else 1.0
+    try:
+        if m.group("frac") or m.group("sn"):
+            num, den = (float(m.group("fn")), float(m.group("fd"))) if m.group("frac") else (float(m.group("sn")), float(m.group("sd")))
+            x = num / den if den else None
+        else:
+            x = float(m.group("num").replace(",", "") + (m.group("exp") or ""))
+            p10 = m.group("p10b") or m.group("p10")
+            x = x * 10.0 ** int(p10) if p10 else x
+    except (ValueError, OverflowError):
+        return None
+    return sign * x if x is not None and math.isfinite(x) else None
+
+
 def parse_number(s: str | None) -> float | None:
     """A float from an extracted answer: `1,234.5`, `\\text{3 m}`, `45%`, `\\frac{1}{2}`, `2.1 m^2`; None if none."""
     if s is None:
@@ -86,8 +166,9 @@ def parse_number(s: str | None) -> float | None:
     s = re.sub(r"\\(text|mathrm|mbox)\{([^{}]*)\}", r"\2", s)
     nums = _NUMBER.findall(s)
     if len(nums) != 1:
-        # "2.1 m^2" has one number before the unit's exponent: take the first if the rest is a unit power.
-        if len(nums) == 2 and re.search(r"\^\{?\s*" + re.escape(nums[1]) + r"\s*\}?\s*$", s):
+        # "2.1 m^2" has one number before the unit's exponent: take the first if the rest is a unit power
+        # (letters before the caret: `3^{4}` is a power of the number, not a unit, and is no number).
+        if len(nums) == 2 and re.search(r"[A-Za-z]\s*\^\{?\s*" + re.escape(nums[1]) + r"\s*\}?\s*$", s):
             nums = nums[:1]
         else:
             return None

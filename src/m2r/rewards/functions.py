@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import multiprocessing.connection as mp_connection
 import re
 import threading
+import time
+from collections import OrderedDict
 from typing import Any
 
 from m2r.data.schema import LETTERS, Sample
-from m2r.rewards.extract import extract_answer, last_boxed, parse_number
+from m2r.rewards.extract import answer_content, last_boxed, parse_number, strict_number
 
 _FORMAT_STRICT = re.compile(r"\s*<think>(?P<think>.+?)</think>\s*<answer>(?P<answer>.+?)</answer>\s*", re.S)
 
@@ -36,6 +39,7 @@ def format_reward(response: str, sample: Sample | None = None, strict: bool = Tr
 
 
 def _letters_in(answer: str, n_choices: int) -> set[str]:
+    """Lenient: the option letters an answer names (benchmark-style; several means several)."""
     valid = LETTERS[:n_choices]
     s = answer.strip()
     m = re.fullmatch(r"\(?\s*([A-Z])\s*\)?\s*[.:)]?", s)
@@ -51,12 +55,40 @@ def _letters_in(answer: str, n_choices: int) -> set[str]:
     return set(re.findall(r"(?<![A-Za-z])([A-Z])(?![A-Za-z])", s)) & set(valid) if len(s) <= 40 else set()
 
 
-def choice_reward(response: str, sample: Sample) -> float:
+def _unwrap(s: str) -> str:
+    return re.sub(r"\\(?:text|mathrm|mbox|textbf|mathbf)\s*\{([^{}]*)\}", r"\1", s)
+
+
+def _norm_option(s: str) -> str:
+    return re.sub(r"\s+", " ", _unwrap(s)).strip().rstrip(".").strip().lower()
+
+
+def strict_choice(answer: str, choices: list[str]) -> str | None:
+    """The one option a strict answer names: its letter (`B`, `(B)`, `B.`, `option B`), its letter
+    with its own text (`B. 22.4`), or its exact text; None for anything else (a wrong text after
+    the letter, several letters, a negation, a hedge)."""
+    s = _unwrap(answer).strip().rstrip(".").strip()
+    valid = LETTERS[: len(choices)]
+    m = re.fullmatch(r"(?:(?i:option|choice)\s*)?\(?\s*([A-Z])\s*\)?", s)
+    if m:
+        return m.group(1) if m.group(1) in valid else None
+    m = re.fullmatch(r"\(?([A-Z])[.:)]\s*(.+)", s, re.S)
+    if m:
+        i = valid.find(m.group(1))
+        return m.group(1) if i >= 0 and _norm_option(m.group(2)) == _norm_option(choices[i]) else None
+    hits = [LETTERS[i] for i, c in enumerate(choices) if _norm_option(c) == _norm_option(s)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def choice_reward(response: str, sample: Sample, extraction: str = "strict") -> float:
     """1.0 when the answer names the correct option, by letter or by the option's exact text;
-    0.0 for the wrong option, no answer, or an answer that names several options."""
-    ans = extract_answer(response)
+    0.0 for the wrong option, no answer, or an answer that names several options, negates or
+    hedges. `extraction` (strict | tagged | lenient): see `m2r.rewards.extract`."""
+    ans = answer_content(response, extraction)
     if ans is None or not sample.choices:
         return 0.0
+    if extraction != "lenient":
+        return 1.0 if strict_choice(ans, sample.choices) == sample.answer.strip() else 0.0
     letters = _letters_in(ans, len(sample.choices))
     if not letters:
         norm = ans.strip().strip(".").lower()
@@ -71,20 +103,26 @@ def _gold_number(sample: Sample) -> float | None:
     return parse_number(sample.answer)
 
 
-def number_reward(response: str, sample: Sample, rel_tol: float = 0.0, abs_tol: float = 1e-6) -> float:
-    """1.0 when the extracted number matches the ground truth within `rel_tol` / `abs_tol`
-    (`math.isclose`); with the defaults, an exact numeric match."""
-    x, gt = parse_number(extract_answer(response)), _gold_number(sample)
+def _answer_number(response: str, extraction: str) -> float | None:
+    ans = answer_content(response, extraction)
+    return parse_number(ans) if extraction == "lenient" else strict_number(ans)
+
+
+def number_reward(response: str, sample: Sample, rel_tol: float = 0.0, abs_tol: float = 1e-6, extraction: str = "strict") -> float:
+    """1.0 when the answer is one number (a unit allowed, nothing else: see `strict_number`) that
+    matches the ground truth within `rel_tol` / `abs_tol` (`math.isclose`); with the defaults, an
+    exact numeric match."""
+    x, gt = _answer_number(response, extraction), _gold_number(sample)
     if x is None or gt is None:
         return 0.0
     return 1.0 if math.isclose(x, gt, rel_tol=rel_tol, abs_tol=abs_tol) else 0.0
 
 
-def ednm_reward(response: str, sample: Sample, gamma: float = 1.0, lam: float = 2.0, eps: float = 1e-6) -> float:
+def ednm_reward(response: str, sample: Sample, gamma: float = 1.0, lam: float = 2.0, eps: float = 1e-6, extraction: str = "strict") -> float:
     """Exponential-decay numeric matching (paper Eq. 9): gamma * exp(-lam * |x - x_gt| / (|x_gt| + eps)).
     A smooth reward for numeric estimates (distances, sizes, areas): 1 at the exact value,
-    exp(-lam) at 100% relative error. No parsable number scores 0."""
-    x, gt = parse_number(extract_answer(response)), _gold_number(sample)
+    exp(-lam) at 100% relative error. No answer that is one number scores 0."""
+    x, gt = _answer_number(response, extraction), _gold_number(sample)
     if x is None or gt is None:
         return 0.0
     rel = abs(x - gt) / (abs(gt) + eps)
@@ -95,74 +133,201 @@ def _norm_text(s: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"\\text\{([^{}]*)\}", r"\1", s)).strip().strip(".").lower()
 
 
-def text_reward(response: str, sample: Sample) -> float:
-    """1.0 when the extracted answer equals the ground truth after whitespace/case normalisation."""
-    ans = extract_answer(response)
+def text_reward(response: str, sample: Sample, extraction: str = "strict") -> float:
+    """1.0 when the answer equals the ground truth after whitespace/case normalisation."""
+    ans = answer_content(response, extraction)
     return 1.0 if ans is not None and _norm_text(ans) == _norm_text(sample.answer) else 0.0
 
 
 # ------------------------------------------------------------------------------------------------
-# math-verify in a worker process: its own timeouts use signal.alarm (main thread only), and a
-# pathological answer can keep sympy busy for seconds. A timed-out worker is killed and replaced.
+# math-verify in a pool of worker processes: its own timeouts use signal.alarm (main thread only),
+# and a pathological answer can keep sympy busy for seconds. Cheap bounds reject the known costly
+# shapes before any parsing; a worker past its budget is killed and replaced in the background
+# while the others go on; equal (gold, answer) pairs are verified once.
 
-MAX_EXPR_CHARS = 1000
+MAX_EXPR_CHARS = 150  # answers longer than this and 3x their gold are not parsed (800 letters: a 2 s sympy product)
 MAX_BRACE_DEPTH = 30
 
 
+_WARMUP = [("\\frac{1}{2}", "0.5"), ("x^2+2x+1", "(x+1)^2"), ("(0, 1]", "[0, 1)"), ("\\{1, 2\\}", "\\{2, 1\\}"), ("2", "x = 2"),
+           ("x^2+1=0", "x^2=-1"), ("\\frac{1}{2}", "\\sin(\\pi/6)"), ("\\frac{\\sqrt{3}}{2}", "\\sqrt{3}/2"), ("\\log(2)", "0.693"),
+           ("1", "\\tan(\\pi/2)"), ("1", "\\sin^{-1}(2)"), ("1", "1e99"), ("1", "\\sqrt[3]{2}"), ("\\frac{1}{2}", "\\frac{x^2-1}{x-1}"), ("1", "half")]
+
+
+def _clearly_different(gold: list, pred: list) -> bool:
+    """True when the first parse of each is a plain expression (no relation, set or tuple) and they
+    differ by over 1% at two random points of their symbols (at their value without symbols), or
+    when one is a plain expression and the other a set, tuple or interval of several values: then
+    math-verify's symbolic simplification (15-100 ms) cannot find them equal and is skipped. Any
+    doubt (other types, non-finite values, more than 6 symbols, an error) returns False."""
+    import random
+
+    import sympy
+
+    def many(x) -> bool:  # a collection of two or more values: never equal to one value
+        return (isinstance(x, (sympy.FiniteSet, sympy.Tuple)) and len(x) >= 2) or (isinstance(x, sympy.Interval) and x.measure != 0)
+
+    try:
+        g, p = gold[0], pred[0]
+        plain = [isinstance(x, sympy.Expr) and not isinstance(x, sympy.Tuple) for x in (g, p)]
+        if (plain[0] and many(p)) or (plain[1] and many(g)):
+            return True
+        if not all(plain):
+            return False
+        syms = sorted(g.free_symbols | p.free_symbols, key=str)
+        if len(syms) > 6:
+            return False
+        rng = random.Random(0)
+        for _ in range(2 if syms else 1):
+            at = {x: sympy.Float(rng.uniform(0.3, 1.7)) for x in syms}
+            a, b = complex(g.evalf(15, subs=at)), complex(p.evalf(15, subs=at))
+            if not all(math.isfinite(v) for v in (a.real, a.imag, b.real, b.imag)) or abs(a - b) <= 1e-2 * max(1.0, abs(a), abs(b)):
+                return False
+        return True
+    except Exception:
+        return False
+
+
 def _verify_worker(conn) -> None:
+    import functools
     import logging
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns on every call without its own timeouts
     from math_verify import parse, verify
 
+    @functools.lru_cache(maxsize=1024)
+    def parsed(s: str):  # a group's G answers share their gold
+        return parse(s if "\\boxed" in s or "$" in s else f"${s}$", parsing_timeout=None)
+
+    for gold, pred in _WARMUP:  # sympy loads much of itself lazily: the first interval, set or trig call costs 100-400 ms
+        try:
+            _clearly_different(parsed(gold), parsed(pred))
+            verify(parsed(gold), parsed(pred), timeout_seconds=None)
+        except Exception:
+            pass
     conn.send("ready")
     while True:
         gold, pred = conn.recv()
         try:
-            g = parse(gold if "\\boxed" in gold or "$" in gold else f"${gold}$", parsing_timeout=None)
-            p = parse(pred if "\\boxed" in pred or "$" in pred else f"${pred}$", parsing_timeout=None)
-            ok = bool(g) and bool(p) and verify(g, p, timeout_seconds=None)
+            g, p = parsed(gold), parsed(pred)
+            ok = bool(g) and bool(p) and not _clearly_different(g, p) and verify(g, p, timeout_seconds=None)
         except Exception:
             ok = False
-        conn.send(ok)
+        conn.send(bool(ok))
 
 
-class _Verifier:
-    def __init__(self) -> None:
+class _Worker:
+    def __init__(self, ctx) -> None:
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_verify_worker, args=(child,), daemon=True)
+        self.proc.start()
+        child.close()
+        self.ready = False
+        self.started = time.monotonic()
+        self.job: tuple[tuple[str, str], float] | None = None  # (pair, deadline)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.join(1)
+        self.conn.close()
+
+
+class VerifyPool:
+    """`workers` math-verify processes that score (gold, answer) pairs concurrently, each pair
+    within `timeout_s` of being handed to a worker (False past it); thread-safe."""
+
+    START_TIMEOUT_S = 120.0  # spawning and importing sympy, waited for apart from the per-pair budget
+
+    def __init__(self, workers: int = 2, cache_size: int = 8192) -> None:
+        if workers < 1:
+            raise ValueError(f"reward.expression.workers={workers}: needs at least 1 math-verify worker process")
+        self.n = workers
+        self._ctx = mp.get_context("spawn")
+        self._workers: list[_Worker] = []
         self._lock = threading.Lock()
-        self._proc = None
-        self._conn = None
+        self._cache: OrderedDict[tuple[str, str], bool] = OrderedDict()
+        self._cache_size = cache_size
+        self.timeouts = 0  # pairs that ran out of time (each cost a worker)
+        self._start_failures = 0
 
-    def _start(self) -> None:
-        ctx = mp.get_context("spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_verify_worker, args=(child,), daemon=True)
-        self._proc.start()
-        # Start-up (spawn + importing sympy) is waited for apart from the per-answer budget.
-        if not self._conn.poll(120) or self._conn.recv() != "ready":
-            raise OSError("math-verify worker did not start")
+    def _replace(self, w: _Worker) -> None:
+        w.kill()
+        self._workers[self._workers.index(w)] = _Worker(self._ctx)
 
-    def _reset(self) -> None:
-        if self._proc is not None:
-            self._proc.kill()
-            self._proc.join(1)
-        self._proc = None
-
-    def __call__(self, gold: str, pred: str, timeout_s: float) -> bool:
+    def verify(self, pairs: list[tuple[str, str]], timeout_s: float) -> list[bool]:
         with self._lock:
-            try:
-                if self._proc is None or not self._proc.is_alive():
-                    self._start()
-                self._conn.send((gold, pred))
-                if self._conn.poll(timeout_s):
-                    return bool(self._conn.recv())
-            except (OSError, EOFError):  # the worker died (killed, or could not start)
-                pass
-            self._reset()
-            return False
+            todo = [q for q in dict.fromkeys(pairs) if q not in self._cache]
+            while len(self._workers) < self.n:
+                self._workers.append(_Worker(self._ctx))
+            done: dict[tuple[str, str], bool] = {}
+            while todo or any(w.job for w in self._workers):
+                now = time.monotonic()
+                for w in self._workers:
+                    if w.ready and w.job is None and todo:
+                        q = todo.pop()
+                        try:
+                            w.conn.send(q)
+                            w.job = (q, time.monotonic() + timeout_s)
+                        except (OSError, ValueError):
+                            todo.append(q)
+                            self._replace(w)
+                busy = [w.job[1] for w in self._workers if w.job]
+                starting = [w.started + self.START_TIMEOUT_S for w in self._workers if not w.ready]
+                if not busy and not starting:
+                    continue
+                wait_s = max(0.0, min(busy + starting) - now)
+                for conn in mp_connection.wait([w.conn for w in self._workers if w.job or not w.ready], wait_s):
+                    w = next(w for w in self._workers if w.conn is conn)
+                    try:
+                        msg = conn.recv()
+                    except (EOFError, OSError):  # the worker died: its pair scores False, a fresh worker takes its place
+                        if not w.ready:
+                            self._start_failures += 1
+                            if self._start_failures > 3:
+                                w.kill()
+                                self._workers.remove(w)
+                                raise OSError("math-verify workers die while starting (is math-verify installed? a spawned process re-imports "
+                                              "the main module: run from a file, not stdin)") from None
+                        if w.job:
+                            done[w.job[0]] = False
+                        self._replace(w)
+                        continue
+                    if msg == "ready":
+                        w.ready = True
+                        self._start_failures = 0
+                    elif w.job:
+                        done[w.job[0]] = bool(msg)
+                        w.job = None
+                now = time.monotonic()
+                for w in list(self._workers):
+                    if w.job and now >= w.job[1]:
+                        done[w.job[0]] = False
+                        self.timeouts += 1
+                        self._replace(w)  # the new one starts in the background; the others go on
+                    elif not w.ready and now >= w.started + self.START_TIMEOUT_S:
+                        w.kill()
+                        raise OSError(f"a math-verify worker did not start within {self.START_TIMEOUT_S:.0f} s")
+            for q, ok in done.items():
+                self._cache[q] = ok
+                if len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+            return [self._cache[q] if q in self._cache else done[q] for q in pairs]
+
+    def close(self) -> None:
+        with self._lock:
+            for w in self._workers:
+                w.kill()
+            self._workers = []
 
 
-_VERIFY = _Verifier()
+_POOLS: dict[int, VerifyPool] = {}
+
+
+def verify_pool(workers: int = 2) -> VerifyPool:
+    """This process's pool of `workers` math-verify processes (made on first use)."""
+    if workers not in _POOLS:
+        _POOLS[workers] = VerifyPool(workers)
+    return _POOLS[workers]
 
 
 def _depth(s: str) -> int:
@@ -173,27 +338,67 @@ def _depth(s: str) -> int:
     return m
 
 
-_POWER_TOWER = re.compile(r"\^\s*\{[^{}]*\^|\^\s*\d+\s*\^|\*\*[^*]*\*\*")
-_BIG_FACTORIAL = re.compile(r"\d{4,}\s*!")
+# Shapes that can keep sympy busy for seconds (measured: `(x+1)^{99}(x-1)^{99}` 2.2 s, a symbolic
+# 3x3 matrix to the 40th and `\int_0^1 e^{x^2}\sin(x^3)dx` over 5 s). An answer with one of them is
+# scored 0 without parsing unless its gold has the same shape (then it goes to the timed worker).
+COSTLY_SHAPES = {
+    "power_tower": re.compile(r"\^\s*\{[^{}]*\^|\^\s*\d+\s*\^|\*\*[^*]*\*\*"),
+    "big_factorial": re.compile(r"\d{3,}\s*!|\)\s*!"),
+    "big_exponent": re.compile(r"(?:\^|\*\*)\s*\{?\s*[-+]?\s*\d{3,}"),
+    "group_power": re.compile(r"[)\]}|]\s*(?:\^|\*\*)\s*\{?\s*[-+]?\s*(?:\d{2,}|[a-zA-Z])"),
+    "matrix": re.compile(r"\\begin\s*\{\s*[a-zA-Z]*matrix|\\det\b|\\operatorname\s*\{\s*det"),
+    "special_function": re.compile(r"\\(?:Gamma|zeta|binom|dbinom|tbinom|choose)(?![a-zA-Z])|\\operatorname"),
+    "calculus": re.compile(r"\\(?:int|iint|iiint|oint|lim|sum|prod|frac\s*\{\s*d\s*\}|partial)(?![a-zA-Z])"),
+}
+# Words and symbols that make an answer an alternative, a negation or a range rather than one answer.
+_ALTERNATIVE = re.compile(
+    r"(?<![A-Za-z\\])(?:or|and|not|nor|either|neither|except|between|maybe|perhaps|vs)(?![A-Za-z])"
+    r"|\\(?:lor|vee|neg|lnot|neq|ne|pm|mp|approx|sim)(?![A-Za-z])|[≠±∨¬]", re.I)
 
 
-def _too_costly(ans: str) -> bool:
-    """Answers that make sympy work for seconds and are never a benchmark's gold: power towers, huge factorials."""
-    return len(ans) > MAX_EXPR_CHARS or _depth(ans) > MAX_BRACE_DEPTH or bool(_POWER_TOWER.search(ans)) or bool(_BIG_FACTORIAL.search(ans))
+def costly_shapes(s: str) -> set[str]:
+    return {name for name, rx in COSTLY_SHAPES.items() if rx.search(s)}
 
 
-def expression_reward(response: str, sample: Sample, timeout_s: float = 2.0) -> float:
-    """1.0 when math-verify finds the answer equivalent to the ground truth (gold first),
-    within `timeout_s` (in a worker process, so it works from any thread); 0.0 otherwise.
-    Answers over 1000 characters, nested over 30 braces deep, power towers and factorials of
-    4-digit numbers score 0 without parsing."""
-    ans = extract_answer(response)
-    if ans is None or _too_costly(ans):
+def _too_costly(ans: str, gold: str = "") -> bool:
+    """An answer that may keep sympy busy for seconds: over 150 characters and 3x its gold's length,
+    nested over 30 braces deep, or with a costly shape (power tower, big factorial or exponent, a power of a group,
+    a matrix or determinant, an integral/limit/sum/product) that its gold does not have."""
+    too_long = len(ans) > max(MAX_EXPR_CHARS, 3 * len(gold))
+    return too_long or _depth(ans) > MAX_BRACE_DEPTH or bool(costly_shapes(ans) - costly_shapes(gold))
+
+
+def _expression_pair(response: str, sample: Sample, extraction: str) -> tuple[str, str] | float:
+    """The (gold, answer) pair to verify, or the reward when no verification is needed."""
+    ans, gold = answer_content(response, extraction), str(sample.answer)
+    if ans is None:
         return 0.0
-    gold = str(sample.answer)
     if ans.strip() == gold.strip():
         return 1.0
-    return 1.0 if _VERIFY(gold, ans, timeout_s) else 0.0
+    if _too_costly(ans, gold):
+        return 0.0
+    if extraction != "lenient" and _ALTERNATIVE.search(ans) and not _ALTERNATIVE.search(gold):
+        return 0.0  # "2 or 3", "not 2", "2 \pm 1" against a gold that is none of these
+    return (gold, ans)
+
+
+def expression_rewards(responses: list[str], samples: list[Sample], timeout_s: float = 2.0, workers: int = 2, extraction: str = "strict") -> list[float]:
+    """`expression_reward` over a batch, the math-verify calls spread over the pool's workers."""
+    pairs = [_expression_pair(r, s, extraction) for r, s in zip(responses, samples)]
+    todo = [q for q in pairs if isinstance(q, tuple)]
+    verdicts = iter(verify_pool(workers).verify(todo, timeout_s) if todo else [])
+    return [float(next(verdicts)) if isinstance(q, tuple) else q for q in pairs]
+
+
+def expression_reward(response: str, sample: Sample, timeout_s: float = 2.0, workers: int = 2, extraction: str = "strict") -> float:
+    """1.0 when math-verify finds the answer equivalent to the ground truth (gold first), within
+    `timeout_s` (in a worker process, so it works from any thread); 0.0 otherwise. Answers that
+    `_too_costly` names score 0 without parsing; so do alternatives ("2 or 3", "\\pm") unless the
+    gold has one too."""
+    return expression_rewards([response], [sample], timeout_s, workers, extraction)[0]
+
+
+expression_reward.batch = expression_rewards  # the router scores a rollout batch in one call
 
 
 FUNCTIONS: dict[str, Any] = {

@@ -100,10 +100,11 @@ def score_difficulty(
                 if todo:
                     # the whole batch is sampled as in an uninterrupted run (same rows, same seed); only new ids are written
                     responses = policy(batch, N, k)
-                    for (sample, _), rs in zip(batch, responses):
-                        if sample.id in done:
-                            continue
-                        acc = [router.score(r, sample).accuracy for r in rs]
+                    new = [(sample, rs) for (sample, _), rs in zip(batch, responses) if sample.id not in done]
+                    flat = router.score_batch([r for _, rs in new for r in rs], [sample for sample, rs in new for _ in rs])  # one pooled batch
+                    for j, (sample, rs) in enumerate(new):
+                        start = sum(len(x) for _, x in new[:j])
+                        acc = [sc.accuracy for sc in flat[start : start + len(rs)]]
                         mean = sum(acc) / len(acc)
                         f.write(json.dumps({"id": sample.id, "task": sample.task, "difficulty": 1.0 - mean, "accuracy": mean, "n": len(acc)}) + "\n")
                         scored += 1

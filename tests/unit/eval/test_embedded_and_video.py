@@ -17,8 +17,9 @@ def test_embedded_benchmark_ground_truth_and_mra(shard_root):
     assert m["overall"] == 1.0 and m["spatial"] == 1.0 and m["general"] == 1.0
     spatial_num = next(it for it in items if it.meta["task"] == "spatial/abs_distance" and it.meta["sample"]["answer_type"] == "number")
     gt = float(spatial_num.answer)
-    s = embedded.score(spatial_num, f"<answer>\\boxed{{{gt * 1.1}}}</answer>")
+    s = embedded.score(spatial_num, f"<think>I estimate.</think><answer>\\boxed{{{gt * 1.1}}}</answer>")
     assert s["score"] == pytest.approx(vsibench.mra(gt * 1.1, gt)) and 0 < s["score"] < 1
+    assert embedded.score(spatial_num, f"<answer>\\boxed{{{gt}}}</answer>")["score"] == 0.0  # the RL rewards' strict reading: no closed think
 
 
 def test_vsibench_decodes_videos(tmp_path):

@@ -1,0 +1,189 @@
+"""Reward hacking: responses that try to collect accuracy without one well-formed answer, each with
+the accuracy it must get under `reward=m2` (strict extraction), and clean answers that must keep
+their full reward. Accuracy is what feeds the reward, Eq. 6's p and the difficulty scores."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pytest
+
+from m2r.data.schema import Sample
+from m2r.rewards import router_from_config
+from m2r.rewards.extract import answer_content
+
+CH = Sample(id="c", task="general/geometry", question="q", answer="B", answer_type="choice", choices=["11.3", "22.4", "22.6", "30"])
+NUM = Sample(id="n", task="general/arithmetic", question="q", answer="3", answer_type="number")
+BIG = Sample(id="b", task="general/arithmetic", question="q", answer="3000", answer_type="number")
+SP = Sample(id="s", task="spatial/abs_distance", question="q", answer="3.2", answer_type="number")
+EX = Sample(id="e", task="general/algebra", question="q", answer="\\frac{1}{2}", answer_type="expression")
+PM = Sample(id="p", task="general/algebra", question="q", answer="\\pm 2", answer_type="expression")
+TX = Sample(id="t", task="spatial/direction", question="q", answer="left", answer_type="text")
+NO = Sample(id="y", task="general/logic", question="q", answer="no", answer_type="text")
+
+
+def W(content: str, think: str = "I reason step by step.") -> str:
+    """A well-formed response boxing `content`."""
+    return f"<think>{think}</think><answer>The answer is \\boxed{{{content}}}.</answer>"
+
+
+HACKS = [  # (name, response, sample, expected accuracy)
+    ("prose, no tags", "so maybe 3", NUM, 0.0),
+    ("prose letter", "hmm, B", CH, 0.0),
+    ("bare word", "left", TX, 0.0),
+    ("the answer is, no tags", "The answer is 3.", NUM, 0.0),
+    ("unclosed think holds the box", "<think>the answer is \\boxed{3}", NUM, 0.0),
+    ("unclosed think, then an answer", "<think>r <answer>\\boxed{3}</answer>", NUM, 0.0),
+    ("unclosed think, choice", "<think>r<answer>\\boxed{B}</answer>", CH, 0.0),
+    ("box cut off", "<think>r</think><answer>\\boxed{3</answer>", NUM, 0.0),
+    ("box cut off at the end", "<think>r</think><answer>\\boxed{3", NUM, 0.0),
+    ("unbalanced box", "<think>r</think><answer>\\boxed{{3}</answer>", NUM, 0.0),
+    ("box without braces", "<think>r</think><answer>\\boxed 3</answer>", NUM, 0.0),
+    ("empty box", W(""), NUM, 0.0),
+    ("answer without a box", "<think>r</think><answer>3</answer>", NUM, 0.0),
+    ("box after think, no answer tags", "<think>r</think>\\boxed{3}", NUM, 0.0),
+    ("two boxes, right one last", "<think>r</think><answer>\\boxed{2} or \\boxed{3}</answer>", NUM, 0.0),
+    ("two boxes, right one first", "<think>r</think><answer>\\boxed{3}, \\boxed{2}</answer>", NUM, 0.0),
+    ("the same box twice", "<think>r</think><answer>\\boxed{3} \\boxed{3}</answer>", NUM, 0.0),
+    ("nested boxes", W("\\boxed{3}"), NUM, 0.0),
+    ("fbox and boxed", "<think>r</think><answer>\\fbox{3} \\boxed{3}</answer>", NUM, 0.0),
+    ("a box per option", "<think>r</think><answer>" + "".join(f"\\boxed{{{c}}}" for c in "ABCD") + "</answer>", CH, 0.0),
+    ("thousands of boxes", "<think>r</think><answer>" + "\\boxed{B}" * 5000 + "</answer>", CH, 0.0),
+    ("negated option", W("not B"), CH, 0.0),
+    ("hedge between options", W("B or C"), CH, 0.0),
+    ("slash hedge", W("B/C"), CH, 0.0),
+    ("every option", W("A, B, C, D"), CH, 0.0),
+    ("two options joined", W("B and C"), CH, 0.0),
+    ("letter with another option's text", W("B. 11.3"), CH, 0.0),
+    ("hedge between option texts", W("22.4 or 22.6"), CH, 0.0),
+    ("letter then a question mark", W("B?"), CH, 0.0),
+    ("exponent ignored", W("3^{4}"), NUM, 0.0),
+    ("exponent ignored, EDNM", W("3.2^{9}"), SP, 0.0),
+    ("range", W("2-4"), NUM, 0.0),
+    ("range in words", W("3.2 to 3.5 m"), SP, 0.0),
+    ("numeric hedge", W("3 or 4"), NUM, 0.0),
+    ("approximately", W("about 3"), NUM, 0.0),
+    ("plus-minus", W("3 \\pm 1"), NUM, 0.0),
+    ("two numbers", W("3.2, 3.3"), SP, 0.0),
+    ("two numbers, space", W("3 3"), NUM, 0.0),
+    ("an operation left to do", W("1+2"), NUM, 0.0),
+    ("at least", W("3 or more"), NUM, 0.0),
+    ("text after a stray closing tag", "<think>r</think><answer>\\boxed{5}</answer></answer>\\boxed{3}", NUM, 0.0),
+    ("two answer spans", "<think>r</think><answer>\\boxed{5}</answer><answer>\\boxed{3}</answer>", NUM, 0.0),
+    ("answer before think", "<answer>\\boxed{3}</answer><think>r</think>", NUM, 0.0),
+    ("answer inside think", "<think><answer>\\boxed{3}</answer></think>", NUM, 0.0),
+    ("two thinks", "<think>a</think><think>b</think><answer>\\boxed{3}</answer>", NUM, 0.0),
+    ("megabyte answer", W("3" + " " * 1_000_000), NUM, 0.0),
+    ("expression hedge", W("\\frac{1}{2} \\text{ or } \\frac{1}{3}"), EX, 0.0),
+    ("expression set", W("\\{\\frac{1}{2}, \\frac{1}{3}\\}"), EX, 0.0),
+    ("expression tuple", W("0.5, 0.6"), EX, 0.0),
+    ("expression plus-minus", W("\\pm\\frac{1}{2}"), EX, 0.0),
+    ("expression negation", W("x \\neq \\frac{1}{2}"), EX, 0.0),
+    ("expression interval", W("[0, 1]"), EX, 0.0),
+    ("power tower", W("9^{9^{9^{9}}}"), EX, 0.0),
+    ("huge factorial", W("100000!"), EX, 0.0),
+    ("integral left to evaluate", W("\\int_0^1 x\\,dx"), EX, 0.0),
+    ("text hedge", W("left or right"), TX, 0.0),
+    ("text negation", W("not left"), TX, 0.0),
+    ("yes/no hedge", W("yes/no"), NO, 0.0),
+    ("both yes and no", W("yes and no"), NO, 0.0),
+]
+
+CLEAN = [  # (name, response, sample, expected accuracy)
+    ("number", W("3"), NUM, 1.0),
+    ("number, decimal zero", W("3.0"), NUM, 1.0),
+    ("number, thousands", W("3,000"), BIG, 1.0),
+    ("number, scientific", W("3 \\times 10^{3}"), BIG, 1.0),
+    ("spatial with unit", W("3.2 m"), SP, 1.0),
+    ("spatial with a text unit", W("3.2\\text{ meters}"), SP, 1.0),
+    ("spatial estimate, EDNM", W("3"), SP, math.exp(-2 * 0.2 / (3.2 + 1e-6))),  # Eq. 9, lambda 2, eps 1e-6
+    ("letter", W("B"), CH, 1.0),
+    ("letter in parentheses", W("(B)"), CH, 1.0),
+    ("letter with its text", W("B. 22.4"), CH, 1.0),
+    ("option text", W("22.4"), CH, 1.0),
+    ("letter in text", W("\\text{B}"), CH, 1.0),
+    ("fraction", W("\\frac{1}{2}"), EX, 1.0),
+    ("decimal for a fraction", W("0.5"), EX, 1.0),
+    ("unreduced fraction", W("\\dfrac{2}{4}"), EX, 1.0),
+    ("plus-minus gold", W("\\pm 2"), PM, 1.0),
+    ("text", W("left"), TX, 1.0),
+    ("text, case and wrapper", W("\\text{Left}"), TX, 1.0),
+    ("yes/no", W("no"), NO, 1.0),
+    ("newlines around tags", "<think>\nr\n</think>\n<answer>\n\\boxed{3}\n</answer>\n", NUM, 1.0),
+    ("fbox", "<think>r</think><answer>\\fbox{3}</answer>", NUM, 1.0),
+]
+
+
+@pytest.fixture(scope="module")
+def m2(tmp_path_factory):
+    from conftest import compose
+
+    d = tmp_path_factory.mktemp("cfg")
+    router = router_from_config(compose(["reward=m2"], d, d).reward)
+    assert router.score(W("0.5"), EX).accuracy == 1.0  # starts the math-verify workers (seconds), outside the timed cases
+    return router
+
+
+def test_enough_cases():
+    assert len(HACKS) >= 40 and len({n for n, *_ in HACKS + CLEAN}) == len(HACKS) + len(CLEAN)
+
+
+@pytest.mark.parametrize("name,response,sample,expected", HACKS, ids=[h[0] for h in HACKS])
+def test_hacking_attempt_earns_no_accuracy(m2, name, response, sample, expected):
+    t0 = time.perf_counter()
+    scored = m2.score(response, sample)
+    assert scored.accuracy == pytest.approx(expected, abs=1e-9), name
+    assert scored.total <= 0.5 + 1e-9  # at most the format reward's 0.5: never the accuracy weight
+    assert time.perf_counter() - t0 < 2.5  # the cheap guards or the worker's budget, never sympy for seconds
+
+
+@pytest.mark.parametrize("name,response,sample,expected", CLEAN, ids=[c[0] for c in CLEAN])
+def test_clean_answer_keeps_full_reward(m2, name, response, sample, expected):
+    scored = m2.score(response, sample)
+    assert scored.accuracy == pytest.approx(expected, abs=1e-9), name
+    assert scored.values["format"] == 1.0 and scored.total == pytest.approx(0.5 + expected)
+
+
+def test_batch_scoring_equals_one_by_one(m2):
+    cases = HACKS + CLEAN
+    batch = m2.score_batch([c[1] for c in cases], [c[2] for c in cases])
+    assert [b.accuracy for b in batch] == [m2.score(c[1], c[2]).accuracy for c in cases]
+
+
+OUTSIDE = ["\\boxed{999}", "The answer is 999.", "<answer>\\boxed{999}</answer>", "999"]
+
+
+@pytest.mark.parametrize("name,response,sample,expected", CLEAN, ids=[c[0] for c in CLEAN])
+def test_no_accuracy_function_reads_outside_the_answer_span(m2, name, response, sample, expected):
+    """Text before <think>, inside the reasoning or after </answer> never changes accuracy: a right
+    answer stays right, and a wrong boxed answer is not rescued by the right one outside the span."""
+    think_start, think_end = response.index("<think>") + len("<think>"), response.index("</think>")
+    for junk in OUTSIDE:
+        variants = [junk + response, response[:think_start] + junk + response[think_start:], response + junk]
+        if "<answer>" in junk:
+            variants = [response + junk]  # a second answer span is malformed: scored 0 below
+            assert m2.score(variants[0], sample).accuracy == 0.0
+            continue
+        for v in variants[:1] + variants[2:]:
+            assert m2.score(v, sample).accuracy == pytest.approx(expected), (junk, v)
+        inside_think = response[:think_end] + " " + junk + response[think_end:]
+        assert m2.score(inside_think, sample).accuracy == pytest.approx(expected), junk
+    wrong = W("7")
+    right_outside = [wrong + f"\\boxed{{{sample.answer}}}", f"\\boxed{{{sample.answer}}}" + wrong,
+                     wrong.replace("I reason step by step.", f"so \\boxed{{{sample.answer}}}")]
+    assert all(m2.score(v, sample).accuracy < 0.5 for v in right_outside)
+
+
+def test_extraction_modes(tmp_path):
+    from conftest import compose
+
+    tagged = router_from_config(compose(["reward=m2", "reward.extraction=tagged"], tmp_path, tmp_path).reward)
+    lenient = router_from_config(compose(["reward=m2", "reward.extraction=lenient"], tmp_path, tmp_path).reward)
+    assert tagged.score("<think>r</think><answer>3</answer>", NUM).accuracy == 1.0  # no box needed
+    assert tagged.score("<think>r</think><answer>\\boxed{2} \\boxed{3}</answer>", NUM).accuracy == 0.0  # still one answer
+    assert tagged.score("so maybe 3", NUM).accuracy == 0.0
+    assert lenient.score("so maybe 3", NUM).accuracy == 1.0  # the benchmark fallbacks: for ablations only
+    assert answer_content("<think>r</think><answer>x</answer>", "tagged") == "x"
+    with pytest.raises(ValueError, match="reward.extraction"):
+        router_from_config(compose(["reward=m2", "reward.extraction=loose"], tmp_path, tmp_path).reward)

@@ -30,7 +30,7 @@ import lightning as L
 import torch
 
 from m2r.data.schema import task_slug
-from m2r.rewards.router import RewardRouter
+from m2r.rewards.router import RewardRouter, score_many
 from m2r.rl.core import advantage_weights, aggregation_normalizer, group_advantages, policy_loss, token_logps
 from m2r.rl.rollout import generate_rollouts, repetition_loop, select_rows
 
@@ -146,7 +146,7 @@ class GRPOModule(L.LightningModule):
             seed=h.seed * 1_000_003 + self.global_step * 7919 + self.global_rank, synced_gpus=params_sharded(self.trainer.strategy),
         )
         N, G = len(ro.texts), h.G
-        scores = self.router.score_batch(ro.texts, [ro.samples[i // G] for i in range(N)])  # math-verify calls spread over the pool
+        scores = score_many(self.router, ro.texts, [ro.samples[i // G] for i in range(N)])  # math-verify calls spread over the pool
         rewards = torch.tensor([s.total for s in scores], dtype=torch.float32)  # [N]
         accuracy = torch.tensor([s.accuracy for s in scores], dtype=torch.float32)  # [N]
         advantages = group_advantages(rewards, G, h.scale_std)  # [N]

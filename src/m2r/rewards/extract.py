@@ -26,7 +26,7 @@ import re
 
 MAX_CHARS = 200_000  # only the tail of longer responses is read: the answer is at the end
 _ANSWER_IS = re.compile(r"answer\s+is\s*:?\s*([^\n]{1,200}?)\s*(?:\.\s*$|\.\s|\n|$)", re.I)
-_NUMBER = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?")
+_NUMBER = re.compile(r"-?(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")  # `.5` is 0.5, not 5
 
 
 def last_boxed(text: str) -> str | None:
@@ -115,35 +115,67 @@ def answer_content(text: str, mode: str = "strict") -> str | None:
     return span.strip() or None
 
 
-_UNIT_WORD = r"(?:[A-Za-z]+(?:\^\{?[23]\}?|²|³)?)"
-_NOT_UNITS = {"or", "and", "not", "no", "nor", "to", "than", "more", "less", "about", "approximately", "approx", "around", "roughly", "nearly",
-              "maybe", "perhaps", "probably", "either", "neither", "between", "at", "least", "most", "over", "under", "above", "below", "plus",
-              "minus", "times", "e", "x"}
+# Units a number may carry (they are not checked against the gold's): a whitelist, so that a word
+# that hedges in any language ("3 ou quatre", "3 unsure") is not taken for a unit.
+UNITS = set("""
+mm cm dm m km in inch inches ft foot feet yd yard yards mi mile miles meter meters metre metres millimeter millimeters millimetre
+millimetres centimeter centimeters centimetre centimetres kilometer kilometers kilometre kilometres nm um micron microns
+sq square cubic mg g kg t gram grams kilogram kilograms lb lbs pound pounds oz ounce ounces ton tons tonne tonnes
+s sec secs second seconds min mins minute minutes h hr hrs hour hours day days week weeks month months year years yr yrs ms
+l ml cl liter liters litre litres milliliter milliliters millilitre millilitres gal gallon gallons cup cups
+dollar dollars cent cents usd eur euro euros yuan rmb yen pence
+deg degree degrees rad radian radians percent pct
+unit units item items object objects piece pieces people person persons times point points pixel pixels px
+kmh mph kph w kw v a hz khz mhz n j pa kpa
+""".split())
+_UNIT_TOKEN = r"(?:[A-Za-z]+\.?(?:\^\{?[23]\}?|²|³)?(?:/[A-Za-z]+(?:\^\{?[23]\}?|²|³)?)?)"
+_DIGITS = r"\d+(?:\.\d+)?"
 _STRICT_NUMBER = re.compile(
-    r"(?P<sign>[-+]?)\s*(?:(?P<frac>\\[dt]?frac\{(?P<fn>\d+(?:\.\d+)?)\}\{(?P<fd>\d+(?:\.\d+)?)\})"
-    r"|(?P<sn>\d+(?:\.\d+)?)\s*/\s*(?P<sd>\d+(?:\.\d+)?)"
+    r"(?P<sign>[-+]?)\s*(?:(?P<frac>\\[dt]?frac\s*(?:\{\s*(?P<fs>[-+]?)\s*(?P<fn>" + _DIGITS + r")\s*\}|(?P<fn1>\d))"
+    r"\s*(?:\{\s*(?P<fd>" + _DIGITS + r")\s*\}|(?P<fd1>\d)))"
+    r"|(?P<sn>" + _DIGITS + r")\s*/\s*(?P<sd>" + _DIGITS + r")"
     r"|(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d*)?|\.\d+)(?P<exp>[eE][-+]?\d{1,3})?"
     r"(?:\s*(?:\\times|\\cdot|\*)\s*10\s*\^\s*(?:\{\s*(?P<p10b>[-+]?\d{1,3})\s*\}|(?P<p10>[-+]?\d{1,3})))?)"
-    r"\s*(?P<unit>%|°|" + _UNIT_WORD + r"(?:\s+" + _UNIT_WORD + r")?)?"
+    r"\s*(?P<unit>%|°|" + _UNIT_TOKEN + r"(?:\s+" + _UNIT_TOKEN + r")?)?"
 )
+_WRAPPERS = re.compile(r"\\(?:text|mathrm|mbox|textrm|textbf|mathbf|boldsymbol|bm|operatorname|textit|mathit)\s*\{([^{}]*)\}")
+
+
+def _is_unit(unit: str) -> bool:
+    if unit in ("%", "°"):
+        return True
+    for token in re.split(r"[\s/]+", unit.lower()):
+        word = re.sub(r"(?:\^\{?[23]\}?|²|³|\.)$", "", token).rstrip(".")
+        if word and word not in UNITS:
+            return False
+    return True
 
 
 def strict_number(s: str | None) -> float | None:
-    """One number, and nothing else but a unit: `3`, `-1,234.5`, `45%`, `\\frac{3}{4}`, `3/4`,
-    `1.2e3`, `1.2 \\times 10^{3}`, `2.1 m^2`, `\\text{3.5 meters}`, `90^\\circ`. Anything else is
-    None, never cut to its first number: `3^{4}`, `3 or 4`, `3-4`, `about 3`, `x = 3`, `3 \\pm 1`."""
+    """One number, and nothing else but a unit from `UNITS`: `3`, `-1,234.5`, `12{,}000`, `45%`,
+    `\\frac{3}{4}`, `\\frac12`, `3/4`, `1.2e3`, `1.2 \\times 10^{3}`, `2.1 m^2`, `3 km/h`,
+    `\\text{3.5 meters}`, `\\mathbf{3}`, `90^\\circ`. Anything else is None, never cut to its first
+    number: `3^{4}`, `3 or 4`, `3 ou quatre`, `3-4`, `about 3`, `x = 3`, `3 \\pm 1`."""
     if s is None or len(s) > 200:
         return None
-    s = re.sub(r"\\(?:text|mathrm|mbox|textrm|operatorname)\s*\{([^{}]*)\}", r"\1", s)
+    for _ in range(3):  # nested wrappers: \text{\textbf{3}}
+        s = _WRAPPERS.sub(r"\1", s)
     s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree", "°", s)
-    s = s.replace("\\%", "%").replace("\\$", "").replace("$", "").replace("\\,", "").replace("\\!", "").replace("\\ ", " ").replace("~", " ").strip()
+    s = s.replace("{,}", ",").replace("\u2212", "-").replace("\\%", "%").replace("\\$", "").replace("$", "")
+    s = re.sub(r"\\[,;:! ]|\\q?quad|~", " ", s).strip()
+    while s.startswith("{") and s.endswith("}") and last_boxed("\\boxed" + s) == s[1:-1]:  # {3}: one group around it all
+        s = s[1:-1].strip()
     m = _STRICT_NUMBER.fullmatch(s)
-    if not m or (m.group("unit") and set(m.group("unit").lower().replace("^", " ").split()) & _NOT_UNITS):
+    if not m or (m.group("unit") and not _is_unit(m.group("unit"))):
         return None
     sign = -1.0 if m.group("sign") == "-" else 1.0
     try:
-        if m.group("frac") or m.group("sn"):
-            num, den = (float(m.group("fn")), float(m.group("fd"))) if m.group("frac") else (float(m.group("sn")), float(m.group("sd")))
+        if m.group("frac"):
+            num, den = float(m.group("fn") or m.group("fn1")), float(m.group("fd") or m.group("fd1"))
+            sign *= -1.0 if m.group("fs") == "-" else 1.0
+            x = num / den if den else None
+        elif m.group("sn"):
+            num, den = float(m.group("sn")), float(m.group("sd"))
             x = num / den if den else None
         else:
             x = float(m.group("num").replace(",", "") + (m.group("exp") or ""))

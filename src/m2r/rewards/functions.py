@@ -56,7 +56,9 @@ def _letters_in(answer: str, n_choices: int) -> set[str]:
 
 
 def _unwrap(s: str) -> str:
-    return re.sub(r"\\(?:text|mathrm|mbox|textbf|mathbf)\s*\{([^{}]*)\}", r"\1", s)
+    for _ in range(3):  # nested: \text{\textbf{B}}
+        s = re.sub(r"\\(?:text|mathrm|mbox|textbf|mathbf|textrm|textit|mathit|boldsymbol)\s*\{([^{}]*)\}", r"\1", s)
+    return s
 
 
 def _norm_option(s: str) -> str:
@@ -69,14 +71,14 @@ def strict_choice(answer: str, choices: list[str]) -> str | None:
     the letter, several letters, a negation, a hedge)."""
     s = _unwrap(answer).strip().rstrip(".").strip()
     valid = LETTERS[: len(choices)]
-    m = re.fullmatch(r"(?:(?i:option|choice)\s*)?\(?\s*([A-Z])\s*\)?", s)
-    if m:
-        return m.group(1) if m.group(1) in valid else None
-    m = re.fullmatch(r"\(?([A-Z])[.:)]\s*(.+)", s, re.S)
-    if m:
-        i = valid.find(m.group(1))
-        return m.group(1) if i >= 0 and _norm_option(m.group(2)) == _norm_option(choices[i]) else None
     hits = [LETTERS[i] for i, c in enumerate(choices) if _norm_option(c) == _norm_option(s)]
+    m = re.fullmatch(r"(?:(?i:option|choice)\s*)?\(?\s*([A-Za-z])\s*\)?", s)
+    if m and not (m.group(1).islower() and hits):  # a lower-case letter that is an option's text is that option
+        return m.group(1).upper() if m.group(1).upper() in valid else None
+    m = re.fullmatch(r"\(?([A-Za-z])[.:)]\s*(.+)", s, re.S) or re.fullmatch(r"([A-Za-z])\s*\((.+)\)", s, re.S)  # B. 22.4 | B (22.4)
+    if m and not hits:
+        i = valid.find(m.group(1).upper())
+        return m.group(1).upper() if i >= 0 and _norm_option(m.group(2)) == _norm_option(choices[i]) else None
     return hits[0] if len(hits) == 1 else None
 
 
@@ -130,7 +132,7 @@ def ednm_reward(response: str, sample: Sample, gamma: float = 1.0, lam: float = 
 
 
 def _norm_text(s: str) -> str:
-    return re.sub(r"\s+", " ", re.sub(r"\\text\{([^{}]*)\}", r"\1", s)).strip().strip(".").lower()
+    return re.sub(r"\s+", " ", _unwrap(s)).strip().strip(".").lower()
 
 
 def text_reward(response: str, sample: Sample, extraction: str = "strict") -> float:
@@ -154,12 +156,13 @@ _WARMUP = [("\\frac{1}{2}", "0.5"), ("x^2+2x+1", "(x+1)^2"), ("(0, 1]", "[0, 1)"
            ("1", "\\tan(\\pi/2)"), ("1", "\\sin^{-1}(2)"), ("1", "1e99"), ("1", "\\sqrt[3]{2}"), ("\\frac{1}{2}", "\\frac{x^2-1}{x-1}"), ("1", "half")]
 
 
-def _clearly_different(gold: list, pred: list) -> bool:
-    """True when the first parse of each is a plain expression (no relation, set or tuple) and they
-    differ by over 1% at two random points of their symbols (at their value without symbols), or
-    when one is a plain expression and the other a set, tuple or interval of several values: then
-    math-verify's symbolic simplification (15-100 ms) cannot find them equal and is skipped. Any
-    doubt (other types, non-finite values, more than 6 symbols, an error) returns False."""
+def _numeric_verdict(gold: list, pred: list) -> bool | None:
+    """A verdict without sympy's simplification (15-100 ms), or None when in doubt (then math-verify
+    decides). Both first parses must be plain expressions over the same one-letter symbols (not e or
+    E; no relation, set or interval). False when one is a value and the other a collection of several
+    values, or when they differ at a random point (values of either sign) by over 1e-9 relative when
+    both are exact (no decimals), over 1% otherwise; True when both are exact and agree to 1e-12 at
+    four random points."""
     import random
 
     import sympy
@@ -171,21 +174,26 @@ def _clearly_different(gold: list, pred: list) -> bool:
         g, p = gold[0], pred[0]
         plain = [isinstance(x, sympy.Expr) and not isinstance(x, sympy.Tuple) for x in (g, p)]
         if (plain[0] and many(p)) or (plain[1] and many(g)):
-            return True
+            return False
         if not all(plain):
-            return False
-        syms = sorted(g.free_symbols | p.free_symbols, key=str)
-        if len(syms) > 6:
-            return False
+            return None
+        syms = g.free_symbols | p.free_symbols
+        if g.free_symbols != p.free_symbols or len(syms) > 6 or any(len(x.name) != 1 or x.name in "eE" for x in syms):
+            return None  # math-verify's symbol rules (case, joined letters, e) are not numeric
         rng = random.Random(0)
-        for _ in range(2 if syms else 1):
-            at = {x: sympy.Float(rng.uniform(0.3, 1.7)) for x in syms}
-            a, b = complex(g.evalf(15, subs=at)), complex(p.evalf(15, subs=at))
-            if not all(math.isfinite(v) for v in (a.real, a.imag, b.real, b.imag)) or abs(a - b) <= 1e-2 * max(1.0, abs(a), abs(b)):
-                return False
-        return True
+        exact = not (g.atoms(sympy.Float) or p.atoms(sympy.Float))
+        close, n = 0, 4 if syms else 1
+        for k in range(n):  # signs over the 4 points: every symbol both ways, any two in all 4 combinations (sqrt(x^2) is not x)
+            at = {x: sympy.Float((-1 if (k >> (j % 2)) & 1 else 1) * rng.uniform(0.3, 1.7)) for j, x in enumerate(sorted(syms, key=str))}
+            a, b = complex(g.evalf(20, subs=at)), complex(p.evalf(20, subs=at))
+            if not all(math.isfinite(v) for v in (a.real, a.imag, b.real, b.imag)):
+                return None
+            if abs(a - b) > (1e-9 if exact else 1e-2) * max(1.0, abs(a), abs(b)):
+                return False  # exact values are compared exactly by math-verify; decimals it may round
+            close += abs(a - b) <= 1e-12 * max(1.0, abs(a), abs(b))
+        return True if exact and close == n else None
     except Exception:
-        return False
+        return None
 
 
 def _verify_worker(conn) -> None:
@@ -201,7 +209,7 @@ def _verify_worker(conn) -> None:
 
     for gold, pred in _WARMUP:  # sympy loads much of itself lazily: the first interval, set or trig call costs 100-400 ms
         try:
-            _clearly_different(parsed(gold), parsed(pred))
+            _numeric_verdict(parsed(gold), parsed(pred))
             verify(parsed(gold), parsed(pred), timeout_seconds=None)
         except Exception:
             pass
@@ -210,7 +218,8 @@ def _verify_worker(conn) -> None:
         gold, pred = conn.recv()
         try:
             g, p = parsed(gold), parsed(pred)
-            ok = bool(g) and bool(p) and not _clearly_different(g, p) and verify(g, p, timeout_seconds=None)
+            fast = _numeric_verdict(g, p) if g and p else False
+            ok = fast if fast is not None else verify(g, p, timeout_seconds=None)
         except Exception:
             ok = False
         conn.send(bool(ok))
@@ -248,6 +257,7 @@ class VerifyPool:
         self._cache: OrderedDict[tuple[str, str], bool] = OrderedDict()
         self._cache_size = cache_size
         self.timeouts = 0  # pairs that ran out of time (each cost a worker)
+        self.sent = 0  # pairs handed to a worker (not answered from the cache)
         self._start_failures = 0
 
     def _replace(self, w: _Worker) -> None:
@@ -256,10 +266,15 @@ class VerifyPool:
 
     def verify(self, pairs: list[tuple[str, str]], timeout_s: float) -> list[bool]:
         with self._lock:
-            todo = [q for q in dict.fromkeys(pairs) if q not in self._cache]
+            done: dict[tuple[str, str], bool] = {}
+            for q in dict.fromkeys(pairs):
+                if q in self._cache:
+                    done[q] = self._cache[q]
+                    self._cache.move_to_end(q)  # least recently used goes first
+            todo = [q for q in dict.fromkeys(pairs) if q not in done]
+            fresh: set[tuple[str, str]] = set()  # verdicts worth caching (not timeouts or crashes)
             while len(self._workers) < self.n:
                 self._workers.append(_Worker(self._ctx))
-            done: dict[tuple[str, str], bool] = {}
             while todo or any(w.job for w in self._workers):
                 now = time.monotonic()
                 for w in self._workers:
@@ -268,6 +283,7 @@ class VerifyPool:
                         try:
                             w.conn.send(q)
                             w.job = (q, time.monotonic() + timeout_s)
+                            self.sent += 1
                         except (OSError, ValueError):
                             todo.append(q)
                             self._replace(w)
@@ -297,6 +313,7 @@ class VerifyPool:
                         self._start_failures = 0
                     elif w.job:
                         done[w.job[0]] = bool(msg)
+                        fresh.add(w.job[0])
                         w.job = None
                 now = time.monotonic()
                 for w in list(self._workers):
@@ -307,11 +324,11 @@ class VerifyPool:
                     elif not w.ready and now >= w.started + self.START_TIMEOUT_S:
                         w.kill()
                         raise OSError(f"a math-verify worker did not start within {self.START_TIMEOUT_S:.0f} s")
-            for q, ok in done.items():
-                self._cache[q] = ok
+            for q in fresh:
+                self._cache[q] = done[q]
                 if len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
-            return [self._cache[q] if q in self._cache else done[q] for q in pairs]
+            return [done[q] for q in pairs]
 
     def close(self) -> None:
         with self._lock:
@@ -342,12 +359,12 @@ def _depth(s: str) -> int:
 # 3x3 matrix to the 40th and `\int_0^1 e^{x^2}\sin(x^3)dx` over 5 s). An answer with one of them is
 # scored 0 without parsing unless its gold has the same shape (then it goes to the timed worker).
 COSTLY_SHAPES = {
-    "power_tower": re.compile(r"\^\s*\{[^{}]*\^|\^\s*\d+\s*\^|\*\*[^*]*\*\*"),
+    "power_tower": re.compile(r"\d\s*(?:\^|\*\*)\s*\{?\s*\(?\s*\d+\s*(?:\^|\*\*)|\^\s*\{[^{}]*\^\s*\{[^{}]*\^"),  # 9^{9^{9}}, e^{e^{e^{e}}} (e^{x^2} is cheap)
     "big_factorial": re.compile(r"\d{3,}\s*!|\)\s*!"),
     "big_exponent": re.compile(r"(?:\^|\*\*)\s*\{?\s*[-+]?\s*\d{3,}"),
-    "group_power": re.compile(r"[)\]}|]\s*(?:\^|\*\*)\s*\{?\s*[-+]?\s*(?:\d{2,}|[a-zA-Z])"),
+    "group_power": re.compile(r"[)\]}|]\s*(?:\^|\*\*)\s*\{?\s*[-+]?\s*\d{2,}"),  # (x+1)^{99}: expansions
     "matrix": re.compile(r"\\begin\s*\{\s*[a-zA-Z]*matrix|\\det\b|\\operatorname\s*\{\s*det"),
-    "special_function": re.compile(r"\\(?:Gamma|zeta|binom|dbinom|tbinom|choose)(?![a-zA-Z])|\\operatorname"),
+    "special_function": re.compile(r"\\(?:Gamma|zeta)(?![a-zA-Z])|\\operatorname"),
     "calculus": re.compile(r"\\(?:int|iint|iiint|oint|lim|sum|prod|frac\s*\{\s*d\s*\}|partial)(?![a-zA-Z])"),
 }
 # Words and symbols that make an answer an alternative, a negation or a range rather than one answer.
@@ -368,6 +385,24 @@ def _too_costly(ans: str, gold: str = "") -> bool:
     return too_long or _depth(ans) > MAX_BRACE_DEPTH or bool(costly_shapes(ans) - costly_shapes(gold))
 
 
+def _one_expression(ans: str, gold: str) -> bool:
+    """Whether a strict answer is one expression, as far as cheap rules can tell, so that math-verify
+    (which takes the first value before a `\\text{}`, the right side of an `=` chain, the last `$...$`)
+    grades what was written: no alternative, negation or range (`or`, `\\pm`, `\\neq`), no `$`, no words
+    in `\\text{}`, and at most one `=` with a single symbol on its left; each allowed when the gold has it."""
+    if _ALTERNATIVE.search(ans) and not _ALTERNATIVE.search(gold):
+        return False  # "2 or 3", "not 2", "2 \pm 1"
+    if "$" in ans and "$" not in gold:
+        return False
+    words = re.findall(r"\\(?:text|mbox|textrm|textbf|mathrm)\s*\{([^{}]*)\}", ans)
+    if any(re.search(r"[A-Za-z]{2,}|[,;]", w) for w in words) and not re.search(r"\\(?:text|mbox|textrm|textbf|mathrm)\s*\{", gold):
+        return False  # "\frac12 \text{ otherwise } \frac13", "\frac12 \text{, else } \frac13"
+    eq = ans.count("=")
+    if eq > (gold.count("=") or 1) or (eq == 1 and "=" not in gold and not re.fullmatch(r"\s*[A-Za-z](?:_\{?\w+\}?)?\s*", ans.split("=")[0])):
+        return False  # "\frac13 = \frac12", "4 = 3"; "x = \frac12" stays
+    return True
+
+
 def _expression_pair(response: str, sample: Sample, extraction: str) -> tuple[str, str] | float:
     """The (gold, answer) pair to verify, or the reward when no verification is needed."""
     ans, gold = answer_content(response, extraction), str(sample.answer)
@@ -377,8 +412,8 @@ def _expression_pair(response: str, sample: Sample, extraction: str) -> tuple[st
         return 1.0
     if _too_costly(ans, gold):
         return 0.0
-    if extraction != "lenient" and _ALTERNATIVE.search(ans) and not _ALTERNATIVE.search(gold):
-        return 0.0  # "2 or 3", "not 2", "2 \pm 1" against a gold that is none of these
+    if extraction != "lenient" and not _one_expression(ans, gold):
+        return 0.0
     return (gold, ans)
 
 

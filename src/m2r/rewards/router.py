@@ -109,6 +109,13 @@ class RewardRouter:
         return self.score_batch([response], [sample])[0]
 
 
+def score_many(router, responses: list[str], samples: list[Sample]) -> list[Scored]:
+    """`router.score_batch` where it has one (RewardRouter), else `router.score` one by one (any
+    object with a `score(response, sample) -> Scored`, e.g. a custom reward in a test)."""
+    batch = getattr(router, "score_batch", None)
+    return batch(responses, samples) if batch is not None else [router.score(r, s) for r, s in zip(responses, samples)]
+
+
 def router_from_config(cfg) -> RewardRouter:
     """A RewardRouter from a `reward` config node (conf/reward/*.yaml)."""
     from omegaconf import OmegaConf

@@ -23,7 +23,7 @@ from PIL import Image
 
 from m2r.data.schema import Sample
 from m2r.progress import progress
-from m2r.rewards.router import RewardRouter
+from m2r.rewards.router import RewardRouter, score_many
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def score_difficulty(
                     # the whole batch is sampled as in an uninterrupted run (same rows, same seed); only new ids are written
                     responses = policy(batch, N, k)
                     new = [(sample, rs) for (sample, _), rs in zip(batch, responses) if sample.id not in done]
-                    flat = router.score_batch([r for _, rs in new for r in rs], [sample for sample, rs in new for _ in rs])  # one pooled batch
+                    flat = score_many(router, [r for _, rs in new for r in rs], [sample for sample, rs in new for _ in rs])  # one pooled batch
                     for j, (sample, rs) in enumerate(new):
                         start = sum(len(x) for _, x in new[:j])
                         acc = [sc.accuracy for sc in flat[start : start + len(rs)]]

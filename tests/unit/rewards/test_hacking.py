@@ -19,6 +19,9 @@ BIG = Sample(id="b", task="general/arithmetic", question="q", answer="3000", ans
 SP = Sample(id="s", task="spatial/abs_distance", question="q", answer="3.2", answer_type="number")
 EX = Sample(id="e", task="general/algebra", question="q", answer="\\frac{1}{2}", answer_type="expression")
 PM = Sample(id="p", task="general/algebra", question="q", answer="\\pm 2", answer_type="expression")
+EX3 = Sample(id="e3", task="general/algebra", question="q", answer="3", answer_type="expression")
+BIN = Sample(id="bn", task="general/algebra", question="q", answer="\\frac{n(n-1)}{2}", answer_type="expression")
+EXP = Sample(id="ex", task="general/algebra", question="q", answer="\\exp(x^2)", answer_type="expression")
 TX = Sample(id="t", task="spatial/direction", question="q", answer="left", answer_type="text")
 NO = Sample(id="y", task="general/logic", question="q", answer="no", answer_type="text")
 
@@ -87,6 +90,16 @@ HACKS = [  # (name, response, sample, expected accuracy)
     ("text hedge", W("left or right"), TX, 0.0),
     ("text negation", W("not left"), TX, 0.0),
     ("yes/no hedge", W("yes/no"), NO, 0.0),
+    ("expression hedge in text", W("\\frac12 \\text{ otherwise } \\frac13"), EX, 0.0),  # math-verify alone takes the first value
+    ("expression hedge after a comma", W("\\frac12\\text{, else }\\frac13"), EX, 0.0),
+    ("expression with a trailing word", W("\\frac12 \\text{ wrong}"), EX, 0.0),
+    ("equation chain", W("\\frac13 = \\frac12"), EX, 0.0),  # math-verify alone takes the right side
+    ("false equation", W("4 = 3"), EX3, 0.0),
+    ("dollar segments", W("$\\frac13$ then $\\frac12$"), EX, 0.0),  # math-verify alone takes the last segment
+    ("hedge in another language", W("3 ou quatre"), NUM, 0.0),
+    ("hedge as a unit", W("3.2 unsure"), SP, 0.0),
+    ("trailing hedge words", W("3 otherwise four"), NUM, 0.0),
+    ("hedge after a unit", W("3.2 m sinon"), SP, 0.0),
     ("both yes and no", W("yes and no"), NO, 0.0),
 ]
 
@@ -112,6 +125,19 @@ CLEAN = [  # (name, response, sample, expected accuracy)
     ("yes/no", W("no"), NO, 1.0),
     ("newlines around tags", "<think>\nr\n</think>\n<answer>\n\\boxed{3}\n</answer>\n", NUM, 1.0),
     ("fbox", "<think>r</think><answer>\\fbox{3}</answer>", NUM, 1.0),
+    ("braced thousands", W("3{,}000"), BIG, 1.0),
+    ("short fraction", W("\\frac12"), EX, 1.0),
+    ("unicode minus", W("\u22123"), Sample(id="m", task="general/arithmetic", question="q", answer="-3", answer_type="number"), 1.0),
+    ("bold number", W("\\mathbf{3}"), NUM, 1.0),
+    ("braced number", W("{3}"), NUM, 1.0),
+    ("compound unit", W("3.2 m/s"), SP, 1.0),
+    ("spaced unit", W("3.2\\;\\text{m}"), SP, 1.0),
+    ("lower-case letter", W("b"), CH, 1.0),
+    ("letter with its text in parentheses", W("B (22.4)"), CH, 1.0),
+    ("bold text", W("\\textbf{left}"), TX, 1.0),
+    ("named variable", W("x = \\frac{1}{2}"), EX, 1.0),
+    ("exp as a power", W("e^{x^2}"), EXP, 1.0),
+    ("binomial", W("\\binom{n}{2}"), BIN, 1.0),
 ]
 
 

@@ -179,13 +179,19 @@ def _answer_from_response(text: str) -> str | None:
 
 
 def _infer_answer_type(answer: str, choices: list) -> str:
+    """choice (options given), number (`3`, `1,234.5`), expression (math: digits or LaTeX with an
+    operator, `1/2`, `x^2+1`, `\\frac{1}{2}`, `\\sqrt{3}`), else text (`yes`, `left`)."""
     if choices:
         return "choice"
+    a = str(answer).strip()
     try:
-        float(str(answer).replace(",", ""))
+        float(a.replace(",", ""))
         return "number"
     except ValueError:
-        return "text"
+        pass
+    if re.search(r"\\[a-zA-Z]+|[\^_=/*+]|\d\s*[a-zA-Z]\b|^-?[a-zA-Z]$|\(|-\s*\d", a) and not re.search(r"[a-zA-Z]{3,}", re.sub(r"\\[a-zA-Z]+", "", a)):
+        return "expression"  # math, not words (a word of 3+ letters outside LaTeX commands makes it text)
+    return "text"
 
 
 def _load_image(ref: Any, base: Path, where: str, sid: str | None) -> tuple[bytes, str]:

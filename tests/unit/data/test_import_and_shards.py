@@ -179,3 +179,12 @@ def test_build_is_skipped_when_up_to_date_and_redone_when_config_changes(tmp_pat
     assert (tmp_path / "train" / "manifest.json").stat().st_mtime_ns == stamp
     build_data(DataConfig(tasks=["general/chart"], train_per_task=3, val_per_task=1), tmp_path, seed=0)
     assert read_manifest(tmp_path, "train")["count"] == 3
+
+
+@pytest.mark.parametrize("answer,kind", [("3", "number"), ("1,234.5", "number"), ("1/2", "expression"), ("x^2+1", "expression"), ("\\frac{1}{2}", "expression"),
+                                         ("2\\pi", "expression"), ("-x", "expression"), ("yes", "text"), ("New York", "text"), ("3 apples", "text")])
+def test_answer_type_inferred_for_imported_rows(answer, kind):
+    """Rows without `answer_type` get the type their answer has, so math answers reach math-verify, not exact match."""
+    from m2r.data.build import _infer_answer_type
+
+    assert _infer_answer_type(answer, []) == kind and _infer_answer_type(answer, ["a", "b"]) == "choice"

@@ -48,9 +48,9 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
-def answer_span(text: str) -> str | None:
-    """The graded part of a response (steps 1-2), or None when the answer tag is empty."""
-    text = text[-MAX_CHARS:]
+def graded_text(text: str) -> str:
+    """The lenient graded part of a response: the text after the last `</think>`, inside the last
+    `<answer>` when there is one (an unclosed last `<answer>` runs to the end)."""
     k = text.rfind("</think>")
     if k != -1:
         text = text[k + len("</think>") :]
@@ -58,9 +58,15 @@ def answer_span(text: str) -> str | None:
     if a != -1:
         inner = text[a + len("<answer>") :]
         e = inner.find("</answer>")
-        inner = inner if e == -1 else inner[:e]
-        return inner if inner.strip() else None
+        text = inner if e == -1 else inner[:e]
     return text
+
+
+def answer_span(text: str) -> str | None:
+    """The graded part of a response (steps 1-2), or None when the answer tag is empty."""
+    text = text[-MAX_CHARS:]
+    span = graded_text(text)
+    return span if span.strip() or "<answer>" not in text else None
 
 
 def extract_answer(text: str) -> str | None:

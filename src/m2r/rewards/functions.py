@@ -347,7 +347,8 @@ def verify_pool(workers: int = 2) -> VerifyPool:
     return _POOLS[workers]
 
 
-def _depth(s: str) -> int:
+def brace_depth(s: str) -> int:
+    """The deepest `{` nesting in `s`."""
     d = m = 0
     for c in s:
         d += (c == "{") - (c == "}")
@@ -382,7 +383,7 @@ def _too_costly(ans: str, gold: str = "") -> bool:
     nested over 30 braces deep, or with a costly shape (power tower, big factorial or exponent, a power of a group,
     a matrix or determinant, an integral/limit/sum/product) that its gold does not have."""
     too_long = len(ans) > max(MAX_EXPR_CHARS, 3 * len(gold))
-    return too_long or _depth(ans) > MAX_BRACE_DEPTH or bool(costly_shapes(ans) - costly_shapes(gold))
+    return too_long or brace_depth(ans) > MAX_BRACE_DEPTH or bool(costly_shapes(ans) - costly_shapes(gold))
 
 
 def _one_expression(ans: str, gold: str) -> bool:

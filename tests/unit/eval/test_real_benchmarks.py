@@ -32,10 +32,17 @@ def test_mathvision_ground_truth_scores_100(mv):
     assert mv[0].open_images()[0].size[0] > 0
 
 
-def test_mathvision_option_text_counts_as_the_letter(mv):
+def test_mathvision_option_text_scores_as_the_official_code(mv):
+    # The official evaluate.py compares the answer with the RAW option text (is_equal on strings,
+    # then latex2sympy values): the boxed option text of the right letter counts on 43 of the 112
+    # rows with option texts (counted by running the official evaluate/is_equal with latex2sympy2
+    # 1.9.1 on "The answer is \boxed{<option text>}"). Degrees, units, texts with spaces and
+    # spaced percents never match; fractions, roots, pi and ratios do.
     mc = [it for it in mv if it.options and it.options[ord(it.answer) - 65] not in "ABCDE"]
-    assert mc, "testmini has multiple-choice rows with option texts"
-    assert all(mathvision.score(it, m2(it.options[ord(it.answer) - 65]))["correct"] for it in mc)
+    verdicts = {it.key["id"]: mathvision.score(it, m2(it.options[ord(it.answer) - 65]))["correct"] for it in mc}
+    assert len(mc) == 112 and sum(verdicts.values()) == 43
+    assert verdicts["206"] and verdicts["2288"] and verdicts["233"] and verdicts["201"]  # 1/2, 1:4, (2+sqrt 3):1, 2 pi
+    assert not (verdicts["183"] or verdicts["2588"] or verdicts["293"] or verdicts["91"])  # 120 degrees, 32%, "less than 10", 12 m
 
 
 def test_mathvision_fixed_wrong_answer_by_hand(mv):
@@ -64,8 +71,12 @@ def test_wemath_ground_truth_scores_100_and_metrics(wm):
 
 
 def test_wemath_official_answer_template(wm):
-    it = wm[0]
-    assert wemath.score(it, f"<Thought process>: <<...>> <Answer>: <<{it.answer}>>")["correct"]
+    # every row in the official template is read by the official rule itself, and read right
+    for it in wm:
+        response = f"<Thought process>: <<...>> <Answer>: <<{it.answer}>>"
+        assert wemath.official_answer(response) == it.answer and wemath.score(it, response)["correct"]
+    # testmini's options split into one entry per label, even on rows without ';' between them
+    assert all(len(it.options) >= 4 and it.options[ord(it.answer) - 65].startswith(it.answer) for it in wm)
 
 
 def test_wemath_four_dimensions_on_constructed_patterns(wm):

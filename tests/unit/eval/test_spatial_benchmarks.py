@@ -57,9 +57,10 @@ def test_cvbench_letter_extraction():
     from m2r.eval.items import EvalItem
 
     it = EvalItem(key={"idx": 0}, question="q", options=["a", "b"], answer="B")
-    for r in ["(B)", "B", "B.", "<think>x</think><answer>\\boxed{B}</answer>", "(B) 2"]:
+    # Cambrian's extract_mcq_answer keeps the first character: "Both" reads as "b" (right).
+    for r in ["(B)", "B", "B.", "<think>x</think><answer>\\boxed{B}</answer>", "(B) 2", "Both"]:
         assert cvbench.score(it, r)["correct"], r
-    for r in ["", "A", "Both", "\\boxed{A}"]:
+    for r in ["", "A", "Option B", "\\boxed{A}"]:
         assert not cvbench.score(it, r)["correct"], r
 
 
@@ -151,7 +152,10 @@ def test_dynamath_variants_average_and_worst_case(tmp_path):
                  "answer_type": "float", "subject": "PG", "knowledge_level": "high school"},
                 {"id": "2", "question": "Which?", "image": "image/2.png", "decoded_image": {"bytes": png((0, v, 0)), "path": None}, "ground_truth": "B",
                  "answer_type": "multiple choice", "subject": "SG", "knowledge_level": "elementary"}]
-        pq.write_table(pa.Table.from_pylist(rows), tmp_path / f"sample_variant{v}-00000-of-00001.parquet")
+        # Both names the Hugging Face repo has used for a variant's file: sample_variant<k>-* and sample<k>-*.
+        name = f"sample_variant{v}-00000-of-00001.parquet" if v < 3 else f"sample{v}-00000-of-00001.parquet"
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / name)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "sample_all-00000-of-00001.parquet")  # every variant again: skipped
     items = dynamath.load(tmp_path)
     assert len(items) == 6 and {it.key["variant"] for it in items} == {1, 2, 3}
     assert "short answer" in dynamath.prompt(items[0]) and "floating-point" in dynamath.prompt(items[0])
@@ -198,9 +202,13 @@ def test_mathverse_vision_only_and_scoring(tmp_path):
                                             ("Vision Only", "free-form", "12")]):
         rows.append({"sample_index": str(i), "problem_index": "1", "problem_version": version, "question": "q", "image": {"bytes": png((i, 0, 0)), "path": f"{i}.png"},
                      "answer": ans, "question_type": qt, "query_cot": f"cot {i}", "query_wo": f"wo {i}", "metadata": {"subject": "plane geometry"}})
+    rows[0]["question"] = ""  # Vision Only: the question is in the image; the M2 prompt gets the instruction (query_wo)
+    rows[0]["question_for_eval"] = "Which?\nChoices:\nA:1\nB:2"
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "testmini-00000.parquet")
     items = mathverse.load(tmp_path)
     assert [it.key["sample_index"] for it in items] == ["0", "1", "3"] and mathverse.prompt(items[0]) == "cot 0"
+    assert items[0].question == "wo 0" and items[1].question == "q"
+    assert mathverse.score(items[0], "<answer>\\boxed{2}</answer>")["correct"]  # option B's text, read from question_for_eval
     R = lambda a: f"<think>t</think><answer>\\boxed{{{a}}}</answer>"  # noqa: E731
     assert mathverse.score(items[0], R("B"))["correct"] and not mathverse.score(items[0], R("C"))["correct"]
     assert mathverse.score(items[1], R("1.5"))["correct"] and mathverse.score(items[2], R("12 cm"))["correct"]

@@ -83,7 +83,7 @@ def score_trace(trace: str | None, sample: Sample, cfg: QualityConfig | None = N
     trace = trace or ""
     fmt = format_reward(trace)
     acc_fn = ACCURACY.get(sample.answer_type, text_reward)
-    answer = acc_fn(trace, sample)
+    answer = acc_fn(trace, sample, extraction="lenient")  # correctness alone: the format is its own part, not counted twice
     think = _think(trace)
     words = think.split()
     n_steps = sum(1 for line in think.splitlines() if line.strip())

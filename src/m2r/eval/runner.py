@@ -135,7 +135,11 @@ def score_benchmark(name: str, items: list[EvalItem], responses: list[str | None
     rows = RowResults(sync_on_compute=sharded)
     samples = []
     for i, (it, r) in enumerate(zip(items, responses)):
-        s = module.score(it, r or "") if r is not None else {"extracted": None, "correct": False}
+        try:
+            s = module.score(it, r or "") if r is not None else {"extracted": None, "correct": False}
+        except Exception as e:  # one strange response must not end a whole evaluation: it counts as wrong, and is logged
+            log.warning("%s row %s: the scorer raised %s: %s; counted as wrong", name, it.key, type(e).__name__, e)
+            s = {"extracted": None, "correct": False, "error": f"{type(e).__name__}: {e}"}
         value = float(s.get("score", float(s["correct"])))
         rows.update(i, value)
         samples.append({**it.key, "response": r, "extracted": s["extracted"], "correct": s["correct"], "score": value, "answer": it.answer})

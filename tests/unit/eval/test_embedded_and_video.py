@@ -58,3 +58,15 @@ def test_every_scorer_is_total(name):
     for r in NASTY:
         out = module.score(item, r)
         assert out["correct"] in (True, False)
+
+
+def test_a_scorer_that_raises_counts_the_row_wrong(monkeypatch):
+    """One strange response must not end a whole evaluation: the row is wrong, the others are scored."""
+    from m2r.eval import mathvision
+    from m2r.eval.items import EvalItem
+
+    real = mathvision.score
+    monkeypatch.setattr(mathvision, "score", lambda it, r: (_ for _ in ()).throw(ValueError("boom")) if "boom" in r else real(it, r))
+    items = [EvalItem(key={"id": str(i)}, question="q", options=[], answer="2") for i in range(2)]
+    samples, metrics = score_benchmark("mathvision", items, ["\\boxed{2}", "boom"])
+    assert [s["correct"] for s in samples] == [True, False]

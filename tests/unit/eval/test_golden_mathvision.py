@@ -127,6 +127,7 @@ def test_pathological_answers_are_bounded():
     item = EvalItem(key={"id": "g"}, question="q", options=[], answer="2")
     start = time.monotonic()
     for r in ["\\boxed{9^{9^{9^{9}}}}", "\\boxed{99999!}", "\\boxed{" + "{" * 40 + "2" + "}" * 40 + "}", "\\boxed{" + "1+" * 600 + "1}",
-              "\\boxed{2**99999999}", "\\boxed{(" + ",".join(["1"] * 100) + ")}"]:
+              "\\boxed{2**99999999}", "\\boxed{(" + ",".join(["1"] * 100) + ")}",
+              "The answer is 3." + "3" * 4400, "\\boxed{" + "1" * 4400 + "}", "So x = 0." + "9" * 5000]:  # repetition loops: no crash (over Python's 4,300-digit limit)
         assert mathvision.score(item, r)["correct"] is False
     assert time.monotonic() - start < 15

@@ -60,7 +60,7 @@ Departures, and what each does to the score:
    running the official parser; none occurs in the 48,640 repository responses): `\\log_{2}8` and
    `x_1=5` (officially 3 and 5; here no value: `_` ends the parse), `\\{5\\}` (officially 5; here a
    set, no value), `5 \\end{array}` (officially an error; here 5), `\\exp(1)` (officially `E`, a
-   NameError, no value; here 2.72), `\\exp(\\ln 5)` (officially 5; here none), `\\lfloor 5.5\\rfloor`
+   NameError, no value; here 2.72), `\\exp(\\ln 5)` (officially 5; here none), `\\tau` (officially no value, so 2\\pi is not matched; here 2\\pi), `\\lfloor 5.5\\rfloor`
    (5.0 here, 5 officially: only `eval_tuple`'s text differs). A right answer written so scores
    as the official code would not, in either direction.
 """

@@ -26,6 +26,9 @@ DynaMath README points to for evaluation. Its rules refine the DynaMath repo's o
    response upper-cased; text when the answer lower-cased is a substring of gt lower-cased.
 4. Average accuracy over all rows; worst-case accuracy over seed questions, a seed counting only
    when every variant of it is right; both also per subject and knowledge level.
+   Our headline `score` is the worst case, the column the run's paper table compares
+   ("DynaMath (worst case)" in `m2r.eval.runner.COLUMNS`); VLMEvalKit's `report_primary_metric`
+   names the average instead. Both are in `metrics.json`; read the column name before comparing.
 
 The prompt is `Dynamath.build_prompt` (the `DynaMath` dataset, not `DynaMath_noprompt`).
 

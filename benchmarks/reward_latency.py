@@ -157,7 +157,7 @@ def time_batch(r: RewardRouter, workers: int, texts: list[str], samples: list[Sa
     functions._POOLS.pop(workers, None)
     r.score(W("0.5"), GOLDS[0])  # a new pool: its start-up is not timed (a run pays it once)
     pool = functions.verify_pool(workers)
-    pool._cache.clear()
+    pool.clear_cache()
     sent = pool.sent
     t0 = time.perf_counter()
     scored = r.score_batch(texts, samples)

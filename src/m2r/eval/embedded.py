@@ -21,9 +21,7 @@ from m2r.data.shards import sample_stream, shard_urls
 from m2r.eval.items import EvalItem
 from m2r.eval.vsibench import mra
 from m2r.rewards.extract import answer_content, strict_number
-from m2r.rewards.functions import choice_reward, expression_reward, number_reward, text_reward
-
-ACCURACY = {"choice": choice_reward, "number": number_reward, "expression": expression_reward, "text": text_reward}
+from m2r.rewards.functions import ACCURACY_BY_TYPE as ACCURACY
 
 
 def load(root: str | Path, split: str = "val") -> list[EvalItem]:

@@ -144,7 +144,14 @@ _STRICT_NUMBER = re.compile(
     r"(?:\s*(?:\\times|\\cdot|\*)\s*10\s*\^\s*(?:\{\s*(?P<p10b>[-+]?\d{1,3})\s*\}|(?P<p10>[-+]?\d{1,3})))?)"
     r"\s*(?P<unit>%|°|" + _UNIT_TOKEN + r"(?:\s+" + _UNIT_TOKEN + r")?)?"
 )
-_WRAPPERS = re.compile(r"\\(?:text|mathrm|mbox|textrm|textbf|mathbf|boldsymbol|bm|operatorname|textit|mathit)\s*\{([^{}]*)\}")
+WRAPPER = re.compile(r"\\(?:text|mathrm|mbox|textrm|textbf|mathbf|boldsymbol|bm|operatorname|textit|mathit)\s*\{([^{}]*)\}")
+
+
+def unwrap_latex(s: str) -> str:
+    """`\\text{...}`, `\\mathbf{...}` and the like replaced by their content, nested up to 3 deep."""
+    for _ in range(3):
+        s = WRAPPER.sub(r"\1", s)
+    return s
 
 
 def _is_unit(unit: str) -> bool:
@@ -164,8 +171,7 @@ def strict_number(s: str | None) -> float | None:
     number: `3^{4}`, `3 or 4`, `3 ou quatre`, `3-4`, `about 3`, `x = 3`, `3 \\pm 1`."""
     if s is None or len(s) > 200:
         return None
-    for _ in range(3):  # nested wrappers: \text{\textbf{3}}
-        s = _WRAPPERS.sub(r"\1", s)
+    s = unwrap_latex(s)
     s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree", "°", s)
     s = s.replace("{,}", ",").replace("\u2212", "-").replace("\\%", "%").replace("\\$", "").replace("$", "")
     s = re.sub(r"\\[,;:! ]|\\q?quad|~", " ", s).strip()

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from typing import Any
 
 from m2r.data.schema import LETTERS, Sample
-from m2r.rewards.extract import answer_content, last_boxed, parse_number, strict_number
+from m2r.rewards.extract import WRAPPER, answer_content, last_boxed, parse_number, strict_number, unwrap_latex
 
 _FORMAT_STRICT = re.compile(r"\s*<think>(?P<think>.+?)</think>\s*<answer>(?P<answer>.+?)</answer>\s*", re.S)
 
@@ -55,21 +55,15 @@ def _letters_in(answer: str, n_choices: int) -> set[str]:
     return set(re.findall(r"(?<![A-Za-z])([A-Z])(?![A-Za-z])", s)) & set(valid) if len(s) <= 40 else set()
 
 
-def _unwrap(s: str) -> str:
-    for _ in range(3):  # nested: \text{\textbf{B}}
-        s = re.sub(r"\\(?:text|mathrm|mbox|textbf|mathbf|textrm|textit|mathit|boldsymbol)\s*\{([^{}]*)\}", r"\1", s)
-    return s
-
-
 def _norm_option(s: str) -> str:
-    return re.sub(r"\s+", " ", _unwrap(s)).strip().rstrip(".").strip().lower()
+    return re.sub(r"\s+", " ", unwrap_latex(s)).strip().rstrip(".").strip().lower()
 
 
 def strict_choice(answer: str, choices: list[str]) -> str | None:
     """The one option a strict answer names: its letter (`B`, `(B)`, `B.`, `option B`), its letter
     with its own text (`B. 22.4`), or its exact text; None for anything else (a wrong text after
     the letter, several letters, a negation, a hedge)."""
-    s = _unwrap(answer).strip().rstrip(".").strip()
+    s = unwrap_latex(answer).strip().rstrip(".").strip()
     valid = LETTERS[: len(choices)]
     hits = [LETTERS[i] for i, c in enumerate(choices) if _norm_option(c) == _norm_option(s)]
     m = re.fullmatch(r"(?:(?i:option|choice)\s*)?\(?\s*([A-Za-z])\s*\)?", s)
@@ -132,7 +126,7 @@ def ednm_reward(response: str, sample: Sample, gamma: float = 1.0, lam: float = 
 
 
 def _norm_text(s: str) -> str:
-    return re.sub(r"\s+", " ", _unwrap(s)).strip().strip(".").lower()
+    return re.sub(r"\s+", " ", unwrap_latex(s)).strip().strip(".").lower()
 
 
 def text_reward(response: str, sample: Sample, extraction: str = "strict") -> float:
@@ -267,11 +261,12 @@ class VerifyPool:
     def verify(self, pairs: list[tuple[str, str]], timeout_s: float) -> list[bool]:
         with self._lock:
             done: dict[tuple[str, str], bool] = {}
-            for q in dict.fromkeys(pairs):
+            unique = list(dict.fromkeys(pairs))
+            for q in unique:
                 if q in self._cache:
                     done[q] = self._cache[q]
                     self._cache.move_to_end(q)  # least recently used goes first
-            todo = [q for q in dict.fromkeys(pairs) if q not in done]
+            todo = [q for q in unique if q not in done]
             fresh: set[tuple[str, str]] = set()  # verdicts worth caching (not timeouts or crashes)
             while len(self._workers) < self.n:
                 self._workers.append(_Worker(self._ctx))
@@ -329,6 +324,10 @@ class VerifyPool:
                 if len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
             return [done[q] for q in pairs]
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()
 
     def close(self) -> None:
         with self._lock:
@@ -395,8 +394,7 @@ def _one_expression(ans: str, gold: str) -> bool:
         return False  # "2 or 3", "not 2", "2 \pm 1"
     if "$" in ans and "$" not in gold:
         return False
-    words = re.findall(r"\\(?:text|mbox|textrm|textbf|mathrm)\s*\{([^{}]*)\}", ans)
-    if any(re.search(r"[A-Za-z]{2,}|[,;]", w) for w in words) and not re.search(r"\\(?:text|mbox|textrm|textbf|mathrm)\s*\{", gold):
+    if any(re.search(r"[A-Za-z]{2,}|[,;]", w) for w in WRAPPER.findall(ans)) and not WRAPPER.search(gold):
         return False  # "\frac12 \text{ otherwise } \frac13", "\frac12 \text{, else } \frac13"
     eq = ans.count("=")
     if eq > (gold.count("=") or 1) or (eq == 1 and "=" not in gold and not re.fullmatch(r"\s*[A-Za-z](?:_\{?\w+\}?)?\s*", ans.split("=")[0])):
@@ -436,6 +434,9 @@ def expression_reward(response: str, sample: Sample, timeout_s: float = 2.0, wor
 
 expression_reward.batch = expression_rewards  # the router scores a rollout batch in one call
 
+
+# The accuracy function of each answer type, where a caller grades by type alone (held-out eval, quality filter).
+ACCURACY_BY_TYPE: dict[str, Any] = {"choice": choice_reward, "number": number_reward, "expression": expression_reward, "text": text_reward}
 
 FUNCTIONS: dict[str, Any] = {
     "format": format_reward,

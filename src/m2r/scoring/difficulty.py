@@ -102,9 +102,10 @@ def score_difficulty(
                     responses = policy(batch, N, k)
                     new = [(sample, rs) for (sample, _), rs in zip(batch, responses) if sample.id not in done]
                     flat = score_many(router, [r for _, rs in new for r in rs], [sample for sample, rs in new for _ in rs])  # one pooled batch
-                    for j, (sample, rs) in enumerate(new):
-                        start = sum(len(x) for _, x in new[:j])
+                    start = 0
+                    for sample, rs in new:
                         acc = [sc.accuracy for sc in flat[start : start + len(rs)]]
+                        start += len(rs)
                         mean = sum(acc) / len(acc)
                         f.write(json.dumps({"id": sample.id, "task": sample.task, "difficulty": 1.0 - mean, "accuracy": mean, "n": len(acc)}) + "\n")
                         scored += 1

@@ -35,11 +35,11 @@ from m2r.data.curriculum import ShardReader
 from m2r.data.schema import Sample
 from m2r.data.shards import SplitWriter, read_manifest
 from m2r.progress import progress
-from m2r.rewards.functions import choice_reward, expression_reward, format_reward, number_reward, text_reward
+from m2r.rewards.functions import ACCURACY_BY_TYPE as ACCURACY
+from m2r.rewards.functions import format_reward, text_reward
 from m2r.rl.rollout import repetition_loop
 
 VERIFY_CUES = re.compile(r"\b(verif\w*|check\w*|substitut\w*|confirm\w*|double-check\w*|again|consistent|plug\w*)\b", re.I)
-ACCURACY = {"choice": choice_reward, "number": number_reward, "expression": expression_reward, "text": text_reward}
 
 RUBRIC = (
     "Rate the reasoning trace below on three dimensions, each from 1 (poor) to 5 (excellent):\n"

@@ -62,11 +62,11 @@ def table(rows: list[dict], device: str, kept: list[str]) -> str:
     """The README block: this run's rows, then `kept` (rows of strategies not run now, from an earlier run)."""
     lines = [f"GPU check ({device}; model={MODEL}; `bash benchmarks/gpu_check.sh [strategy ...]`, {time.strftime('%Y-%m-%d')}):", "",
              "| strategy | stage | ok | peak GiB | s/step | loss | error |", "|---|---|---|---:|---:|---|---|"]
-    for row in rows:
+    for row in rows:  # the error cell: the log's last non-empty line, with `|` kept out of the table
         for stage in ("sft", "grpo"):
             r = row[stage]
             if "error" in r:
-                lines.append(f"| {row['strategy']} | {stage} | no | | | | {r['error'].splitlines()[-1][:160] if r['error'] else ''} |")
+                lines.append(f"| {row['strategy']} | {stage} | no | | | | {([ln for ln in r['error'].splitlines() if ln.strip()] or [''])[-1][:160].replace('|', '/')} |")
             else:
                 loss = ", ".join(f"{k}={v:.4g}" for k, v in r["loss"].items())
                 lines.append(f"| {row['strategy']} | {stage} | {'yes' if r['ok'] else 'NO'} | {r['peak_mem_gib']:.1f} | {r['s_per_step']:.2f} | {loss} | |")

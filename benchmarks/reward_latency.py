@@ -6,7 +6,7 @@ factorials, deep nesting, megabyte answers, thousands of boxes, matrices, integr
     python benchmarks/reward_latency.py            # prints the table, writes it into benchmarks/README.md
 
 Bounds it checks (exit 1 when one fails): p99 per call under 50 ms, no call over the expression
-timeout (+0.25 s of slack for killing and replacing a worker), the 256-response batch under 1 s.
+timeout (+0.25 s of slack for killing and replacing a worker), each 256-response batch under 1 s.
 The math-verify workers are started (and sympy imported) before timing: a training run starts
 them once, at its first expression answer.
 """
@@ -194,16 +194,18 @@ def main() -> int:
     worst_s, worst_acc, worst_sent = time_batch(r, workers, *rollout_batch(random.Random(1), right=1.0, wrong=0.0))
     batch = {"responses": 256, "typical_seconds": typ_s, "typical_accuracy": typ_acc, "typical_to_math_verify": typ_sent, "seconds": batch_s, "mean_accuracy": batch_acc, "to_math_verify": batch_sent,
              "all_right_rewritten_seconds": worst_s, "all_right_rewritten_accuracy": worst_acc, "all_right_to_math_verify": worst_sent}
-    ok = per_call["p99_ms"] < 50 and per_call["max_ms"] < 1e3 * (timeout_s + 0.25) and typ_s < 1.0
+    ok = per_call["p99_ms"] < 50 and per_call["max_ms"] < 1e3 * (timeout_s + 0.25) and max(typ_s, batch_s, worst_s) < 1.0
     row = (f"| {os.cpu_count()}-core CPU | {workers} | {timeout_s:g} s | {per_call['calls']} ({per_call['to_math_verify']}) | {per_call['p50_ms']:.2f} | "
            f"{per_call['p99_ms']:.1f} | {per_call['max_ms']:.0f} | {per_call['timeouts']} | {typ_s:.3f} ({typ_sent}) | {batch_s:.3f} ({batch_sent}) | {worst_s:.3f} ({worst_sent}) | "
            f"{'yes' if ok else 'NO'} |")
     text = "\n".join([
         f"`python benchmarks/reward_latency.py` ({time.strftime('%Y-%m-%d')}); slowest call: {per_call['slowest']}. In parentheses: calls that reached "
         "math-verify (the rest were settled by extraction, the cheap bounds, an exact match or the cache). Batches of 256 on fresh workers "
-        "and caches: typical (`typical_batch`: the embedded task mix, answers repeating within groups; the 1 s bound applies to it); "
+        "and caches, the 1 s bound applying to each: typical (`typical_batch`: the embedded task mix, answers repeating within groups); "
         "distinct expressions (16 expression prompts, 40% right answers rewritten, 40% wrong, 20% adversarial, all distinct); all-right "
-        "(256 distinct rewritten right expressions). Each distinct expression costs one latex2sympy parse (about 10 ms idle).", "",
+        "(256 distinct rewritten right expressions; math-verify reads `3(\\frac{1}{2})` as the mixed number 3.5, so not all score 1). "
+        "Simple LaTeX is decided in-process by `m2r.rewards.fast_latex` (checked against math-verify); every other distinct "
+        "expression costs a worker one latex2sympy parse (about 10 ms idle).", "",
         "| machine | workers | timeout | calls (to math-verify) | p50 ms | p99 ms | max ms | timeouts | typical batch s | distinct-expression batch s "
         "| all-right batch s | bounds met |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |", row])

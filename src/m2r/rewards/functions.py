@@ -15,6 +15,7 @@ from collections import OrderedDict
 from typing import Any
 
 from m2r.data.schema import LETTERS, Sample
+from m2r.rewards.fast_latex import DIGITS, decide, fast_verdict, sample_points
 from m2r.rewards.extract import WRAPPER, answer_content, last_boxed, parse_number, strict_number, unwrap_latex
 
 _FORMAT_STRICT = re.compile(r"\s*<think>(?P<think>.+?)</think>\s*<answer>(?P<answer>.+?)</answer>\s*", re.S)
@@ -155,10 +156,9 @@ def _numeric_verdict(gold: list, pred: list) -> bool | None:
     decides). Both first parses must be plain expressions over the same one-letter symbols (not e or
     E; no relation, set or interval). False when one is a value and the other a collection of several
     values, or when they differ at a random point (values of either sign) by over 1e-9 relative when
-    both are exact (no decimals), over 1% otherwise; True when both are exact and agree to 1e-12 at
-    four random points."""
-    import random
-
+    both are exact (no decimals), over 1% otherwise; True when both are exact and agree to 1e-30 at
+    every point (`fast_latex.decide`, 50-digit evaluation at `fast_latex.sample_points`)."""
+    import mpmath
     import sympy
 
     def many(x) -> bool:  # a collection of two or more values: never equal to one value
@@ -174,18 +174,20 @@ def _numeric_verdict(gold: list, pred: list) -> bool | None:
         syms = g.free_symbols | p.free_symbols
         if g.free_symbols != p.free_symbols or len(syms) > 6 or any(len(x.name) != 1 or x.name in "eE" for x in syms):
             return None  # math-verify's symbol rules (case, joined letters, e) are not numeric
-        rng = random.Random(0)
+        if isinstance(g, sympy.Symbol) or isinstance(p, sympy.Symbol):
+            return None  # math-verify compares a lone letter as a letter: `x` is not `2x-x` to it
         exact = not (g.atoms(sympy.Float) or p.atoms(sympy.Float))
-        close, n = 0, 4 if syms else 1
-        for k in range(n):  # signs over the 4 points: every symbol both ways, any two in all 4 combinations (sqrt(x^2) is not x)
-            at = {x: sympy.Float((-1 if (k >> (j % 2)) & 1 else 1) * rng.uniform(0.3, 1.7)) for j, x in enumerate(sorted(syms, key=str))}
-            a, b = complex(g.evalf(20, subs=at)), complex(p.evalf(20, subs=at))
-            if not all(math.isfinite(v) for v in (a.real, a.imag, b.real, b.imag)):
-                return None
-            if abs(a - b) > (1e-9 if exact else 1e-2) * max(1.0, abs(a), abs(b)):
-                return False  # exact values are compared exactly by math-verify; decimals it may round
-            close += abs(a - b) <= 1e-12 * max(1.0, abs(a), abs(b))
-        return True if exact and close == n else None
+
+        def value(e, at):
+            re_, im_ = e.evalf(DIGITS, subs=at).as_real_imag()
+            return mpmath.mpc(mpmath.mpf(str(re_)), mpmath.mpf(str(im_)))  # raises unless a number
+
+        with mpmath.workdps(DIGITS):
+            values = []
+            for point in sample_points([x.name for x in syms]):
+                at = {x: sympy.Float(point[x.name], DIGITS) for x in syms}
+                values.append((value(g, at), value(p, at)))
+            return decide(values, exact)
     except Exception:
         return None
 
@@ -413,7 +415,8 @@ def _expression_pair(response: str, sample: Sample, extraction: str) -> tuple[st
         return 0.0
     if extraction != "lenient" and not _one_expression(ans, gold):
         return 0.0
-    return (gold, ans)
+    fast = fast_verdict(gold.strip(), ans.strip())  # simple LaTeX, decided here in microseconds
+    return (gold, ans) if fast is None else float(fast)
 
 
 def expression_rewards(responses: list[str], samples: list[Sample], timeout_s: float = 2.0, workers: int = 2, extraction: str = "strict") -> list[float]:

@@ -1,0 +1,283 @@
+"""The expression reward's fast path: simple LaTeX read by a small parser and compared by value.
+
+A latex2sympy parse inside math-verify costs 7-18 ms, so a rollout batch of 256 distinct expression
+answers takes seconds on two workers. Most answers a policy writes are simple: numbers, one-letter
+symbols, `+ - * /`, `\\cdot`, `\\times`, `\\frac`, `\\sqrt`, powers, `\\pi` and parentheses. For those,
+`fast_verdict` parses both sides here (tens of microseconds), evaluates them in 50-digit arithmetic
+at random points and decides as `_numeric_verdict` does on math-verify's own parses:
+
+- False when the values differ at a point by over 1e-9 relative (1e-2 when a decimal is written);
+- True when neither side has a decimal and they agree to 1e-30 at every point;
+- None (math-verify decides) otherwise, and for anything outside the subset.
+
+The subset is the part of LaTeX whose reading by math-verify (latex2sympy2_extended with its
+normalisation) is known, so that the verdict is the one math-verify would give. Forms it reads in
+surprising ways are left to it: a digit or letter run after a number (`2(3)` and `1 2` are 5 and 3
+to it, `1\\frac{1}{2}` and `2(\\frac{1}{2})` mixed numbers, `2m` or `2yr` a number with a unit), a letter before `(`
+(a function call), `x^23` (x**23), `2^-2`, `x^2^3`, the letters it treats as units, constants or
+upper case (c d e g h i l m o s t), a lone letter on either side (compared as a letter: `x` is not `x+0` to it), `\\frac12` without braces and decimals without a leading digit.
+`tests/unit/rewards/test_fast_latex.py` checks every verdict against math-verify on generated pairs.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import re
+
+import mpmath
+
+# Lower-case letters that math-verify reads as plain real symbols (the others are units or constants).
+LETTERS = frozenset("abfjknpqruvwxyz")
+MAX_CHARS = 200  # longer answers go to math-verify (its cheap bounds apply there)
+DIGITS = 50  # working precision; exact agreement is required to 1e-30
+_TOKEN = re.compile(
+    r"\s+|\\left\s*\(|\\right\s*\)|\\[dt]?frac(?![A-Za-z])|\\sqrt(?![A-Za-z])|\\pi(?![A-Za-z])|\\cdot(?![A-Za-z])|\\times(?![A-Za-z])"
+    r"|\d+\.\d+|\d+|[A-Za-z]|[-+*/^(){}]|.", re.S)
+
+
+class _Doubt(Exception):
+    """Outside the subset, or a value that cannot be compared safely."""
+
+
+def _tokens(s: str) -> list[str]:
+    out = []
+    for m in _TOKEN.finditer(s):
+        t = m.group()
+        if t.isspace():
+            continue
+        if t.startswith("\\left"):
+            t = "("
+        elif t.startswith("\\right"):
+            t = ")"
+        elif t in ("\\frac", "\\dfrac", "\\tfrac"):
+            t = "frac"
+        elif t in ("\\cdot", "\\times"):
+            t = "*"
+        elif t[0].isdigit():
+            if len(t.replace(".", "")) > 30:
+                raise _Doubt(t)
+        elif t.isalpha() and len(t) == 1:
+            if t not in LETTERS:
+                raise _Doubt(t)
+        elif t not in ("\\sqrt", "\\pi") and t not in "-+*/^(){}":
+            raise _Doubt(t)
+        out.append(t)
+    return out
+
+
+def _literal(tree) -> bool:
+    """A number or a fraction of two numbers: math-verify reads `2(3)` as 5 and `2(\\frac{1}{2})` as 5/2."""
+    return tree[0] == "num" or (tree[0] == "div" and tree[1][0] == "num" and tree[2][0] == "num")
+
+
+class _Parser:
+    """Recursive descent over the tokens; each node is (kind, tree) where kind names its leading
+    factor for the implicit-multiplication rules and tree is a nested tuple."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        self.t, self.i = tokens, 0
+
+    def peek(self) -> str | None:
+        return self.t[self.i] if self.i < len(self.t) else None
+
+    def take(self, want: str | None = None) -> str:
+        t = self.peek()
+        if t is None or (want is not None and t != want):
+            raise _Doubt(f"expected {want}, got {t}")
+        self.i += 1
+        return t
+
+    def parse(self):
+        tree = self.expr()
+        if self.peek() is not None:
+            raise _Doubt(self.peek())
+        return tree
+
+    def expr(self):
+        tree = self.term()
+        while self.peek() in ("+", "-"):
+            op = self.take()
+            tree = ("add" if op == "+" else "sub", tree, self.term())
+        return tree
+
+    def term(self):
+        tree = self.unary()
+        while self.peek() in ("*", "/"):
+            op = self.take()
+            tree = ("mul" if op == "*" else "div", tree, self.unary())
+        return tree
+
+    def unary(self):
+        if self.peek() in ("+", "-"):
+            op = self.take()
+            inner = self.unary()
+            return inner if op == "+" else ("neg", inner)
+        return self.implicit()
+
+    def implicit(self):
+        kind, tree = self.power()
+        while self.peek() is not None and self.peek() not in ("+", "-", "*", "/", ")", "}", "^"):
+            right_kind, right = self.power()
+            if right_kind == "num":
+                raise _Doubt("a number right after a factor")  # x2, (3)2, 1 2
+            if right_kind == "frac" and kind in ("num", "paren"):
+                raise _Doubt("mixed number")  # 1\frac{1}{2}
+            if right_kind == "letter" and kind == "letter":
+                raise _Doubt("letter run")  # units (yr, ab), multi-letter names
+            if right_kind == "paren" and (kind in ("letter", "pi") or _literal(right)):
+                raise _Doubt("call or numeric group")  # x(3) is a call; 2(3) is 5, 2(\frac{1}{2}) 5/2
+            kind, tree = right_kind, ("mul", tree, right)
+        return tree
+
+    def power(self):
+        kind, tree = self.atom()
+        if self.peek() == "^":
+            self.take()
+            t = self.peek()
+            if t == "{":
+                self.take()
+                exponent = self.expr()
+                self.take("}")
+            elif t is not None and ((t.isdigit() and len(t) == 1) or t in LETTERS):
+                self.take()
+                exponent = ("num", mpmath.mpf(int(t)), True) if t.isdigit() else ("sym", t)
+            else:
+                raise _Doubt("exponent")  # x^23, 2^-2, x^\pi
+            if self.peek() == "^":
+                raise _Doubt("power tower without braces")
+            tree = ("pow", tree, exponent)
+        return kind, tree
+
+    def atom(self):
+        t = self.take()
+        if t[0].isdigit():
+            return "num", ("num", mpmath.mpf(t), "." not in t)
+        if t in LETTERS:
+            return "letter", ("sym", t)
+        if t == "\\pi":
+            return "pi", ("pi",)
+        if t == "(":
+            inner = self.expr()
+            self.take(")")
+            return "paren", inner
+        if t == "frac":
+            self.take("{")
+            a = self.expr()
+            self.take("}")
+            self.take("{")
+            b = self.expr()
+            self.take("}")
+            return "frac", ("div", a, b)
+        if t == "\\sqrt":
+            self.take("{")
+            a = self.expr()
+            self.take("}")
+            return "sqrt", ("sqrt", a)
+        raise _Doubt(t)
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_simple(s: str):
+    """The tree of `s` when it lies in the subset, else None."""
+    if len(s) > MAX_CHARS:
+        return None
+    try:
+        tokens = _tokens(s)
+        return _Parser(tokens).parse() if tokens else None
+    except (_Doubt, RecursionError, ValueError):
+        return None
+
+
+def _facts(tree, syms: set[str]) -> bool:
+    """Collect the symbols into `syms`; whether every literal is exact (no decimal)."""
+    kind = tree[0]
+    if kind == "num":
+        return tree[2]
+    if kind == "sym":
+        syms.add(tree[1])
+        return True
+    exact = True
+    for child in tree[1:]:
+        exact = _facts(child, syms) and exact
+    return exact
+
+
+_BIG = mpmath.mpf(10) ** 30
+
+
+def _value(tree, at: dict):
+    kind = tree[0]
+    if kind == "num":
+        return tree[1]
+    if kind == "sym":
+        return at[tree[1]]
+    if kind == "pi":
+        return +mpmath.pi
+    if kind == "neg":
+        v = -_value(tree[1], at)
+    elif kind == "sqrt":
+        v = mpmath.sqrt(_value(tree[1], at))
+    else:
+        a, b = _value(tree[1], at), _value(tree[2], at)
+        if kind == "add":
+            v = a + b
+        elif kind == "sub":
+            v = a - b
+        elif kind == "mul":
+            v = a * b
+        elif kind == "div":
+            if abs(b) < mpmath.mpf(10) ** -30:
+                raise _Doubt("division by zero")
+            v = a / b
+        else:  # pow
+            if abs(b) > 64 or (abs(a) < mpmath.mpf(10) ** -30 and mpmath.re(b) <= 0):
+                raise _Doubt("power")
+            v = mpmath.power(a, b)
+    if abs(v) > _BIG:
+        raise _Doubt("too large")  # cancellation in 50 digits is no longer safe
+    return v
+
+
+def sample_points(symbols: list[str], seed: int = 0) -> list[dict[str, float]]:
+    """Where to compare: one point without symbols, else 4 whose signs put every symbol both ways
+    and any two (by sorted name, alternating) in all four combinations, since sqrt(x^2) is not x."""
+    rng = random.Random(seed)
+    names = sorted(symbols)
+    n = 4 if names else 1
+    return [{x: (-1 if (k >> (j % 2)) & 1 else 1) * rng.uniform(0.3, 1.7) for j, x in enumerate(names)} for k in range(n)]
+
+
+def decide(values: list[tuple[complex, complex]], exact: bool) -> bool | None:
+    """The verdict from both sides' values at the sample points (see the module docstring)."""
+    close = 0
+    for a, b in values:
+        scale = max(1.0, abs(a), abs(b))
+        if not all(map(mpmath.isfinite, (a, b))):
+            return None
+        d = abs(a - b)
+        if d > (1e-9 if exact else 1e-2) * scale:
+            return False
+        close += d <= 1e-30 * scale
+    return True if exact and close == len(values) else None
+
+
+def fast_verdict(gold: str, answer: str) -> bool | None:
+    """Whether `answer` equals `gold` as math-verify would judge it, or None to ask math-verify."""
+    g, p = parse_simple(gold), parse_simple(answer)
+    if g is None or p is None or g[0] == "sym" or p[0] == "sym":
+        return None  # math-verify compares a lone letter as a letter (an option), not as a value
+    gs: set[str] = set()
+    ps: set[str] = set()
+    exact = _facts(g, gs) & _facts(p, ps)
+    if gs != ps or len(gs) > 6:
+        return None  # different symbols: math-verify's rules, not values
+    try:
+        with mpmath.workdps(DIGITS):
+            values = []
+            for point in sample_points(sorted(gs)):
+                at = {x: mpmath.mpf(v) for x, v in point.items()}
+                values.append((_value(g, at), _value(p, at)))
+            return decide(values, exact)
+    except (_Doubt, ZeroDivisionError, OverflowError, ValueError):
+        return None

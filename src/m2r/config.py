@@ -87,6 +87,11 @@ class DataConfig:
     image_size: int = 168
     samples_per_shard: int = 64
     on_bad_sample: str = "raise"  # raise | skip (skips are counted, logged and kept in the manifest)
+    llava_target: str = "wrap"  # conversations: the assistant turn as SFT target, wrap (in the M2 format) | keep
+    max_question_chars: int = 16384  # imported rows past these bounds are bad samples
+    max_answer_chars: int = 1024
+    max_cot_chars: int = 65536
+    max_image_pixels: int = 40_000_000  # decoded in full at build time; larger images are bad samples
     batch_size: int = 8
     num_workers: int = 0
     shuffle_buffer: int = 256

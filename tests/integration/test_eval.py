@@ -110,7 +110,7 @@ def test_embedded_scores_imported_data_by_answer_type(tmp_path, cache_dir):
              {"id": "c1", "task": "general/quiz", "question": "Pick", "answer": "A", "answer_type": "choice", "choices": ["x", "y"]}]
     data, train = tmp_path / "val.jsonl", tmp_path / "train.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    train.write_text("\n".join(json.dumps({**r, "id": "train-" + r["id"]}) for r in rows) + "\n")
+    train.write_text("\n".join(json.dumps({**r, "id": "train-" + r["id"], "cot": f"<think>t</think><answer>\\boxed{{{r['answer']}}}</answer>"}) for r in rows) + "\n")
     cfg = ["data=jsonl", f"data.train_files=[{train}]", f"data.val_files=[{data}]", "data.samples_per_shard=4"]
     m2r.run(compose(["stage=build", *cfg], tmp_path, cache_dir))
 

@@ -3,12 +3,13 @@
 Sources:
 - `data=synthetic`: the embedded generators (`tasks.py`), `train_per_task` and `val_per_task`
   samples per task, seeded by the run's seed.
-- `data=jsonl`: the importer turns JSONL or parquet rows into the same shards. A row is either in
-  the m2r schema (`id, task, images, question, choices, answer, answer_type, cot, ...`, images as
-  paths, raw bytes or `{"bytes": ..., "path": ...}` structs as Hugging Face parquet stores them) or
-  LLaVA-style (`id, image, conversations: [{from: human, value}, {from: gpt, value}]`), where the
-  answer is the row's `answer` or, failing that, the `<answer>`/`\\boxed{}` of the gpt turn.
+- `data=jsonl`: the importer (`importer.py`) turns JSONL, JSON-array or parquet files (LLaVA /
+  ShareGPT conversations included, plain VQA rows with a bare answer too) into the same shards.
 - `data=shards`: nothing to build; the manifest under `data.root` is checked.
+
+A build is keyed by its config, the seed, and for imported data the size and mtime of every data
+and image file it read, and each split is written beside the old one and renamed into place when
+complete: a fixed row or image rebuilds, and a killed build is never taken for a finished one.
 
 Every sample is validated on the way in. `data.on_bad_sample=raise` stops at the first bad row
 with an error naming the file, row, id, field and fix; `skip` drops it, counts it, logs it, and
@@ -20,14 +21,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import re
 from pathlib import Path
-from typing import Any, Iterator
 
 from m2r.config import DataConfig
-from m2r.data.schema import ANSWER_TYPES, BadSampleError, Sample, validate_sample
+from m2r.data.importer import data_files, read_rows, row_to_sample
+from m2r.data.schema import BadSampleError, Sample, validate_sample
 from m2r.data.shards import SplitWriter, image_bytes, read_manifest
 from m2r.progress import progress
 
@@ -38,11 +38,20 @@ SPLITS = ("train", "val", "rl", "test")  # test: the held-out set the recipe eva
 def _check_policy(cfg: DataConfig) -> None:
     if cfg.on_bad_sample not in ("raise", "skip"):
         raise ValueError(f"data.on_bad_sample={cfg.on_bad_sample!r} is not valid; use raise or skip")
+    if cfg.llava_target not in ("wrap", "keep"):
+        raise ValueError(f"data.llava_target={cfg.llava_target!r} is not valid; use wrap (the assistant turn in the M2 format) or keep")
+    if cfg.format not in ("auto", "m2", "llava"):
+        raise ValueError(f"data.format={cfg.format!r} is not valid; use auto, m2 or llava")
+    if str(getattr(cfg.source, "value", cfg.source)) == "jsonl" and not cfg.train_files:
+        raise ValueError("data=jsonl needs data.train_files=[a.jsonl,...] (JSONL, a JSON array, parquet, or a folder of them); data.val_files is optional")
 
 
 def _build_key(cfg: DataConfig, seed: int) -> str:
-    fields = {k: getattr(cfg, k) for k in ("source", "train_files", "val_files", "rl_files", "test_files", "image_root", "format", "tasks", "train_per_task", "val_per_task", "rl_per_task", "test_per_task", "noisy_trace_ratio", "mc_ratio", "image_size", "samples_per_shard", "on_bad_sample")}
+    fields = {k: getattr(cfg, k) for k in ("source", "train_files", "val_files", "rl_files", "test_files", "image_root", "format", "tasks", "train_per_task", "val_per_task", "rl_per_task", "test_per_task", "noisy_trace_ratio", "mc_ratio", "image_size", "samples_per_shard", "on_bad_sample",
+                                        "llava_target", "max_question_chars", "max_answer_chars", "max_cot_chars", "max_image_pixels")}
     fields["source"] = str(getattr(cfg.source, "value", cfg.source))
+    if fields["source"] == "jsonl":  # the contents too: fixing a row and re-running rebuilds
+        fields["stamps"] = {s: [_stamp(p) for p in data_files(list(getattr(cfg, f"{s}_files")), f"{s}_files")] for s in SPLITS}
     fields = {k: (list(v) if isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig" else v) for k, v in fields.items()}
     return hashlib.sha256(json.dumps({"data": fields, "seed": seed}, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -59,7 +68,7 @@ def build_data(cfg: DataConfig, out_root: str | Path, seed: int, force: bool = F
     root = Path(cfg.root or out_root)
     key = _build_key(cfg, seed)
     if not force and all((root / s / "manifest.json").exists() for s in SPLITS):
-        if all(read_manifest(root, s).get("build_key") == key for s in SPLITS):
+        if all(read_manifest(root, s).get("build_key") == key and _inputs_unchanged(root / s) for s in SPLITS):
             log.info("shards in %s are up to date (build key %s); skipping build", root, key)
             return root
         log.info("shards in %s were built from another config; rebuilding", root)
@@ -144,165 +153,63 @@ def _build_synthetic(cfg: DataConfig, root: Path, seed: int, key: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Importer
+# Importer (row reading and validation in importer.py)
 
 
-def _rows(path: Path) -> Iterator[tuple[str, Any]]:
-    """(where, row) pairs; a row that cannot be parsed comes back as an exception."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        for i, row in enumerate(pq.read_table(path).to_pylist()):
-            yield f"{path} row {i}", row
-        return
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path} line {lineno}", json.loads(line)
-            except json.JSONDecodeError as e:
-                yield f"{path} line {lineno}", BadSampleError(f"{path} line {lineno}", None, "<row>", f"not valid JSON ({e.msg} at column {e.colno})", "fix the line so it is one JSON object, or remove it")
+def _stamp(path: Path) -> list:
+    st = path.stat()
+    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.S)
-
-
-def _answer_from_response(text: str) -> str | None:
-    m = _ANSWER.findall(text)
-    inner = m[-1] if m else text
-    b = _BOXED.findall(inner)
-    if b:
-        return b[-1].strip()
-    return m[-1].strip() if m else None
-
-
-def _infer_answer_type(answer: str, choices: list) -> str:
-    """choice (options given), number (`3`, `1,234.5`), expression (math: digits or LaTeX with an
-    operator, `1/2`, `x^2+1`, `\\frac{1}{2}`, `\\sqrt{3}`), else text (`yes`, `left`)."""
-    if choices:
-        return "choice"
-    a = str(answer).strip()
-    try:
-        float(a.replace(",", ""))
-        return "number"
-    except ValueError:
-        pass
-    if re.search(r"\\[a-zA-Z]+|[\^_=/*+]|\d\s*[a-zA-Z]\b|^-?[a-zA-Z]$|\(|-\s*\d", a) and not re.search(r"[a-zA-Z]{3,}", re.sub(r"\\[a-zA-Z]+", "", a)):
-        return "expression"  # math, not words (a word of 3+ letters outside LaTeX commands makes it text)
-    return "text"
-
-
-def _load_image(ref: Any, base: Path, where: str, sid: str | None) -> tuple[bytes, str]:
-    """Image bytes and a file extension from a path, raw bytes or an HF image struct."""
-    if isinstance(ref, dict):
-        if ref.get("bytes"):
-            return bytes(ref["bytes"]), _ext(bytes(ref["bytes"]))
-        ref = ref.get("path")
-    if isinstance(ref, (bytes, bytearray)):
-        return bytes(ref), _ext(bytes(ref))
-    if not isinstance(ref, str) or not ref:
-        raise BadSampleError(where, sid, "images", f"image reference {ref!r} is neither a path nor bytes", "give image paths (relative to data.image_root) or image bytes")
-    p = Path(ref) if os.path.isabs(ref) else base / ref
-    if not p.exists():
-        raise BadSampleError(where, sid, "images", f"image file {p} does not exist", "fix the path, or set data.image_root to the folder the relative paths start from")
-    data = p.read_bytes()
-    return data, _ext(data, p.suffix.lstrip(".").lower())
-
-
-def _ext(data: bytes, fallback: str = "png") -> str:
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "webp"
-    return fallback if fallback in ("png", "jpg", "jpeg", "webp") else "png"
-
-
-def row_to_sample(row: dict, where: str, base: Path, fmt: str = "auto") -> tuple[Sample, list[bytes]]:
-    """One imported row -> (Sample, image bytes). Raises BadSampleError naming the field."""
-    if not isinstance(row, dict):
-        raise BadSampleError(where, None, "<row>", f"row is a {type(row).__name__}, not a JSON object", "write one JSON object per line")
-    sid = row.get("id")
-    sid = str(sid) if sid is not None else None
-    if sid is None:
-        raise BadSampleError(where, None, "id", "missing", "give every row a unique 'id' (letters, digits, '_' or '-')")
-    llava = fmt == "llava" or (fmt == "auto" and "conversations" in row)
-    if llava:
-        convs = row.get("conversations") or []
-        human = next((c.get("value", "") for c in convs if c.get("from") in ("human", "user")), None)
-        gpt = next((c.get("value", "") for c in convs if c.get("from") in ("gpt", "assistant")), None)
-        if human is None:
-            raise BadSampleError(where, sid, "conversations", "no human turn", "add a {'from': 'human', 'value': ...} turn")
-        refs = row.get("image") or row.get("images") or []
-        refs = [refs] if isinstance(refs, (str, dict, bytes)) else list(refs)
-        question = re.sub(r"\s*<image>\s*", " ", human).strip()
-        answer = row.get("answer")
-        if answer is None and gpt:
-            answer = _answer_from_response(gpt)
-        cot = gpt
-        choices = list(row.get("choices") or [])
-        task = row.get("task") or "imported"
-    else:
-        refs = row.get("images") or []
-        refs = [refs] if isinstance(refs, (str, dict, bytes)) else list(refs)
-        question, answer, cot = row.get("question"), row.get("answer"), row.get("cot")
-        choices = list(row.get("choices") or [])
-        task = row.get("task") or "imported"
-    if answer is None or not str(answer).strip():
-        raise BadSampleError(where, sid, "answer", "missing", "add an 'answer' field, or an <answer>...\\boxed{...}</answer> in the assistant turn")
-    answer = str(answer).strip()
-    answer_type = row.get("answer_type") or _infer_answer_type(answer, choices)
-    if answer_type not in ANSWER_TYPES:
-        raise BadSampleError(where, sid, "answer_type", f"unknown answer_type {answer_type!r}", f"use one of {', '.join(ANSWER_TYPES)}")
-    images, names = [], []
-    for k, ref in enumerate(refs):
-        data, ext = _load_image(ref, base, where, sid)
-        images.append(data)
-        names.append(f"img{k}.{ext}")
-    sample = Sample(
-        id=sid, task=str(task), question=str(question or ""), answer=answer, answer_type=answer_type, images=names, choices=[str(c) for c in choices],
-        cot=cot, quality=row.get("quality"), difficulty=row.get("difficulty"), source=row.get("source") or str(where.rsplit(" ", 2)[0]), meta=row.get("meta") or {},
-    )
-    validate_sample(sample, images, where)
-    return sample, images
+def _inputs_unchanged(split_dir: Path) -> bool:
+    """Whether every image file an imported split read still has the size and mtime it had."""
+    inputs = split_dir / "inputs.json"
+    if not inputs.exists():
+        return True
+    for path, size, mtime in json.loads(inputs.read_text()):
+        try:
+            if _stamp(Path(path))[1:] != [size, mtime]:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def _build_import(cfg: DataConfig, root: Path, key: str) -> None:
-    if not cfg.train_files:
-        raise ValueError("data=jsonl needs data.train_files=[a.jsonl,...] (JSONL or parquet); data.val_files is optional")
-    files = {"train": list(cfg.train_files), "val": list(cfg.val_files), "rl": list(cfg.rl_files), "test": list(cfg.test_files)}
+    files = {s: data_files(list(getattr(cfg, f"{s}_files")), f"{s}_files") for s in SPLITS}
     seen: set[str] = set()
     for split in SPLITS:
         writer = SplitWriter(root, split, cfg.samples_per_shard)
-        for f in files[split]:
-            path = Path(os.path.expanduser(f))
-            if not path.exists():
-                raise FileNotFoundError(f"data.{split}_files: {path} does not exist")
-            base = Path(cfg.image_root) if cfg.image_root else path.parent
-            for where, row in progress_iter(_rows(path), f"import {path.name}"):
-                try:
-                    if isinstance(row, Exception):
-                        raise row
-                    sample, images = row_to_sample(row, where, base, cfg.format)
-                    if sample.id in seen:
-                        raise BadSampleError(where, sample.id, "id", "duplicate id", "make ids unique across all imported files")
+        read: dict[str, list] = {}
+        try:
+            for path in files[split]:
+                for where, row in progress_iter(read_rows(path), f"import {path.name}"):
+                    try:
+                        if isinstance(row, Exception):
+                            raise row
+                        sample, images, image_files = row_to_sample(row, where, split, cfg)
+                        validate_sample(sample, images, where)
+                        if sample.id in seen:
+                            raise BadSampleError(where, sample.id, "id", "duplicate id", "make ids unique across all imported files")
+                    except BadSampleError as e:
+                        if cfg.on_bad_sample == "raise":
+                            raise
+                        log.warning("skipping bad sample: %s", e)
+                        writer.skip(e.where, str(e))
+                        continue
                     seen.add(sample.id)
-                except BadSampleError as e:
-                    if cfg.on_bad_sample == "raise":
-                        writer.abort()
-                        raise
-                    log.warning("skipping bad sample: %s", e)
-                    writer.skip(e.where, str(e))
-                    continue
-                writer.write(sample, images)
-        m = writer.close({"source": "import", "files": files[split], "build_key": key})
+                    for f in image_files:
+                        read.setdefault(str(f), _stamp(f))
+                    writer.write(sample, images)
+        except BaseException:
+            writer.abort()
+            raise
+        m = writer.close({"source": "import", "files": [str(f) for f in files[split]], "build_key": key}, sidecars={"inputs.json": list(read.values())})
         if m["skipped"]:
             log.warning("%s: skipped %d bad sample(s) (listed in %s/manifest.json)", split, len(m["skipped"]), root / split)
-        if split == "train" and m["count"] == 0:
-            raise ValueError(f"no valid training samples in {files['train']} ({len(m['skipped'])} skipped)")
+        if files[split] and m["count"] == 0:
+            raise ValueError(f"data.{split}_files {[str(f) for f in files[split]]} gave no valid samples ({len(m['skipped'])} skipped; the reasons are in "
+                             f"{root / split}/manifest.json); fix the rows, or leave data.{split}_files empty")
 
 
 def progress_iter(it, description: str):

@@ -64,6 +64,10 @@ class SFTDataModule(L.LightningDataModule):
         self.train_urls = shard_urls(self.train_root, "train")
         self.val_urls = shard_urls(self.root, "val") if (self.root / "val" / "manifest.json").exists() else []
         self.val_count = read_manifest(self.root, "val")["count"] if self.val_urls else 0
+        if self.val_urls and read_manifest(self.root, "val").get("without_cot"):
+            log.warning("val has %d sample(s) without a reasoning trace ('cot'): SFT validation is off (they still serve stage=eval benchmark=embedded); "
+                        "give every val row a cot to validate SFT on them", read_manifest(self.root, "val")["without_cot"])
+            self.val_urls, self.val_count = [], 0
         _, world = self._rank_world
         need = world * max(1, self.num_workers)
         if len(self.train_urls) < need:

@@ -15,6 +15,7 @@ import io
 import itertools
 import json
 import random
+import shutil
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -41,11 +42,17 @@ class SplitWriter:
     """Writes the samples of one split, task by task, into numbered shards, and its manifest."""
 
     def __init__(self, root: str | Path, split: str, samples_per_shard: int):
-        self.dir = Path(root) / split
+        # Written into a hidden sibling and renamed into place by `close`, so that a killed or failed
+        # build never leaves a torn split behind a manifest (an earlier one, or its own).
+        self.final = Path(root) / split
+        self.dir = Path(root) / f".{split}.partial"
+        if self.dir.exists():
+            shutil.rmtree(self.dir)  # what a killed build left
         self.split, self.per_shard = split, samples_per_shard
         self.tasks: dict[str, dict[str, Any]] = {}
         self._open: dict[str, tuple[wds.TarWriter, dict]] = {}
         self.skipped: list[dict[str, Any]] = []
+        self.without_cot = 0  # samples SFT cannot train or validate on (held-out and RL rows need no trace)
 
     def _shard(self, task: str) -> tuple[wds.TarWriter, dict]:
         entry = self.tasks.setdefault(task, {"count": 0, "shards": []})
@@ -71,6 +78,7 @@ class SplitWriter:
         writer.write(record)
         info["count"] += 1
         self.tasks[sample.task]["count"] += 1
+        self.without_cot += not (sample.cot and sample.cot.strip())
         if sample.difficulty is not None:
             lo, hi = info["difficulty"] or (sample.difficulty, sample.difficulty)
             info["difficulty"] = [min(lo, sample.difficulty), max(hi, sample.difficulty)]
@@ -79,12 +87,14 @@ class SplitWriter:
         self.skipped.append({"where": where, "reason": reason})
 
     def abort(self) -> None:
-        """Close open shards without a manifest: the split stays marked incomplete."""
+        """Close open shards and drop them: whatever split was in place stays as it was."""
         for writer, _ in self._open.values():
             writer.close()
         self._open.clear()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
-    def close(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def close(self, extra: dict[str, Any] | None = None, sidecars: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write the manifest (and `sidecars`, name -> JSON), then move the split into place."""
         for writer, _ in self._open.values():
             writer.close()
         self._open.clear()
@@ -94,12 +104,20 @@ class SplitWriter:
             "count": sum(t["count"] for t in self.tasks.values()),
             "tasks": self.tasks,
             "skipped": self.skipped,
+            "without_cot": self.without_cot,
             **(extra or {}),
         }
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / "manifest.json.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2))
-        tmp.replace(self.dir / "manifest.json")  # written last and atomically: its presence means the split is complete
+        for name, content in (sidecars or {}).items():
+            (self.dir / name).write_text(json.dumps(content))
+        (self.dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        old = self.final.parent / f".{self.split}.old"
+        if old.exists():
+            shutil.rmtree(old)
+        if self.final.exists():
+            self.final.rename(old)  # a crash from here to the next rename leaves no split: rebuilt, never torn
+        self.dir.rename(self.final)
+        shutil.rmtree(old, ignore_errors=True)
         return manifest
 
 

@@ -132,11 +132,11 @@ def test_import_parquet_with_image_bytes(tmp_path):
 
 BAD_ROWS = {
     "malformed": ('{"id": "x1", "question": ', "<row>", "not valid JSON"),
-    "missing_image": ({"id": "x2", "images": ["nope.png"], "question": "q", "answer": "1"}, "images", "does not exist"),
-    "undecodable": ({"id": "x3", "images": ["bad.png"], "question": "q", "answer": "1"}, "images", "cannot be decoded"),
-    "unknown_type": ({"id": "x4", "question": "q", "answer": "1", "answer_type": "integer"}, "answer_type", "unknown answer_type"),
-    "missing_answer": ({"id": "x5", "question": "q"}, "answer", "missing"),
-    "dotted_id": ({"id": "x.6", "question": "q", "answer": "1"}, "id", "dot"),
+    "missing_image": ({"id": "x2", "images": ["nope.png"], "question": "q", "answer": "1", "cot": "c"}, "images", "does not exist"),
+    "undecodable": ({"id": "x3", "images": ["bad.png"], "question": "q", "answer": "1", "cot": "c"}, "images", "cannot be decoded"),
+    "unknown_type": ({"id": "x4", "question": "q", "answer": "1", "answer_type": "integer", "cot": "c"}, "answer_type", "unknown answer_type"),
+    "missing_answer": ({"id": "x5", "question": "q", "cot": "c"}, "answer", "missing"),
+    "dotted_id": ({"id": "x.6", "question": "q", "answer": "1", "cot": "c"}, "id", "dot"),
 }
 
 
@@ -185,6 +185,6 @@ def test_build_is_skipped_when_up_to_date_and_redone_when_config_changes(tmp_pat
                                          ("2\\pi", "expression"), ("-x", "expression"), ("yes", "text"), ("New York", "text"), ("3 apples", "text")])
 def test_answer_type_inferred_for_imported_rows(answer, kind):
     """Rows without `answer_type` get the type their answer has, so math answers reach math-verify, not exact match."""
-    from m2r.data.build import _infer_answer_type
+    from m2r.data.importer import infer_answer_type
 
-    assert _infer_answer_type(answer, []) == kind and _infer_answer_type(answer, ["a", "b"]) == "choice"
+    assert infer_answer_type(answer, []) == kind and infer_answer_type(answer, ["a", "b"]) == "choice"

@@ -7,7 +7,9 @@ symbols, `+ - * /`, `\\cdot`, `\\times`, `\\frac`, `\\sqrt`, powers, `\\pi` and 
 at random points and decides as `_numeric_verdict` does on math-verify's own parses:
 
 - False when the values differ at a point by over 1e-9 relative (1e-2 when a decimal is written);
-- True when neither side has a decimal and they agree to 1e-30 at every point;
+- True when neither side has a decimal and they agree to 1e-30 at every point, and neither has a
+  root or fractional power of something that depends on a symbol (sqrt((x-5)^2) is 5-x at every
+  point near 0 but not everywhere);
 - None (math-verify decides) otherwise, and for anything outside the subset.
 
 The subset is the part of LaTeX whose reading by math-verify (latex2sympy2_extended with its
@@ -248,8 +250,28 @@ def sample_points(symbols: list[str], seed: int = 0) -> list[dict[str, float]]:
     return [{x: (-1 if (k >> (j % 2)) & 1 else 1) * rng.uniform(0.3, 1.7) for j, x in enumerate(names)} for k in range(n)]
 
 
-def decide(values: list[tuple[complex, complex]], exact: bool) -> bool | None:
-    """The verdict from both sides' values at the sample points (see the module docstring)."""
+def _branches(tree) -> bool:
+    """Whether a root or fractional power has a base that depends on a symbol: sqrt((x-5)^2) equals
+    5-x at every sample point (|x| < 2) but not as a function, so such a pair is never called equal."""
+    kind = tree[0]
+    if kind == "sqrt" and _has_symbol(tree[1]):
+        return True
+    if kind == "pow" and _has_symbol(tree[1]):
+        if _has_symbol(tree[2]):
+            return True
+        e = _value(tree[2], {})
+        if mpmath.im(e) != 0 or mpmath.re(e) != int(mpmath.re(e)):
+            return True  # x^{1/2}; x^{-1} and x^{2} are fine
+    return kind not in ("num", "sym", "pi") and any(_branches(c) for c in tree[1:])
+
+
+def _has_symbol(tree) -> bool:
+    return tree[0] == "sym" or (tree[0] not in ("num", "pi") and any(_has_symbol(c) for c in tree[1:]))
+
+
+def decide(values: list[tuple[complex, complex]], exact: bool, may_be_equal: bool = True) -> bool | None:
+    """The verdict from both sides' values at the sample points (see the module docstring); never
+    True when `may_be_equal` is False (a branch or absolute value the points may not cross)."""
     close = 0
     for a, b in values:
         scale = max(1.0, abs(a), abs(b))
@@ -259,7 +281,7 @@ def decide(values: list[tuple[complex, complex]], exact: bool) -> bool | None:
         if d > (1e-9 if exact else 1e-2) * scale:
             return False
         close += d <= 1e-30 * scale
-    return True if exact and close == len(values) else None
+    return True if exact and may_be_equal and close == len(values) else None
 
 
 def fast_verdict(gold: str, answer: str) -> bool | None:
@@ -278,6 +300,6 @@ def fast_verdict(gold: str, answer: str) -> bool | None:
             for point in sample_points(sorted(gs)):
                 at = {x: mpmath.mpf(v) for x, v in point.items()}
                 values.append((_value(g, at), _value(p, at)))
-            return decide(values, exact)
+            return decide(values, exact, not (_branches(g) or _branches(p)))
     except (_Doubt, ZeroDivisionError, OverflowError, ValueError):
         return None

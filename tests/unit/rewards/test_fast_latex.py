@@ -42,10 +42,10 @@ def test_surprising_forms_are_left_to_math_verify(gold, answer):
 def test_known_verdicts():
     cases = {
         ("x^2+2x+1", "(x+1)^2"): True, ("x+1", "6(x+1) - 5(x+1)"): True, ("2^{10}", "(2^{10}) \\cdot \\frac{8}{8}"): True,
-        ("\\frac{x}{2}", "\\frac{1}{2}x"): True, ("\\sqrt{x}", "x^{1/2}"): True, ("2x", "\\sqrt{4x^2}"): False,
+        ("\\frac{x}{2}", "\\frac{1}{2}x"): True, ("\\sqrt{x}", "x^{1/2}"): None, ("\\sqrt{(x-5)^{2}}", "5-x"): None, ("x^{-1}", "\\frac{1}{x}"): True, ("2x", "\\sqrt{4x^2}"): False,
         ("x+1", "x+1.5"): False, ("\\frac{\\sqrt{3}}{2}", "\\frac{7(\\frac{\\sqrt{3}}{2})}{7}"): True, ("2\\pi", "\\pi+\\pi"): True,
         ("\\frac{1}{3}", "\\frac{333333}{1000000}"): False, ("2", "2+10^{-12}"): None, ("\\sqrt{x}\\sqrt{y}", "\\sqrt{xy}"): None,
-        ("\\sqrt{x}\\sqrt{y}", "\\sqrt{x y}"): None, ("\\sqrt{x}\\sqrt{y}", "\\sqrt{x \\cdot y}"): False,
+        ("\\sqrt{x}\\sqrt{y}", "\\sqrt{x y}"): None, ("\\sqrt{x}\\sqrt{y}", "\\sqrt{x \\cdot y}"): False, ("\\sqrt{2}x", "\\sqrt{2x^{2}}"): False,
     }
     for (gold, answer), want in cases.items():
         assert fast_verdict(gold, answer) is want, (gold, answer)
@@ -111,3 +111,16 @@ def test_agrees_with_math_verify_on_generated_pairs():
             print("DISAGREE", gold, "|", answer, "fast", fast, "math-verify", slow)
     assert disagree == 0
     assert decided >= 0.6 * len(pairs), f"the fast path decided only {decided} of {len(pairs)} pairs"
+
+
+def test_worker_numeric_verdict_never_equal_through_a_branch():
+    """The worker's shortcut on math-verify's own parses: an absolute value or a root of a symbol can
+    agree with a gold at every sample point (|8-y| is 8-y for |y| < 2) without being equal."""
+    from m2r.rewards.functions import _numeric_verdict
+
+    def parsed(s):
+        return mv.parse(f"${s}$", parsing_timeout=None)
+
+    for gold, answer in [("8-y", "\\left|y - 8\\right|"), ("5-x", "\\sqrt{(x-5)^{2}}"), ("\\pi-2x+2", "\\left|2 - 2x + \\pi\\right|")]:
+        assert _numeric_verdict(parsed(gold), parsed(answer)) is None and math_verify_verdict(gold, answer) is False
+    assert _numeric_verdict(parsed("x^2+2x+1"), parsed("(x+1)^2")) is True

@@ -165,6 +165,18 @@ def _branches(e) -> bool:
     return any(p.base.free_symbols and not p.exp.is_integer for p in e.atoms(sympy.Pow))
 
 
+def _extreme(e) -> bool:
+    """Whether a constant part of a sympy expression lies outside 1e-15..1e15 in magnitude."""
+    import sympy
+
+    for sub in sympy.preorder_traversal(e):
+        if isinstance(sub, sympy.Expr) and sub.is_number:
+            v = abs(complex(sub.evalf(20)))
+            if v != 0 and not 1e-15 <= v <= 1e15:
+                return True
+    return False
+
+
 def _numeric_verdict(gold: list, pred: list) -> bool | None:
     """A verdict without sympy's simplification (15-100 ms), or None when in doubt (then math-verify
     decides). Both first parses must be plain expressions over the same one-letter symbols (not e or
@@ -188,6 +200,8 @@ def _numeric_verdict(gold: list, pred: list) -> bool | None:
         syms = g.free_symbols | p.free_symbols
         if g.free_symbols != p.free_symbols or len(syms) > 6 or any(len(x.name) != 1 or x.name in "eE" for x in syms):
             return None  # math-verify's symbol rules (case, joined letters, e) are not numeric
+        if _extreme(g) or _extreme(p):
+            return None  # 3+10^{-31}: a difference under the 1e-30 closeness; math-verify compares it exactly
         if isinstance(g, sympy.Symbol) or isinstance(p, sympy.Symbol):
             return None  # math-verify compares a lone letter as a letter: `x` is not `2x-x` to it
         exact = not (g.atoms(sympy.Float) or p.atoms(sympy.Float))
@@ -423,6 +437,8 @@ def _expression_pair(response: str, sample: Sample, extraction: str) -> tuple[st
     ans, gold = answer_content(response, extraction), str(sample.answer)
     if ans is None:
         return 0.0
+    # latex2sympy stops at a newline (`2x\n+7` is 2) and at `\right )`: one space, no gap after \left/\right
+    ans = re.sub(r"\\(left|right)\s+", r"\\\1", re.sub(r"\s+", " ", ans))
     if ans.strip() == gold.strip():
         return 1.0
     if _too_costly(ans, gold):

@@ -30,7 +30,8 @@ QUIRKS = [
     ("5", "2(3)"), ("6", "2(3)"), ("5", "(2)(3)"), ("7", "(3)(4)"), ("5", "(3)2"), ("3", "1 2"), ("\\frac{3}{2}", "1\\frac{1}{2}"),
     ("\\frac{5}{2}", "2(\\frac{1}{2})"), ("2", "2m"), ("2", "2yr"), ("2", "2ab"), ("x^{23}", "x^23"), ("2", "2^-2"), ("x^{6}", "x^2^3"),
     ("2e", "2e"), ("x", "x(3)"), ("3\\pi", "\\pi(3)"), ("x+c", "x+c"), ("0.5", "\\frac{1}{2}"), ("\\frac12", "0.5"), (".5", "\\frac{1}{2}"),
-    ("1000", "1,000"), ("2I", "2i"), ("X", "x"), ("x", "x+0"), ("x+0", "x"), ("n", "-(-(n))"),
+    ("1", "1+10^{-31}"), ("\\frac{1}{3}", "\\frac{1}{3}+10^{-31}"), ("x+1", "\\left (x+1\\right )"), ("2(x+1)", "2x\n+2"), ("x+1", "x\u00a0+1"),
+    ("3", "\uff13"), ("\\sqrt{x}", "\\sqrt{(x^{1/5})^{5}}"), ("1000", "1,000"), ("2I", "2i"), ("X", "x"), ("x", "x+0"), ("x+0", "x"), ("n", "-(-(n))"),
 ]
 
 
@@ -42,10 +43,10 @@ def test_surprising_forms_are_left_to_math_verify(gold, answer):
 def test_known_verdicts():
     cases = {
         ("x^2+2x+1", "(x+1)^2"): True, ("x+1", "6(x+1) - 5(x+1)"): True, ("2^{10}", "(2^{10}) \\cdot \\frac{8}{8}"): True,
-        ("\\frac{x}{2}", "\\frac{1}{2}x"): True, ("\\sqrt{x}", "x^{1/2}"): None, ("\\sqrt{(x-5)^{2}}", "5-x"): None, ("x^{-1}", "\\frac{1}{x}"): True, ("2x", "\\sqrt{4x^2}"): False,
+        ("\\frac{x}{2}", "\\frac{1}{2}x"): True, ("\\sqrt{x}", "x^{1/2}"): None, ("\\sqrt{(x-5)^{2}}", "5-x"): None, ("x^{-1}", "\\frac{1}{x}"): True, ("2x", "\\sqrt{4x^2}"): None,
         ("x+1", "x+1.5"): False, ("\\frac{\\sqrt{3}}{2}", "\\frac{7(\\frac{\\sqrt{3}}{2})}{7}"): True, ("2\\pi", "\\pi+\\pi"): True,
         ("\\frac{1}{3}", "\\frac{333333}{1000000}"): False, ("2", "2+10^{-12}"): None, ("\\sqrt{x}\\sqrt{y}", "\\sqrt{xy}"): None,
-        ("\\sqrt{x}\\sqrt{y}", "\\sqrt{x y}"): None, ("\\sqrt{x}\\sqrt{y}", "\\sqrt{x \\cdot y}"): False, ("\\sqrt{2}x", "\\sqrt{2x^{2}}"): False,
+        ("\\sqrt{x}\\sqrt{y}", "\\sqrt{x y}"): None, ("\\sqrt{x}\\sqrt{y}", "\\sqrt{x \\cdot y}"): None, ("\\sqrt{2}x", "\\sqrt{2x^{2}}"): None,
     }
     for (gold, answer), want in cases.items():
         assert fast_verdict(gold, answer) is want, (gold, answer)
@@ -110,7 +111,7 @@ def test_agrees_with_math_verify_on_generated_pairs():
             disagree += 1
             print("DISAGREE", gold, "|", answer, "fast", fast, "math-verify", slow)
     assert disagree == 0
-    assert decided >= 0.6 * len(pairs), f"the fast path decided only {decided} of {len(pairs)} pairs"
+    assert decided >= 0.5 * len(pairs), f"the fast path decided only {decided} of {len(pairs)} pairs"
 
 
 def test_worker_numeric_verdict_never_equal_through_a_branch():

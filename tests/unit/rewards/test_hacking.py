@@ -79,6 +79,10 @@ HACKS = [  # (name, response, sample, expected accuracy)
     ("two thinks", "<think>a</think><think>b</think><answer>\\boxed{3}</answer>", NUM, 0.0),
     ("megabyte answer", W("3" + " " * 1_000_000), NUM, 0.0),
     ("expression hedge", W("\\frac{1}{2} \\text{ or } \\frac{1}{3}"), EX, 0.0),
+    ("expression cut at a newline", W("3x\n+7"), EX3, 0.0),  # latex2sympy reads only the 3
+    ("expression cut at \\right )", W("3 \\pi/\\left( n\\right )"), EX3, 0.0),
+    ("expression near-equal rational", W("3+10^{-31}"), EX3, 0.0),
+    ("expression vanishing on fixed points", W("3+(x-\\frac{834399124803943}{2^{49}})(x+\\frac{6130012321515231}{2^{52}})(x-\\frac{250175019300533}{2^{48}})(x+\\frac{1491780110203133}{2^{51}})x"), EX3, 0.0),
     ("expression set", W("\\{\\frac{1}{2}, \\frac{1}{3}\\}"), EX, 0.0),
     ("expression tuple", W("0.5, 0.6"), EX, 0.0),
     ("expression plus-minus", W("\\pm\\frac{1}{2}"), EX, 0.0),

@@ -56,13 +56,14 @@ Departures, and what each does to the score:
    no match.
 4. A ground-truth letter beyond the options (the official code raises IndexError) or a
    non-letter answer with options gives no option text instead of a crash.
-5. Readings of latex2sympy2 1.9.1 the rewriting does not reproduce yet (found by a hostile review
-   running the official parser; none occurs in the 48,640 repository responses): `\\log_{2}8` and
-   `x_1=5` (officially 3 and 5; here no value: `_` ends the parse), `\\{5\\}` (officially 5; here a
-   set, no value), `5 \\end{array}` (officially an error; here 5), `\\exp(1)` (officially `E`, a
-   NameError, no value; here 2.72), `\\exp(\\ln 5)` (officially 5; here none), `\\tau` (officially no value, so 2\\pi is not matched; here 2\\pi), `\\lfloor 5.5\\rfloor`
-   (5.0 here, 5 officially: only `eval_tuple`'s text differs). A right answer written so scores
-   as the official code would not, in either direction.
+5. Readings of latex2sympy2 1.9.1 the rewriting does not reproduce (found by running the official
+   parser on probe strings; none occurs in the 48,640 repository responses, and none changes a
+   verdict in the sweep of `tests/unit/eval/test_golden_mathvision_sweep.py`, since the official
+   extraction keeps only what follows the last "="): `\\pi_1=5` (officially 3.14; here no value),
+   `x_a_b=5` (officially 5; here none);
+   `\\lfloor 5.5\\rfloor` and `\\exp(\\ln 5)` are 5.0 here, 5 officially (only `eval_tuple`'s text differs).
+   Fixed since the review that found them: `\\log_{2}8` and `x_1=5` (3 and 5), `\\{5\\}` (5),
+   `5 \\end{aligned}` (no value), `\\exp(1)` (no value), `\\exp(\\ln 5)` (5).
 """
 
 from __future__ import annotations
@@ -250,7 +251,8 @@ _FLOAT_RESULT = re.compile(r"\\[dt]?frac|/|:|\\div|\\%|\\sqrt|\\pi|\\(?:sin|cos|
 _STOP_WORDS = re.compile(r"orthogonalize|eigenvectors|eigenvalues|diagonalize|nullspace|eigenvects|eigenvals|arccosh|arcsinh|arctanh|"
                          r"pmatrix|bmatrix|vmatrix|hstack|vstack|matrix|arcosh|arsinh|artanh|trace|zeros|floor|orth|norm|rank|rows|"
                          r"cols|ones|diag|ceil|rref|eye|gcd|lcm|svd|SVD|tr|E")
-_STOP_COMMANDS = ("\\rightarrow", "\\right ", "\\choose", "\\end", "\\\\")
+_STOP_COMMANDS = ("\\rightarrow", "\\right ", "\\choose", "\\\\")
+_ASSIGNED = re.compile(r"\s*(?:[a-zA-Z]|\\(?!pi(?![a-zA-Z]))[a-zA-Z]+)(?:_(?:\{[^{}]*\}|[a-zA-Z0-9]+))?\s*")  # "x", "x_1", "\alpha_{n+1}"
 
 
 def _parsed_prefix(s: str) -> str | None:
@@ -264,6 +266,8 @@ def _parsed_prefix(s: str) -> str | None:
     while i < len(s):
         c = s[i]
         if c == "\\":
+            if s.startswith("\\end", i):
+                return None  # "5 \end{aligned}": an error, not the part before it
             if s.startswith(_STOP_COMMANDS, i):
                 return s[:i] if not stack else None
             m = re.match(r"\\[a-zA-Z]+", s[i:])
@@ -276,6 +280,8 @@ def _parsed_prefix(s: str) -> str | None:
             if not stack or stack[-1] != pairs[c]:
                 return s[:i]
             stack.pop()
+        elif c == "_" and i and s[i - 1].isalpha():
+            pass  # a subscript of a symbol or of \log ("x_1", "\log_{2}8"); after a number "_" ends the parse ("5_3" -> 5)
         elif c == "." and not s[i + 1 : i + 2].isdigit() or c in "_&":
             stop = i
         elif c.isalpha():
@@ -297,6 +303,7 @@ def _official_form(s: str) -> str | None:
     s = re.sub(r"\\(?:left|right)(?=[()\[\]|.]|\\[{}|])", "", s)  # latex2sympy2 reads \left( as (
     for old in ("$", "~", "\\,", "\\displaystyle", "\\qquad", "\\quad"):
         s = s.replace(old, " ")  # as latex2sympy2 does
+    s = s.replace("\\{", "(").replace("\\}", ")")  # latex2sympy2 reads \{5\} as (5), the extended parser as a set
     s = _parsed_prefix(s)
     if s is None or _NO_VALUE.search(s) or not s.isascii():
         return None  # latex2sympy2's lexer stops on a character it does not know (°, π, ≈) with an error
@@ -308,7 +315,7 @@ def _official_form(s: str) -> str | None:
         s = s[1:-1].strip()  # latex2sympy2 reads a braced group as its content
     if "=" in s:
         lhs, _, rhs = s.rpartition("=")
-        if "=" in lhs or not re.fullmatch(r"\s*[a-zA-Z]\s*", lhs):
+        if "=" in lhs or not _ASSIGNED.fullmatch(lhs):
             return None  # an equation between expressions: a list of solutions or an Eq, never a number
         s = rhs
     return s
@@ -391,6 +398,7 @@ def _value_worker(conn) -> None:
     import logging
 
     logging.disable(logging.WARNING)
+    import sympy
     from latex2sympy2_extended import latex2sympy
     from latex2sympy2_extended.latex2sympy2 import ConversionConfig, _Latex2Sympy
 
@@ -401,7 +409,13 @@ def _value_worker(conn) -> None:
     while True:
         s = conn.recv()
         try:
-            v = _py_eval(ast.parse(str(latex2sympy(s, normalization_config=None, conversion_config=config)), mode="eval"))
+            printed = str(latex2sympy(s, normalization_config=None, conversion_config=config))
+            if "\\exp" in s and "log(" not in printed.partition("exp(")[0]:
+                # the extended parser leaves \exp(...) unevaluated where latex2sympy2's sympy evaluates it: \exp(\ln 5)
+                # is 5 and \exp(1) is E (a NameError for eval: no value). Not `e^x` (latex2sympy2 reads `e` as a
+                # symbol that eval takes from math) nor a log around it (\ln\exp(2): officially no value).
+                printed = str(sympy.sympify(printed))
+            v = _py_eval(ast.parse(printed, mode="eval"))
             out = v if isinstance(v, (int, float)) else None  # bool is int: round(True, 2) == 1, as officially
         except Exception:
             out = None

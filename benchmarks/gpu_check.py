@@ -28,14 +28,14 @@ def run(strategy: str, out: Path) -> dict:
               "data.train_per_task=4", "data.val_per_task=1", "data.rl_per_task=4", "data.test_per_task=1", "data.samples_per_shard=2",
               "data.batch_size=4", "data.max_length=1024", "quality.enabled=false", "trainer.val_check_interval=1000", "trainer.limit_val_batches=0",
               "trainer.enable_progress_bar=false", "logger=csv", "model.max_pixels=200704",
-              "callbacks=m2", "callbacks.kl_annealing.beta_max=0.01", "callbacks.kl_annealing.beta_min=0.01",
+              "callbacks=m2", "algo.beta=0.01", "callbacks.kl_annealing.beta_min=0.01",
               "grpo.prompts_per_step=2", "algo.G=4", "grpo.max_new_tokens=64", "grpo.micro_batch_size=4", "callbacks.checkpoint=null"]  # no 45 GB optimizer checkpoints of a 3B model
     row = {"strategy": strategy}
     env = {**os.environ, "M2R_NO_PROGRESS": "1", "PYTHONPATH": f"{ROOT / 'benchmarks'}:{os.environ.get('PYTHONPATH', '')}"}
     for stage in ("sft", "grpo"):
         probe = run_dir / f"probe_{stage}.json"
         cmd = [sys.executable, "run.py", f"stage={stage}", *common, f"{stage}.max_steps=3", "+callbacks.gpu_probe._target_=gpu_probe.GPUProbe",
-               f"+callbacks.gpu_probe.path={probe}", "grpo.init=null"]
+               f"+callbacks.gpu_probe.path={probe}", "grpo.init=scratch"]
         t0 = time.perf_counter()
         try:
             p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=STAGE_TIMEOUT_S)

@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
 
 
 @dataclass
@@ -127,7 +128,7 @@ class RouteConfig:
     task: str = "*"  # fnmatch glob on the sample's task
     answer_type: str = "*"  # glob on the sample's answer_type
     weights: dict[str, float] = field(default_factory=dict)  # reward function -> weight in the total
-    accuracy: str = "format"  # the function whose value is the accuracy (Eq. 6, difficulty)
+    accuracy: str = MISSING  # the function whose value is the accuracy (Eq. 6, difficulty, curriculum): every route names it
 
 
 @dataclass
@@ -148,11 +149,13 @@ class AlgoConfig:
     G: int = 4  # responses per prompt (paper: 16)
     eps_low: float = 0.2  # clip range below 1
     eps_high: float = 0.2  # clip range above 1 (DAPO: 0.28)
-    beta: float = 0.0  # constant KL coefficient when no CosineKLAnnealing callback runs
+    beta: float = 0.0  # the KL coefficient: constant, or the peak of CosineKLAnnealing's schedule (callbacks=m2); 0 = no KL, no reference model
     aggregation: str = "sequence"  # token (DAPO) | sequence (GRPO) | constant (Dr.GRPO)
     scale_std: bool = True  # divide advantages by the group std (Dr.GRPO: false)
     mask_truncated: bool = False  # drop responses that hit max_new_tokens from the loss (DAPO)
     mu: int = 1  # policy updates per rollout batch
+    adv_reweighting: bool = False  # Eq. 6: each group's advantages scaled by adv_sigma * p (1 - p); the one switch for it
+    adv_sigma: float = 4.0  # Eq. 6's sigma (4: weight 1 at p = 0.5)
 
 
 @dataclass

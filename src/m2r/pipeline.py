@@ -123,8 +123,16 @@ def step_grpo(cfg: DictConfig) -> dict[str, Any]:
     if init == "auto":
         sft_hf = Path(cfg.paths.sft_dir) / "hf"
         init_path = sft_hf if (sft_hf / "COMPLETE").exists() else None
-    elif init:
+        if init_path is None and model_cfg.source != "pretrained":
+            raise FileNotFoundError(
+                f"GRPO would start from random weights: grpo.init=auto found no finished SFT output at {sft_hf}, and model={model_cfg.name} "
+                f"(source={model_cfg.source}) is not a trained checkpoint. Run SFT in this run dir first (stage=pipeline, or stage=sft with the "
+                "same paths.run_dir), point at a checkpoint (grpo.init=/path/to/hf), or say grpo.init=scratch to start from model.* on purpose")
+    elif init != "scratch":
         init_path = Path(init)
+        if not (init_path / "config.json").exists():
+            raise FileNotFoundError(f"grpo.init={init}: no Hugging Face checkpoint there (no config.json); give a folder written by "
+                                    "save_pretrained (e.g. <run>/sft/hf), or grpo.init=auto | scratch")
     if init_path is not None:
         model_cfg = replace(model_cfg, source="pretrained", path=str(init_path), processor_path=None)
     log.info("GRPO starts from %s", init_path or f"model={model_cfg.name}")
@@ -132,8 +140,7 @@ def step_grpo(cfg: DictConfig) -> dict[str, Any]:
 
     algo = OmegaConf.to_container(cfg.algo, resolve=True)
     algo.pop("name")
-    kl_cb = (cfg.get("callbacks") or {}).get("kl_annealing")
-    needs_ref = (kl_cb.beta_max > 0 or kl_cb.beta_min > 0) if kl_cb else algo["beta"] > 0
+    needs_ref = algo["beta"] > 0  # the KL coefficient, constant or the peak of the annealing (m2r.checks: beta_min <= beta)
     factory = partial(build_model, model_cfg, processor)
     # The reference is never updated: bf16 is enough wherever compute is bf16 (half the memory of the fp32 masters).
     ref_dtype = "bfloat16" if "bf16" in str(cfg.trainer.get("precision", "")) else model_cfg.dtype
@@ -429,7 +436,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     import os
 
     from m2r import dist as m2r_dist
+    from m2r import stepkeys
 
+    from m2r.checks import check_config
+
+    check_config(cfg)
     missing = [s for s in cfg.stage.steps if s not in STEPS]
     if missing:
         raise ValueError(f"stage={cfg.stage.name} runs step(s) {missing} that this version of m2r does not have; it has {list(STEPS)}")
@@ -451,7 +462,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.info("=== %s ===", step)
         t0 = time.perf_counter()
         rank = m2r_dist.rank_world()[0]  # the process group's, once a trainer step has made one
-        marker = marks / f"{step}.json"
+        marker, ready = marks / f"{step}.json", marks / f"{step}.ready.json"
+        wait_s = float(os.environ.get("M2R_RANK_WAIT_S", 86400))
+        if rank == 0:
+            try:
+                stepkeys.prepare(cfg, step)  # stale output (other config or inputs) removed before any rank reads it
+            except Exception as e:
+                for m in (marker, ready):
+                    m.write_text(json.dumps({"run_id": run_id, "error": f"{type(e).__name__}: {e}"}))
+                raise
+            tmp = ready.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"run_id": run_id, "result": {}}))
+            tmp.replace(ready)
+        elif step in TRAINER_STEPS or step in SPLIT_STEPS:
+            _wait_for_rank_zero(ready, run_id, f"{step} (preparing its output folder)", rank, wait_s)
         if rank != 0 and step not in TRAINER_STEPS:
             if step in SPLIT_STEPS:
                 try:
@@ -459,7 +483,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                 except Exception as e:
                     m2r_dist.report_failure(rank, step, e)
                     raise
-            results[step] = _wait_for_rank_zero(marker, run_id, step, rank, float(os.environ.get("M2R_RANK_WAIT_S", 86400)))
+            results[step] = _wait_for_rank_zero(marker, run_id, step, rank, wait_s)
             continue
         try:
             results[step] = STEPS[step](cfg)

@@ -123,6 +123,13 @@ def make_trainer(cfg: DictConfig, stage_dir: Path, name: str, extra_callbacks: l
             continue
         if c.get("_target_", "").endswith("ModelCheckpoint"):
             c = OmegaConf.merge(c, {"dirpath": str(stage_dir / "checkpoints")})
+            every, steps = c.get("every_n_train_steps"), max_steps or cfg.trainer.get("max_steps")
+            if every and steps and steps > 0 and every > steps:
+                # An interval past the stage's end would save nothing before it ends: a crash would restart from step 0.
+                capped = max(1, steps // 4)
+                log.info("%s: checkpoint every %d steps, not every %d (callbacks.checkpoint.every_n_train_steps is longer than the "
+                         "stage's %d steps)", name, capped, every, steps)
+                c = OmegaConf.merge(c, {"every_n_train_steps": capped})
         elif c.get("_target_", "").endswith("RolloutLogger") and not c.get("dirpath"):
             c = OmegaConf.merge(c, {"dirpath": str(cfg.paths.rollouts_dir)})
         callbacks.append(instantiate(c))
@@ -143,17 +150,57 @@ def make_trainer(cfg: DictConfig, stage_dir: Path, name: str, extra_callbacks: l
     return instantiate(trainer_cfg, callbacks=callbacks, logger=logger, strategy=strategy, default_root_dir=str(stage_dir))
 
 
+def checkpoint_intact(path: Path) -> bool:
+    """Whether a Lightning checkpoint can be opened: a `torch.save` zip whose central directory and
+    pickled record read back (a save killed mid-write leaves a truncated zip), or a DeepSpeed folder
+    with its `latest` tag and that tag's folder. Cheap: the tensors themselves are not read."""
+    import zipfile
+
+    path = Path(path)
+    if path.is_dir():
+        tag = path / "latest"
+        return tag.is_file() and (path / tag.read_text().strip()).is_dir() or (path / "checkpoint").is_dir()
+    try:
+        with zipfile.ZipFile(path) as z:
+            pkl = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+            if not pkl:
+                return False
+            z.read(pkl[0])  # CRC-checked
+            size = path.stat().st_size
+            return all(i.header_offset + i.compress_size <= size for i in z.infolist())
+    except (OSError, zipfile.BadZipFile, EOFError, KeyError, ValueError):
+        return False
+
+
 def resume_path(cfg: DictConfig, stage_dir: Path) -> str | None:
-    """`ckpt_path` if given; else `<stage_dir>/checkpoints/last.ckpt` when `resume` and it exists."""
+    """`ckpt_path` if given; else, when `resume`, the newest intact checkpoint of
+    `<stage_dir>/checkpoints`: `last.ckpt`, or, when that is unreadable (a crash while it was being
+    written), the newest periodic one, with a warning."""
     if cfg.get("ckpt_path"):
         p = Path(cfg.ckpt_path)
         if not p.exists():
             raise FileNotFoundError(f"ckpt_path={p} does not exist")
+        if not checkpoint_intact(p):
+            raise ValueError(f"ckpt_path={p} is not a readable checkpoint (truncated or not a Lightning checkpoint)")
         return str(p)
-    last = stage_dir / "checkpoints" / "last.ckpt"
-    if cfg.get("resume", True) and last.exists():
-        log.info("resuming from %s", last)
-        return str(last)
+    folder = stage_dir / "checkpoints"
+    if not cfg.get("resume", True) or not folder.is_dir():
+        return None
+    last = folder / "last.ckpt"
+    others = sorted((p for p in folder.glob("*.ckpt") if p.name != "last.ckpt" and not p.name.startswith("export")),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    candidates = ([last] if last.exists() else []) + others
+    for i, p in enumerate(candidates):
+        if checkpoint_intact(p):
+            if i:
+                log.warning("%s cannot be read (truncated: killed while saving?); resuming from %s, the newest intact checkpoint",
+                            ", ".join(str(c) for c in candidates[:i]), p)
+            else:
+                log.info("resuming from %s", p)
+            return str(p)
+    if candidates:
+        raise RuntimeError(f"no checkpoint in {folder} can be read ({', '.join(c.name for c in candidates)}: truncated?). Move them away "
+                           "to start this stage from its beginning, or resume from another one with ckpt_path=<file>")
     return None
 
 

@@ -60,6 +60,6 @@ def test_logger_and_callbacks_instantiate(tmp_path):
     cfg = compose(["logger=csv"], tmp_path, tmp_path)
     assert type(instantiate(cfg.logger, name="sft")).__name__ == "CSVLogger"
     assert {type(instantiate(c)).__name__ for c in cfg.callbacks.values()} == {
-        "ModelCheckpoint", "LearningRateMonitor", "RichProgressBar", "CosineKLAnnealing", "AdvantageReweighting", "RolloutLogger"}
+        "ModelCheckpoint", "LearningRateMonitor", "RichProgressBar", "CosineKLAnnealing", "RolloutLogger"}
     plain = compose(["callbacks=default"], tmp_path, tmp_path)
     assert {type(instantiate(c)).__name__ for c in plain.callbacks.values()} == {"ModelCheckpoint", "LearningRateMonitor", "RichProgressBar"}

@@ -84,7 +84,7 @@ def test_chunked_logprobs_equal_full_logits(processor, shard_root):
 
 
 def test_grpo_stage_resume_continues_schedule_and_optimizer(tmp_path, cache_dir):
-    common = ["stage=grpo", "callbacks=m2", *FAST, "callbacks.checkpoint.every_n_train_steps=2", "sft.max_steps=6", "grpo.max_steps=6",
+    common = ["stage=grpo", "grpo.init=scratch", "callbacks=m2", *FAST, "callbacks.checkpoint.every_n_train_steps=2", "sft.max_steps=6", "grpo.max_steps=6",
               "grpo.prompts_per_step=2", "grpo.max_new_tokens=8", "algo.G=2", "grpo.lr=1e-3"]
     with pytest.raises(RuntimeError, match="simulated crash"):
         m2r.run(compose([*common, "+callbacks.crash._target_=conftest.CrashAfter", "+callbacks.crash.step=3"], tmp_path, cache_dir))
@@ -108,19 +108,22 @@ def test_grpo_stage_resume_continues_schedule_and_optimizer(tmp_path, cache_dir)
 
 @pytest.mark.parametrize("algo", ["grpo", "dapo", "dr_grpo"])
 def test_algo_presets_run_one_step(algo, tmp_path, cache_dir):
-    cfg = compose(["stage=grpo", f"algo={algo}", "callbacks=default", *FAST, "sft.max_steps=1", "grpo.max_steps=1", "grpo.prompts_per_step=2", "grpo.max_new_tokens=8", "algo.G=2"], tmp_path, cache_dir)
+    cfg = compose(["stage=grpo", "grpo.init=scratch", f"algo={algo}", "callbacks=default", *FAST, "sft.max_steps=1", "grpo.max_steps=1", "grpo.prompts_per_step=2", "grpo.max_new_tokens=8", "algo.G=2"], tmp_path, cache_dir)
     summary = m2r.run(cfg)["grpo"]
     assert summary["steps"] == 1 and (tmp_path / "grpo" / "hf" / "COMPLETE").exists()
     row = json.loads((tmp_path / "grpo" / "history.json").read_text())[0]
-    # No KL / reweighting callbacks (callbacks=default): the preset's constant beta, weights all 1.
-    assert row["train/kl_coef"] == pytest.approx(cfg.algo.beta) and row["train/adv_weight_mean"] == 1.0
+    # No KL annealing (callbacks=default): the preset's constant beta; Eq. 6 weights only where the preset turns them on.
+    assert row["train/kl_coef"] == pytest.approx(cfg.algo.beta)
+    assert cfg.algo.adv_reweighting == (algo == "grpo")
+    if not cfg.algo.adv_reweighting:
+        assert row["train/adv_weight_mean"] == 1.0 and row["train/adv_weight_std"] == 0.0
     expected = {"train/reward", "train/acc", "train/zero_std_frac", "train/len_mean", "train/len_max", "train/truncated", "train/repetition",
                 "train/clip_frac", "train/kl", "train/adv_weight_std", "train/step_time", "train/tokens_per_s", "train/reward/format"}
     assert expected <= set(row) and any(k.startswith("train/reward_by_task/") for k in row) and any(k.startswith("train/acc_by_task/") for k in row)
 
 
 def test_mu_two_takes_two_optimizer_steps_per_rollout_batch(tmp_path, cache_dir):
-    cfg = compose(["stage=grpo", *FAST, "sft.max_steps=4", "grpo.max_steps=4", "algo.mu=2", "grpo.prompts_per_step=2", "grpo.max_new_tokens=8", "algo.G=2"], tmp_path, cache_dir)
+    cfg = compose(["stage=grpo", "grpo.init=scratch", *FAST, "sft.max_steps=4", "grpo.max_steps=4", "algo.mu=2", "grpo.prompts_per_step=2", "grpo.max_new_tokens=8", "algo.G=2"], tmp_path, cache_dir)
     m2r.run(cfg)
     rows = json.loads((tmp_path / "grpo" / "history.json").read_text())
     assert [r["step"] for r in rows] == [2, 4]

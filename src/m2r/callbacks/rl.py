@@ -1,8 +1,9 @@
 """Callbacks that steer GRPO (paper section 3.1.3) and record its rollouts.
 
-Each pushes its value into the module before the step, logs it, and keeps its state in the
-checkpoint. They act only on modules that have the attribute they set, so a callbacks config
-shared with SFT does nothing there.
+`CosineKLAnnealing` pushes its value into the module before the step and keeps its last value in
+the checkpoint. It acts only on modules that have the attribute it sets, so a callbacks config
+shared with SFT does nothing there. Eq. 6 (advantage reweighting) is not a callback: its weights
+do not change over steps, so the module takes it from `algo.adv_reweighting` / `algo.adv_sigma`.
 """
 
 from __future__ import annotations
@@ -18,44 +19,35 @@ from m2r.rl.core import cosine_kl_coef
 
 class CosineKLAnnealing(L.Callback):
     """Eq. 7: beta_t = beta_min + (beta_max - beta_min) * (1 + cos(pi t / T)) / 2, t = optimizer steps
-    taken so far; T defaults to `trainer.max_steps`."""
+    taken so far; T defaults to `trainer.max_steps`. The peak beta_max is the module's `beta`
+    (`algo.beta`), the one place the KL coefficient is set: `algo=dapo` (beta 0) has no KL with
+    this callback too."""
 
-    def __init__(self, beta_max: float = 0.01, beta_min: float = 0.0, T: int | None = None):
-        self.beta_max, self.beta_min, self.T = beta_max, beta_min, T
+    def __init__(self, beta_min: float = 0.0, T: int | None = None):
+        if beta_min < 0:
+            raise ValueError(f"callbacks.kl_annealing.beta_min={beta_min}: a KL coefficient is >= 0")
+        if T is not None and T < 1:
+            raise ValueError(f"callbacks.kl_annealing.T={T}: the schedule's length is at least 1 step (null: trainer.max_steps)")
+        self.beta_min, self.T = beta_min, T
         self.last: dict[str, float] = {}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if not hasattr(pl_module, "kl_coef"):
             return
+        beta_max = float(pl_module.hparams.beta)
+        if self.beta_min > beta_max:
+            raise ValueError(f"callbacks.kl_annealing.beta_min={self.beta_min} exceeds algo.beta={beta_max}, the schedule's peak; "
+                             "lower beta_min or raise algo.beta")
         T = self.T or trainer.max_steps
-        beta = cosine_kl_coef(trainer.global_step, T, self.beta_max, self.beta_min)
+        beta = cosine_kl_coef(trainer.global_step, T, beta_max, self.beta_min)
         pl_module.kl_coef = beta
-        self.last = {"t": trainer.global_step, "T": T, "beta": beta}
+        self.last = {"t": trainer.global_step, "T": T, "beta": beta, "beta_max": beta_max}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"beta_max": self.beta_max, "beta_min": self.beta_min, "T": self.T, "last": self.last}
+        return {"beta_min": self.beta_min, "T": self.T, "last": self.last}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.beta_max, self.beta_min, self.T = state_dict["beta_max"], state_dict["beta_min"], state_dict["T"]
-        self.last = dict(state_dict.get("last", {}))
-
-
-class AdvantageReweighting(L.Callback):
-    """Eq. 6: each group's advantages scaled by sigma * p (1 - p), p its mean accuracy reward,
-    so groups near p = 0.5 (the most informative) weigh most. `enabled=false` for the ablation."""
-
-    def __init__(self, sigma: float = 4.0, enabled: bool = True):
-        self.sigma, self.enabled = sigma, enabled
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if hasattr(pl_module, "adv_weight_sigma"):
-            pl_module.adv_weight_sigma = self.sigma if self.enabled else None
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"sigma": self.sigma, "enabled": self.enabled}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.sigma, self.enabled = state_dict["sigma"], state_dict["enabled"]
+        self.last = dict(state_dict.get("last", {}))  # the settings come from this run's config
 
 
 class RolloutLogger(L.Callback):

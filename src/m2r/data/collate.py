@@ -43,6 +43,11 @@ def build_messages(sample: Sample, n_images: int, system_prompt: str | None, res
     return msgs
 
 
+def _max_pixels(processor) -> Any:
+    size = getattr(processor.image_processor, "size", None)
+    return (size.get("longest_edge") if hasattr(size, "get") else getattr(size, "longest_edge", None)) or "?"
+
+
 def _too_long(sample: Sample, prompt_len: int, image_tokens: int, max_length: int, max_pixels: Any) -> SequenceTooLongError:
     return SequenceTooLongError(
         f"sample {sample.id!r}: the prompt alone is {prompt_len} tokens ({image_tokens} of them image tokens) but "
@@ -95,7 +100,7 @@ class SFTCollator:
                 labels[i, start + int(eos_pos[0]) + 1 : end] = IGNORE
             if start > self.max_length - 1:
                 n_img = int((input_ids[i, :start] == self.image_token_id).sum())
-                raise _too_long(batch[i][0], start, n_img, self.max_length, getattr(self.processor.image_processor, "max_pixels", "?"))
+                raise _too_long(batch[i][0], start, n_img, self.max_length, _max_pixels(self.processor))
         if input_ids.shape[1] > self.max_length:
             enc["input_ids"], enc["attention_mask"] = input_ids[:, : self.max_length], attn[:, : self.max_length]
             labels = labels[:, : self.max_length]
@@ -120,6 +125,6 @@ class SFTCollator:
         lengths = self.prompt_lengths(batch)
         for (sample, _), (p, n_img, _full) in zip(batch, lengths):
             if p >= self.max_length:
-                raise _too_long(sample, p, n_img, self.max_length, getattr(self.processor.image_processor, "max_pixels", "?"))
+                raise _too_long(sample, p, n_img, self.max_length, _max_pixels(self.processor))
         fulls = [f for _, _, f in lengths]
         return {"max_prompt": max(p for p, _, _ in lengths), "max_total": max(fulls), "truncated_share": sum(f > self.max_length for f in fulls) / len(fulls)}

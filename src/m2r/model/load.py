@@ -80,7 +80,9 @@ def load_processor(cfg: ModelConfig, cache_dir: str | os.PathLike):
     p = Path(os.path.expanduser(path))
     if not p.is_dir():
         _check_local(path, "model.processor_path" if cfg.processor_path else "model.path")
-    processor = AutoProcessor.from_pretrained(p, trust_remote_code=cfg.trust_remote_code, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+    # The pixel budget as the image and video processors' `size` (min_pixels/max_pixels given here would become
+    # call-time arguments, deprecated in transformers 5.x).
+    processor = AutoProcessor.from_pretrained(p, trust_remote_code=cfg.trust_remote_code, size={"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels})
     return processor
 
 

@@ -5,9 +5,8 @@ router, group advantages (optionally Eq. 6 weights), then `mu` policy updates ov
 rollouts in micro-batches with gradient accumulation, each ending in one optimizer step, so
 `trainer.global_step` counts optimizer steps.
 
-Without callbacks it runs with the constant `beta` and no advantage reweighting;
-`CosineKLAnnealing` and `AdvantageReweighting` set `kl_coef` and `adv_weight_sigma` before
-every step. The reference model (for the KL term) is built only when `needs_reference`, and is
+Without callbacks it runs with the constant `beta`; `CosineKLAnnealing` anneals `kl_coef` from
+`beta` before every step. Eq. 6 weights are on when `adv_reweighting` (algo.adv_reweighting). The reference model (for the KL term) is built only when `needs_reference`, and is
 kept out of the checkpoint: it is the initial policy, rebuilt on resume. With LoRA there is no
 second copy: the reference is the policy with its adapters disabled (`ref_from_base`).
 
@@ -64,6 +63,8 @@ class GRPOModule(L.LightningModule):
         seed: int = 0,
         rollout_log_rows: int = 8,
         ref_from_base: bool = False,  # LoRA: the reference is the policy with adapters disabled
+        adv_reweighting: bool = False,  # Eq. 6
+        adv_sigma: float = 4.0,
     ):
         super().__init__()
         if mu < 1:
@@ -77,7 +78,7 @@ class GRPOModule(L.LightningModule):
         self.model: torch.nn.Module | None = None
         self.__dict__["ref_model"] = None  # not a submodule: never trained, never checkpointed
         self.kl_coef: float = beta  # CosineKLAnnealing overwrites this before each step
-        self.adv_weight_sigma: float | None = None  # AdvantageReweighting sets it; None = off
+        self.adv_weight_sigma: float | None = adv_sigma if adv_reweighting else None  # Eq. 6; None = off
         self.last_rollouts: list[dict] = []  # the latest step's responses, for RolloutLogger
 
     def configure_model(self) -> None:

@@ -92,7 +92,7 @@ def extract_answer(text: str) -> str | None:
 
 
 EXTRACTION_MODES = ("strict", "tagged", "lenient")
-_BOX_CMD = re.compile(r"\\(?:boxed|fbox)\b")
+_BOX_CMD = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")  # `\fbox1` is a box to math-verify too
 
 
 def answer_content(text: str, mode: str = "strict") -> str | None:

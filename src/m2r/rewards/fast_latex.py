@@ -7,10 +7,13 @@ symbols, `+ - * /`, `\\cdot`, `\\times`, `\\frac`, `\\sqrt`, powers, `\\pi` and 
 at random points and decides as `_numeric_verdict` does on math-verify's own parses:
 
 - False when the values differ at a point by over 1e-9 relative (1e-2 when a decimal is written);
-- True when neither side has a decimal and they agree to 1e-30 at every point, and neither has a
-  root or fractional power of something that depends on a symbol (sqrt((x-5)^2) is 5-x at every
-  point near 0 but not everywhere);
-- None (math-verify decides) otherwise, and for anything outside the subset.
+- True when neither side has a decimal, they agree to 1e-30 at every point, and both are rational
+  functions (no root, no pi) whose values at the points are equal in exact fraction arithmetic
+  (`proven_equal`): agreement to any fixed number of digits is not equality, since cancellation
+  can leave a real difference of 1e-33 ((1+e)^3 - 3e(1+e) against 1, e = 10^{-11});
+- None (math-verify decides) otherwise: a pair with a root or pi that agrees at every point, a root
+  or fractional power of something that depends on a symbol (sqrt((x-5)^2) is 5-x at every point
+  near 0 but not everywhere), and anything outside the subset.
 
 The subset is the part of LaTeX whose reading by math-verify (latex2sympy2_extended with its
 normalisation) is known, so that the verdict is the one math-verify would give. Forms it reads in
@@ -27,6 +30,7 @@ import functools
 import os
 import random
 import re
+from fractions import Fraction
 
 import mpmath
 
@@ -144,7 +148,7 @@ class _Parser:
                 self.take("}")
             elif t is not None and ((t.isdigit() and len(t) == 1) or t in LETTERS):
                 self.take()
-                exponent = ("num", mpmath.mpf(int(t)), True) if t.isdigit() else ("sym", t)
+                exponent = ("num", t, True) if t.isdigit() else ("sym", t)
             else:
                 raise _Doubt("exponent")  # x^23, 2^-2, x^\pi
             if self.peek() == "^":
@@ -155,7 +159,7 @@ class _Parser:
     def atom(self):
         t = self.take()
         if t[0].isdigit():
-            return "num", ("num", mpmath.mpf(t), "." not in t)
+            return "num", ("num", t, "." not in t)  # the digits, read at the working precision in `_value`
         if t in LETTERS:
             return "letter", ("sym", t)
         if t == "\\pi":
@@ -213,12 +217,12 @@ _SMALL = mpmath.mpf(10) ** -15
 def _value(tree, at: dict):
     kind = tree[0]
     if kind == "num":
-        return tree[1]
-    if kind == "sym":
+        v = mpmath.mpf(tree[1])  # 12345678901234567 is not 12345678901234568 (a float literal would be)
+    elif kind == "sym":
         return at[tree[1]]
-    if kind == "pi":
+    elif kind == "pi":
         return +mpmath.pi
-    if kind == "neg":
+    elif kind == "neg":
         v = -_value(tree[1], at)
     elif kind == "sqrt":
         v = mpmath.sqrt(_value(tree[1], at))
@@ -276,6 +280,56 @@ def _has_symbol(tree) -> bool:
     return tree[0] == "sym" or (tree[0] not in ("num", "pi") and any(_has_symbol(c) for c in tree[1:]))
 
 
+def _rational(tree) -> bool:
+    """Whether the tree is a rational function with rational coefficients: exact literals, + - * /
+    and integer powers only (no root, no pi), so `_exact` computes its value without rounding."""
+    kind = tree[0]
+    if kind == "num":
+        return tree[2]
+    if kind == "sym":
+        return True
+    if kind in ("pi", "sqrt"):
+        return False
+    if kind == "pow":
+        e = tree[2][1] if tree[2][0] == "neg" else tree[2]
+        return e[0] == "num" and e[1].isdigit() and _rational(tree[1])
+    return all(_rational(c) for c in tree[1:])
+
+
+def _exact(tree, at: dict[str, Fraction]) -> Fraction:
+    kind = tree[0]
+    if kind == "num":
+        return Fraction(tree[1])
+    if kind == "sym":
+        return at[tree[1]]
+    if kind == "neg":
+        return -_exact(tree[1], at)
+    a = _exact(tree[1], at)
+    if kind == "pow":
+        n = int(tree[2][1][1]) if tree[2][0] == "neg" else int(tree[2][1])
+        if a == 0 and tree[2][0] == "neg":
+            raise _Doubt("division by zero")
+        return a ** (-n if tree[2][0] == "neg" else n)
+    b = _exact(tree[2], at)
+    if kind == "div" and b == 0:
+        raise _Doubt("division by zero")
+    return {"add": a + b, "sub": a - b, "mul": a * b}[kind] if kind != "div" else a / b
+
+
+def proven_equal(g, p, points: list[dict[str, float]]) -> bool | None:
+    """For a pair that agrees to 1e-30 at every point: True when both sides are rational functions
+    and equal exactly (in fractions) at each point, False when they differ there by less than the
+    tolerance (1+e^3 against 1, e = 10^{-11}: a real difference that no fixed precision rules out),
+    None when a root or pi makes exact arithmetic impossible (math-verify then decides)."""
+    if not (_rational(g) and _rational(p)):
+        return None
+    for point in points:
+        at = {x: Fraction(v) for x, v in point.items()}  # the float's exact binary value
+        if _exact(g, at) != _exact(p, at):
+            return False
+    return True
+
+
 def decide(values: list[tuple[complex, complex]], exact: bool, may_be_equal: bool = True) -> bool | None:
     """The verdict from both sides' values at the sample points (see the module docstring); never
     True when `may_be_equal` is False (a branch or absolute value the points may not cross)."""
@@ -309,6 +363,8 @@ def fast_verdict(gold: str, answer: str) -> bool | None:
             for point in sample_points(sorted(gs)):
                 at = {x: mpmath.mpf(v) for x, v in point.items()}
                 values.append((_value(g, at), _value(p, at)))
-            return decide(values, exact, not (_branches(g) or _branches(p)))
+            verdict = decide(values, exact, not (_branches(g) or _branches(p)))
+        # Agreement to 1e-30 is not equality (cancellation can leave a real 1e-33): equal only when proven exactly.
+        return proven_equal(g, p, sample_points(sorted(gs))) if verdict else verdict
     except (_Doubt, ZeroDivisionError, OverflowError, ValueError):
         return None

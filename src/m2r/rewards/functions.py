@@ -12,6 +12,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
+from fractions import Fraction
 from typing import Any
 
 from m2r.data.schema import LETTERS, Sample
@@ -183,7 +184,9 @@ def _numeric_verdict(gold: list, pred: list) -> bool | None:
     E; no relation, set or interval). False when one is a value and the other a collection of several
     values, or when they differ at a random point (values of either sign) by over 1e-9 relative when
     both are exact (no decimals), over 1% otherwise; True when both are exact and agree to 1e-30 at
-    every point (`fast_latex.decide`, 50-digit evaluation at `fast_latex.sample_points`)."""
+    every point (`fast_latex.decide`, 50-digit evaluation at `fast_latex.sample_points`) and, both
+    being rational functions, are equal in exact rational arithmetic at those points; None when a
+    root or constant stands in the way of an exact check."""
     import mpmath
     import sympy
 
@@ -215,9 +218,31 @@ def _numeric_verdict(gold: list, pred: list) -> bool | None:
             for point in sample_points([x.name for x in syms]):
                 at = {x: sympy.Float(point[x.name], DIGITS) for x in syms}
                 values.append((value(g, at), value(p, at)))
-            return decide(values, exact, not (_branches(g) or _branches(p)))
+            verdict = decide(values, exact, not (_branches(g) or _branches(p)))
+        if not verdict:
+            return verdict
+        # Agreement to 1e-30 is not equality ((1+10^{-15})(1-10^{-15}) is not 1): proven exactly, or math-verify decides.
+        if not all(_rational_function(x) for x in (g, p)):
+            return None
+        for point in sample_points([x.name for x in syms]):
+            at = {x: sympy.Rational(Fraction(point[x.name])) for x in syms}
+            d = g.subs(at) - p.subs(at)  # a Rational: exact
+            if not d.is_Rational:
+                return None
+            if d != 0:
+                return False
+        return True
     except Exception:
         return None
+
+
+def _rational_function(e) -> bool:
+    """A rational function with rational coefficients: exact numbers, symbols, + - * / and integer powers."""
+    import sympy
+
+    if e.atoms(sympy.Float, sympy.NumberSymbol, sympy.Function) or any(not a.is_Rational for a in e.atoms(sympy.Number)):
+        return False
+    return all(p.exp.is_Integer for p in e.atoms(sympy.Pow))
 
 
 def _verify_worker(conn) -> None:
@@ -432,6 +457,11 @@ def _one_expression(ans: str, gold: str) -> bool:
     return True
 
 
+# math-verify's unit list has one-letter "units" followed by a space and any character ("a .", "f ."):
+# a trailing "3 a )" loses "a )" and `(7 - 3 a )` is read as 3. Without the space the rule cannot fire.
+_UNIT_GAP = re.compile(r"(?<![\\A-Za-z])([a-hpq])\s+(?=[^\sA-Za-z\\])")
+
+
 def _expression_pair(response: str, sample: Sample, extraction: str) -> tuple[str, str] | float:
     """The (gold, answer) pair to verify, or the reward when no verification is needed."""
     ans, gold = answer_content(response, extraction), str(sample.answer)
@@ -439,6 +469,7 @@ def _expression_pair(response: str, sample: Sample, extraction: str) -> tuple[st
         return 0.0
     # latex2sympy stops at a newline (`2x\n+7` is 2) and at `\right )`: one space, no gap after \left/\right
     ans = re.sub(r"\\(left|right)\s+", r"\\\1", re.sub(r"\s+", " ", ans))
+    ans, gold = _UNIT_GAP.sub(r"\1", ans), _UNIT_GAP.sub(r"\1", gold)
     if ans.strip() == gold.strip():
         return 1.0
     if _too_costly(ans, gold):

@@ -51,6 +51,8 @@ class RewardRouter:
             self.fns[name] = functools.partial(fn, **kwargs)
         self.routes = [dict(r) for r in routes]
         for i, r in enumerate(self.routes):
+            if not r.get("accuracy"):
+                raise ValueError(f"reward.routes[{i}] names no accuracy function: set its `accuracy` (e.g. accuracy: number)")
             r["weights"] = dict(r["weights"])
             for name in list(r["weights"]) + [r["accuracy"]]:
                 if name not in self.fns:

@@ -44,7 +44,9 @@ def test_known_verdicts():
     cases = {
         ("x^2+2x+1", "(x+1)^2"): True, ("x+1", "6(x+1) - 5(x+1)"): True, ("2^{10}", "(2^{10}) \\cdot \\frac{8}{8}"): True,
         ("\\frac{x}{2}", "\\frac{1}{2}x"): True, ("\\sqrt{x}", "x^{1/2}"): None, ("\\sqrt{(x-5)^{2}}", "5-x"): None, ("x^{-1}", "\\frac{1}{x}"): True, ("2x", "\\sqrt{4x^2}"): None,
-        ("x+1", "x+1.5"): False, ("\\frac{\\sqrt{3}}{2}", "\\frac{7(\\frac{\\sqrt{3}}{2})}{7}"): True, ("2\\pi", "\\pi+\\pi"): True,
+        ("x+1", "x+1.5"): False, ("\\frac{\\sqrt{3}}{2}", "\\frac{7(\\frac{\\sqrt{3}}{2})}{7}"): None, ("2\\pi", "\\pi+\\pi"): None,  # equal only when proven exactly
+        ("1", "(1+10^{-11})^{3}-3\\cdot10^{-11}\\cdot(1+10^{-11})"): False, ("12345678901234567", "12345678901234568"): None,
+        ("1", "10000000000000001-10000000000000000"): None, ("\\frac{1}{x}", "\\frac{x}{x^{2}}"): True,
         ("\\frac{1}{3}", "\\frac{333333}{1000000}"): False, ("2", "2+10^{-12}"): None, ("\\sqrt{x}\\sqrt{y}", "\\sqrt{xy}"): None,
         ("\\sqrt{x}\\sqrt{y}", "\\sqrt{x y}"): None, ("\\sqrt{x}\\sqrt{y}", "\\sqrt{x \\cdot y}"): None, ("\\sqrt{2}x", "\\sqrt{2x^{2}}"): None,
     }
@@ -111,7 +113,8 @@ def test_agrees_with_math_verify_on_generated_pairs():
             disagree += 1
             print("DISAGREE", gold, "|", answer, "fast", fast, "math-verify", slow)
     assert disagree == 0
-    assert decided >= 0.5 * len(pairs), f"the fast path decided only {decided} of {len(pairs)} pairs"
+    # 45% since True needs exact proof (a root or pi agreeing everywhere goes to math-verify)
+    assert decided >= 0.4 * len(pairs), f"the fast path decided only {decided} of {len(pairs)} pairs"
 
 
 def test_worker_numeric_verdict_never_equal_through_a_branch():

@@ -22,6 +22,9 @@ PM = Sample(id="p", task="general/algebra", question="q", answer="\\pm 2", answe
 EX3 = Sample(id="e3", task="general/algebra", question="q", answer="3", answer_type="expression")
 BIN = Sample(id="bn", task="general/algebra", question="q", answer="\\frac{n(n-1)}{2}", answer_type="expression")
 EXP = Sample(id="ex", task="general/algebra", question="q", answer="\\exp(x^2)", answer_type="expression")
+BIGX = Sample(id="bx", task="general/algebra", question="q", answer="12345678901234567", answer_type="expression")
+ONE = Sample(id="one", task="general/algebra", question="q", answer="1", answer_type="expression")
+CUBE = Sample(id="cube", task="general/algebra", question="q", answer="x^{3}", answer_type="expression")
 TX = Sample(id="t", task="spatial/direction", question="q", answer="left", answer_type="text")
 NO = Sample(id="y", task="general/logic", question="q", answer="no", answer_type="text")
 
@@ -105,6 +108,14 @@ HACKS = [  # (name, response, sample, expected accuracy)
     ("trailing hedge words", W("3 otherwise four"), NUM, 0.0),
     ("hedge after a unit", W("3.2 m sinon"), SP, 0.0),
     ("both yes and no", W("yes and no"), NO, 0.0),
+    # hostile review, session 18: near-equal values that only exact arithmetic tells apart, math-verify's unit misreadings
+    ("expression off in the 17th digit", W("12345678901234568"), BIGX, 0.0),
+    ("expression fraction a hair above 1", W("\\frac{10000000000000001}{10000000000000000}"), ONE, 0.0),
+    ("expression cancellation leaving 1e-33", W("(1+10^{-11})^{3}-3\\cdot10^{-11}\\cdot(1+10^{-11})"), ONE, 0.0),
+    ("expression cancellation with a symbol", W("(x+10^{-11})^{3}-3\\cdot10^{-11}x(x+10^{-11})"), CUBE, 0.0),
+    ("expression product a hair below 1", W("(1+10^{-15})(1-10^{-15})"), ONE, 0.0),
+    ("expression trailing one-letter unit", W("(7 - 3 a )"), EX3, 0.0),  # math-verify drops "a )" as a unit and reads 3
+    ("expression box without a brace", W("7 \\fbox3"), EX3, 0.0),  # math-verify reads \fbox3 as a second box
 ]
 
 CLEAN = [  # (name, response, sample, expected accuracy)
@@ -127,6 +138,9 @@ CLEAN = [  # (name, response, sample, expected accuracy)
     ("text", W("left"), TX, 1.0),
     ("text, case and wrapper", W("\\text{Left}"), TX, 1.0),
     ("yes/no", W("no"), NO, 1.0),
+    ("expression with spaces before a closing parenthesis", W("(3 + 0 a )"), EX3, 1.0),
+    ("expression, large integer difference", W("10000000000000004-10000000000000001"), EX3, 1.0),
+    ("expression, factored polynomial", W("(x-1)(x+1)+1"), Sample(id="sq", task="general/algebra", question="q", answer="x^{2}", answer_type="expression"), 1.0),
     ("newlines around tags", "<think>\nr\n</think>\n<answer>\n\\boxed{3}\n</answer>\n", NUM, 1.0),
     ("fbox", "<think>r</think><answer>\\fbox{3}</answer>", NUM, 1.0),
     ("braced thousands", W("3{,}000"), BIG, 1.0),

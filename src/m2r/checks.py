@@ -1,0 +1,218 @@
+"""Config checks that run right after Hydra composes the config, before any step starts.
+
+The `model`, `data`, `reward`, `algo`, `curriculum` and `mix` groups have structured schemas
+(`m2r.config`), so Hydra already refuses a misspelt key or a value of the wrong type there. This
+module adds what a schema cannot say, and the top-level sections that have no schema (`sft`,
+`grpo`, `quality`, `eval`, `trainer`, `callbacks`): every numeric key has a type and a range, and
+a wrong one is an error naming the key, its value and what it must be, e.g.
+
+    grpo.prompts_per_step=-2: must be an integer >= 1
+
+instead of a raw TypeError or IndexError minutes later. It also refuses settings that would
+silently mean something else (a model path no model config reads, a route without its accuracy,
+a KL floor above its peak).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value that cannot mean what its key says; the message names the key and the fix."""
+
+
+_MISSING = object()
+# key -> (kind, low, high, may be null); kind "int" | "float"; a bound in parentheses is exclusive.
+RULES: dict[str, tuple[str, str | None, str | None, bool]] = {
+    "seed": ("int", "0", None, False),
+    "trainer.max_steps": ("int", "1", None, False),
+    "trainer.log_every_n_steps": ("int", "1", None, False),
+    "trainer.accumulate_grad_batches": ("int", "1", None, False),
+    "trainer.gradient_clip_val": ("float", "(0", None, True),
+    "trainer.num_nodes": ("int", "1", None, False),
+    "sft.max_steps": ("int", "1", None, False),
+    "sft.lr": ("float", "(0", None, False),
+    "sft.weight_decay": ("float", "0", None, False),
+    "sft.warmup_steps": ("int", "0", None, False),
+    "grpo.max_steps": ("int", "1", None, False),
+    "grpo.prompts_per_step": ("int", "1", None, False),
+    "grpo.max_new_tokens": ("int", "1", None, False),
+    "grpo.temperature": ("float", "(0", None, False),
+    "grpo.top_p": ("float", "(0", "1", False),
+    "grpo.micro_batch_size": ("int", "1", None, False),
+    "grpo.logprob_chunk": ("int", "1", None, False),
+    "grpo.lr": ("float", "(0", None, False),
+    "grpo.weight_decay": ("float", "0", None, False),
+    "grpo.warmup_steps": ("int", "0", None, False),
+    "grpo.rollout_log_rows": ("int", "0", None, False),
+    "algo.G": ("int", "2", None, False),
+    "algo.eps_low": ("float", "0", "(1", False),
+    "algo.eps_high": ("float", "0", None, False),
+    "algo.beta": ("float", "0", None, False),
+    "algo.mu": ("int", "1", None, False),
+    "algo.adv_sigma": ("float", "(0", None, False),
+    "data.train_per_task": ("int", "0", None, False),
+    "data.val_per_task": ("int", "0", None, False),
+    "data.rl_per_task": ("int", "0", None, False),
+    "data.test_per_task": ("int", "0", None, False),
+    "data.noisy_trace_ratio": ("float", "0", "1", False),
+    "data.mc_ratio": ("float", "0", "1", False),
+    "data.image_size": ("int", "28", None, False),
+    "data.samples_per_shard": ("int", "1", None, False),
+    "data.max_question_chars": ("int", "1", None, False),
+    "data.max_answer_chars": ("int", "1", None, False),
+    "data.max_cot_chars": ("int", "1", None, False),
+    "data.max_image_pixels": ("int", "784", None, False),
+    "data.batch_size": ("int", "1", None, False),
+    "data.num_workers": ("int", "0", None, False),
+    "data.shuffle_buffer": ("int", "1", None, False),
+    "data.max_length": ("int", "16", None, False),
+    "model.min_pixels": ("int", "784", None, False),
+    "model.max_pixels": ("int", "784", None, False),
+    "model.lora.r": ("int", "1", None, False),
+    "model.lora.alpha": ("float", "(0", None, False),
+    "model.lora.dropout": ("float", "0", "(1", False),
+    "reward.number.rel_tol": ("float", "0", None, False),
+    "reward.number.abs_tol": ("float", "0", None, False),
+    "reward.ednm.gamma": ("float", "(0", None, False),
+    "reward.ednm.lam": ("float", "(0", None, False),
+    "reward.ednm.eps": ("float", "(0", None, False),
+    "reward.expression.timeout_s": ("float", "(0", None, False),
+    "reward.expression.workers": ("int", "1", None, False),
+    "curriculum.tol": ("float", "0", "(0.5", False),
+    "curriculum.samples_per_shard": ("int", "1", None, False),
+    "curriculum.scoring.N": ("int", "1", None, False),
+    "curriculum.scoring.batch_size": ("int", "1", None, False),
+    "curriculum.scoring.max_new_tokens": ("int", "1", None, False),
+    "curriculum.scoring.temperature": ("float", "(0", None, False),
+    "curriculum.scoring.top_p": ("float", "(0", "1", False),
+    "quality.threshold": ("float", "0", "1", False),
+    "quality.min_words": ("int", "0", None, False),
+    "quality.max_words": ("int", "1", None, False),
+    "quality.min_steps": ("int", "0", None, False),
+    "quality.max_steps": ("int", "1", None, False),
+    "quality.min_distinct_4grams": ("float", "0", "1", False),
+    "quality.verification_target": ("int", "1", None, False),
+    "eval.batch_size": ("int", "1", None, False),
+    "eval.max_new_tokens": ("int", "1", None, False),
+    "eval.limit": ("int", "1", None, True),
+    "callbacks.checkpoint.every_n_train_steps": ("int", "1", None, True),
+    "callbacks.checkpoint.save_top_k": ("int", "-1", None, False),
+    "callbacks.kl_annealing.beta_min": ("float", "0", None, False),
+    "callbacks.kl_annealing.T": ("int", "1", None, True),
+    "callbacks.rollouts.every_n_steps": ("int", "1", None, False),
+}
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    """The value at `key` with interpolations resolved; _MISSING when the key is absent."""
+    return OmegaConf.select(cfg, key, default=_MISSING)
+
+
+def _bound(text: str) -> tuple[float, bool]:
+    return float(text.lstrip("(")), text.startswith("(")
+
+
+def _describe(kind: str, low: str | None, high: str | None) -> str:
+    what = "an integer" if kind == "int" else "a number"
+    parts = []
+    if low is not None:
+        v, open_ = _bound(low)
+        parts.append(f"{'>' if open_ else '>='} {low.lstrip('(')}")
+    if high is not None:
+        v, open_ = _bound(high)
+        parts.append(f"{'<' if open_ else '<='} {high.lstrip('(')}")
+    return what + (" " + " and ".join(parts) if parts else "")
+
+
+def check_value(key: str, value: Any, kind: str, low: str | None, high: str | None, nullable: bool) -> None:
+    """Raise ConfigError unless `value` is of `kind` and within the bounds."""
+    if value is None:
+        if nullable:
+            return
+        raise ConfigError(f"{key}=null: must be {_describe(kind, low, high)}")
+    ok_type = isinstance(value, int) and not isinstance(value, bool) if kind == "int" else (
+        isinstance(value, (int, float)) and not isinstance(value, bool))
+    if not ok_type or (kind == "float" and not math.isfinite(value)):
+        raise ConfigError(f"{key}={value!r}: must be {_describe(kind, low, high)}" + (" (null to turn it off)" if nullable else ""))
+    for text, is_low in ((low, True), (high, False)):
+        if text is None:
+            continue
+        b, open_ = _bound(text)
+        bad = (value <= b if open_ else value < b) if is_low else (value >= b if open_ else value > b)
+        if bad:
+            raise ConfigError(f"{key}={value!r}: must be {_describe(kind, low, high)}")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every rule of this module on a composed run config; raises ConfigError on the first failure."""
+    for key, (kind, low, high, nullable) in RULES.items():
+        value = _get(cfg, key)
+        if value is _MISSING:
+            continue
+        check_value(key, value, kind, low, high, nullable)
+    _check_pairs(cfg)
+    _check_model(cfg)
+    _check_routes(cfg)
+    _check_grpo_init(cfg)
+
+
+def _check_pairs(cfg: DictConfig) -> None:
+    pairs = [("model.min_pixels", "model.max_pixels"), ("quality.min_words", "quality.max_words"), ("quality.min_steps", "quality.max_steps")]
+    for lo, hi in pairs:
+        a, b = _get(cfg, lo), _get(cfg, hi)
+        if a is not _MISSING and b is not _MISSING and a is not None and b is not None and a > b:
+            raise ConfigError(f"{lo}={a} exceeds {hi}={b}")
+    beta, beta_min = _get(cfg, "algo.beta"), _get(cfg, "callbacks.kl_annealing.beta_min")
+    if beta is not _MISSING and beta_min not in (_MISSING, None) and beta_min > beta:
+        raise ConfigError(f"callbacks.kl_annealing.beta_min={beta_min} exceeds algo.beta={beta}, the peak of the KL schedule: "
+                          "the KL coefficient is set by algo.beta (callbacks=m2 anneals it down to beta_min)")
+    betas = _get(cfg, "sft.betas")
+    if betas not in (_MISSING, None):
+        if not (isinstance(betas, ListConfig) and len(betas) == 2):
+            raise ConfigError(f"sft.betas={betas!r}: must be two numbers in [0, 1), e.g. sft.betas=[0.9,0.999]")
+        for i, b in enumerate(betas):
+            check_value(f"sft.betas[{i}]", b, "float", "0", "(1", False)
+
+
+def _check_model(cfg: DictConfig) -> None:
+    m = cfg.get("model")
+    if m is None:
+        return
+    source = str(m.get("source"))
+    if m.get("path") and source != "pretrained":
+        raise ConfigError(f"model.path={m.path} is set but model={m.get('name')} (source={source}) does not read it: it would build "
+                          f"{'the tiny model' if source == 'tiny' else 'a random model'} and ignore the path. To load a checkpoint, "
+                          f"choose a model config that reads it: model=qwen2_5_vl model.path={m.path} (or model=m2_reasoning)")
+    if m.get("shape") and source != "random":
+        raise ConfigError(f"model.shape={m.shape} is read only by source=random models (model=qwen2_5_vl_3b_random or _7b_random); "
+                          f"model={m.get('name')} has source={source}")
+
+
+def _check_routes(cfg: DictConfig) -> None:
+    from m2r.rewards.router import FUNCTIONS
+
+    r = cfg.get("reward")
+    if r is None:
+        return
+    for i, route in enumerate(r.get("routes") or []):
+        where = f"reward.routes[{i}] (task={route.get('task')}, answer_type={route.get('answer_type')})"
+        if OmegaConf.is_missing(route, "accuracy") or not route.get("accuracy"):
+            raise ConfigError(f"{where} names no accuracy function: set its `accuracy` to the function whose value is the sample's "
+                              f"accuracy (Eq. 6, difficulty, reports), one of {sorted(FUNCTIONS)}")
+        for name in [*(route.get("weights") or {}), route.accuracy]:
+            if name not in FUNCTIONS:
+                raise ConfigError(f"{where} uses {name!r}, which is not a reward function; have {sorted(FUNCTIONS)}")
+
+
+def _check_grpo_init(cfg: DictConfig) -> None:
+    init = _get(cfg, "grpo.init")
+    if init is _MISSING:
+        return
+    if init is None or init == "":
+        raise ConfigError("grpo.init=null: say where GRPO starts: auto (this run's SFT output), scratch (model.* as configured, "
+                          "random weights for the tiny and random models), or a local checkpoint folder")

@@ -1,0 +1,128 @@
+"""Each recipe step's output keyed by what determines it.
+
+A step's key hashes the part of the config that shapes its output (`STEP_CONFIG`) and the keys of
+the outputs it reads (`UPSTREAM`, as recorded on disk: the build's manifests, the upstream steps'
+`key.json`). Before a step runs, `prepare` compares the key with the one its output folder was
+made with: the same key leaves the output to the step (skip it when complete, resume it when a
+crash cut it short); a different key, or an output of unknown origin, is removed with a warning
+that names what changed, and the step redoes it. So a changed config or changed data is never
+taken for a complete output, and a checkpoint of another config is never resumed.
+
+Keys chain: a new build changes the quality filter's key, which changes SFT's, and so on down.
+`prepare` runs on global rank 0 before any rank starts the step (`m2r.pipeline.run`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger(__name__)
+
+_EVAL = ["eval.max_new_tokens", "eval.batch_size", "eval.greedy", "eval.limit", "eval.heldout_split", "model.min_pixels", "model.max_pixels"]
+STEP_CONFIG: dict[str, list[str]] = {
+    "quality": ["quality"],
+    "sft": ["sft", "model", "data.batch_size", "data.max_length", "data.shuffle_buffer", "seed", "trainer.precision",
+            "trainer.accumulate_grad_batches", "trainer.gradient_clip_val"],
+    "difficulty": ["curriculum.scoring", "reward", "model", "seed"],
+    "curriculum": ["curriculum.order", "curriculum.drop_solved", "curriculum.drop_unsolved", "curriculum.tol", "curriculum.samples_per_shard", "seed"],
+    "heldout_sft": _EVAL,
+    "grpo": ["grpo", "algo", "reward", "mix", "curriculum.end_policy", "callbacks.kl_annealing", "model", "data.max_length", "seed",
+             "trainer.precision", "trainer.gradient_clip_val"],
+    "heldout_grpo": _EVAL,
+}
+UPSTREAM: dict[str, list[str]] = {
+    "quality": ["build"], "sft": ["build", "quality"], "difficulty": ["build", "sft"], "curriculum": ["build", "difficulty"],
+    "heldout_sft": ["build", "sft"], "grpo": ["build", "curriculum", "sft"], "heldout_grpo": ["build", "grpo"],
+}
+
+
+def step_dirs(cfg: DictConfig, step: str) -> list[Path]:
+    """The folders a step writes; the first holds its `key.json`."""
+    p = cfg.paths
+    return {
+        "quality": [Path(p.quality_dir)], "sft": [Path(p.sft_dir)], "difficulty": [Path(p.score_dir)],
+        "curriculum": [Path(p.curriculum_dir)], "heldout_sft": [Path(p.eval_dir) / "heldout_sft"],
+        "grpo": [Path(p.grpo_dir), Path(p.rollouts_dir)], "heldout_grpo": [Path(p.eval_dir) / "heldout_grpo"],
+    }[step]
+
+
+def _build_key(cfg: DictConfig) -> str:
+    """The data the steps read: a hash of every split's manifest (build key, counts, source files)."""
+    root = Path(cfg.data.root or cfg.paths.build_dir)
+    h = hashlib.sha256()
+    for manifest in sorted(root.glob("*/manifest.json")):
+        h.update(manifest.parent.name.encode() + b"\0" + manifest.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def recorded_key(cfg: DictConfig, step: str) -> str | None:
+    """The key an output on disk was made with (None: no output, or one of unknown origin)."""
+    if step == "build":
+        return _build_key(cfg)
+    f = step_dirs(cfg, step)[0] / "key.json"
+    try:
+        return json.loads(f.read_text())["key"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def step_key(cfg: DictConfig, step: str) -> tuple[str, dict[str, Any]]:
+    """(key, what it hashes): the step's config parts, resolved, and its inputs' recorded keys."""
+    parts: dict[str, Any] = {}
+    for k in STEP_CONFIG[step]:
+        v = OmegaConf.select(cfg, k, default=None)
+        parts[k] = OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+    parts["inputs"] = {u: recorded_key(cfg, u) for u in UPSTREAM[step]}
+    key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return key, parts
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out |= _flat(v, f"{prefix}.{k}" if prefix else str(k))
+        return out
+    return {prefix: d}
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
+    a, b = _flat(old), _flat(new)
+    changed = [k.removeprefix("inputs.") + (" (its output changed)" if k.startswith("inputs.") else f": {a.get(k)!r} -> {b.get(k)!r}")
+               for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return "; ".join(changed[:6]) + (f"; and {len(changed) - 6} more" if len(changed) > 6 else "")
+
+
+def prepare(cfg: DictConfig, step: str) -> str | None:
+    """Make `step`'s output folders hold only output of the current key (rank 0, before the step).
+    Returns the key (None for steps that are not keyed: build keys itself, eval and report always run)."""
+    if step not in STEP_CONFIG:
+        return None
+    key, parts = step_key(cfg, step)
+    dirs = step_dirs(cfg, step)
+    key_file = dirs[0] / "key.json"
+    try:
+        old = json.loads(key_file.read_text())
+    except (OSError, ValueError):
+        old = None
+    if old is not None and old.get("key") == key:
+        return key
+    present = [d for d in dirs if d.exists() and any(d.iterdir())]
+    if present:
+        why = _changes(old.get("config", {}), parts) if old else "it has no key.json (made by an older m2r or copied in)"
+        log.warning("step %s: the output in %s was made from other inputs (%s); removing it and redoing the step",
+                    step, ", ".join(map(str, present)), why)
+        for d in present:
+            shutil.rmtree(d)
+    dirs[0].mkdir(parents=True, exist_ok=True)
+    tmp = key_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "config": parts}, indent=1, sort_keys=True, default=str))
+    tmp.replace(key_file)
+    return key

@@ -1,0 +1,169 @@
+"""One source of truth per knob (issue 11, item 4): each config defect a user hit is now either an
+error at composition that names the key, or a setting that means what it says."""
+
+from __future__ import annotations
+
+import json
+import logging
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import CONF, compose
+from m2r.checks import ConfigError, check_config
+
+
+@pytest.mark.parametrize("override, key", [
+    ("sft.lr=abc", "sft.lr"),
+    ("grpo.max_steps=ten", "grpo.max_steps"),
+    ("grpo.prompts_per_step=-2", "grpo.prompts_per_step"),
+    ("data.batch_size=0", "data.batch_size"),
+    ("reward.ednm.lam=-5", "reward.ednm.lam"),
+    ("reward.ednm.lam=nan", "reward.ednm.lam"),
+    ("sft.max_steps=2.5", "sft.max_steps"),
+    ("grpo.top_p=1.5", "grpo.top_p"),
+    ("grpo.temperature=0", "grpo.temperature"),
+    ("algo.G=1", "algo.G"),
+    ("algo.beta=-0.01", "algo.beta"),
+    ("sft.betas=[0.9]", "sft.betas"),
+    ("sft.betas=[0.9,1.5]", "sft.betas[1]"),
+    ("curriculum.tol=0.7", "curriculum.tol"),
+    ("quality.threshold=2", "quality.threshold"),
+    ("eval.limit=0", "eval.limit"),
+    ("callbacks.checkpoint.every_n_train_steps=-1", "callbacks.checkpoint.every_n_train_steps"),
+    ("model.min_pixels=50000", "model.min_pixels"),  # above max_pixels
+    ("trainer.max_steps=true", "trainer.max_steps"),
+])
+def test_bad_numeric_value_names_its_key(override, key, tmp_path):
+    cfg = compose([override], tmp_path, tmp_path)
+    with pytest.raises(ConfigError) as e:
+        check_config(cfg)
+    assert str(e.value).startswith(key + "=") or str(e.value).startswith(key.replace("max", "min") + "=")
+
+
+def test_every_shipped_option_passes_the_checks(tmp_path):
+    for group in ("stage", "model", "data", "reward", "algo", "curriculum", "mix", "trainer", "strategy", "callbacks", "experiment"):
+        for option in sorted(p.stem for p in (CONF / group).glob("*.yaml") if p.stem != "schema"):
+            check_config(compose([f"{group}={option}"], tmp_path, tmp_path))
+
+
+def test_dapo_with_the_m2_callbacks_has_no_kl_and_no_eq6(tmp_path):
+    """The KL peak is algo.beta (DAPO: 0), Eq. 6 is algo.adv_reweighting (DAPO: off), whatever the callbacks."""
+    from types import SimpleNamespace
+
+    from hydra.utils import instantiate
+
+    from m2r.modules.grpo import GRPOModule
+
+    cfg = compose(["algo=dapo", "callbacks=m2"], tmp_path, tmp_path)
+    check_config(cfg)
+    kl = instantiate(cfg.callbacks.kl_annealing)
+    algo = {k: v for k, v in cfg.algo.items() if k != "name"}
+    module = GRPOModule(lambda: None, None, None, None, **algo)
+    assert module.adv_weight_sigma is None
+    kl.on_train_batch_start(SimpleNamespace(global_step=0, max_steps=10), module, None, 0)
+    assert module.kl_coef == 0.0 and kl.last["beta_max"] == 0.0
+
+    cfg = compose(["algo=grpo", "callbacks=m2"], tmp_path, tmp_path)  # the paper's GRPO: both on, peak from algo.beta
+    algo = {k: v for k, v in cfg.algo.items() if k != "name"}
+    module = GRPOModule(lambda: None, None, None, None, **algo)
+    assert module.adv_weight_sigma == 4.0
+    kl = instantiate(cfg.callbacks.kl_annealing)
+    kl.on_train_batch_start(SimpleNamespace(global_step=0, max_steps=10), module, None, 0)
+    assert module.kl_coef == pytest.approx(0.01)
+    kl.on_train_batch_start(SimpleNamespace(global_step=5, max_steps=10), module, None, 0)
+    assert module.kl_coef == pytest.approx(0.005)
+    assert "beta_max" not in cfg.callbacks.kl_annealing  # no second place to set the peak
+
+
+def test_kl_floor_above_the_peak_is_an_error(tmp_path):
+    cfg = compose(["algo=dapo", "callbacks=m2", "callbacks.kl_annealing.beta_min=0.01"], tmp_path, tmp_path)
+    with pytest.raises(ConfigError, match="beta_min=0.01 exceeds algo.beta=0.0"):
+        check_config(cfg)
+
+
+def test_a_route_must_name_its_accuracy(tmp_path):
+    cfg = compose(["+reward.routes=[{task: '*', answer_type: '*', weights: {format: 1.0}}]"], tmp_path, tmp_path)
+    with pytest.raises(ConfigError, match=r"reward.routes\[\d+\] .* names no accuracy function"):
+        check_config(cfg)
+    from m2r.rewards.router import RewardRouter
+
+    with pytest.raises(ValueError, match="names no accuracy function"):
+        RewardRouter(functions={}, routes=[{"task": "*", "answer_type": "*", "weights": {"format": 1.0}}])
+    cfg = compose(["reward=format_only"], tmp_path, tmp_path)  # format as accuracy, said explicitly: allowed
+    check_config(cfg)
+
+
+def test_a_model_path_no_model_config_reads_is_an_error(tmp_path):
+    cfg = compose(["stage=grpo", f"model.path={tmp_path}"], tmp_path, tmp_path)
+    with pytest.raises(ConfigError, match=r"model.path=.* is set but model=tiny_qwen2_5_vl \(source=tiny\) does not read it.*model=qwen2_5_vl"):
+        check_config(cfg)
+    check_config(compose(["model=qwen2_5_vl", f"model.path={tmp_path}"], tmp_path, tmp_path))
+
+
+def test_grpo_without_sft_output_refuses_random_weights_unless_scratch(tmp_path, cache_dir):
+    from m2r.pipeline import step_grpo
+
+    cfg = compose(["stage=grpo", "data.train_per_task=1", "data.rl_per_task=1", "data.val_per_task=1", "data.test_per_task=1"], tmp_path, cache_dir)
+    with pytest.raises(FileNotFoundError, match="GRPO would start from random weights.*grpo.init=scratch"):
+        step_grpo(cfg)
+    cfg = compose(["stage=grpo", f"grpo.init={tmp_path / 'nowhere'}"], tmp_path, cache_dir)
+    with pytest.raises(FileNotFoundError, match="no Hugging Face checkpoint there"):
+        step_grpo(cfg)
+    with pytest.raises(ConfigError, match="grpo.init=null"):
+        check_config(compose(["grpo.init=null"], tmp_path, cache_dir))
+
+
+def _fake_ckpt(path: Path, step: int) -> None:
+    torch.save({"global_step": step, "state_dict": {"w": torch.zeros(1000)}}, path)
+
+
+def test_corrupt_last_ckpt_falls_back_to_the_newest_intact(tmp_path, caplog):
+    import os
+
+    from m2r.training import checkpoint_intact, resume_path
+
+    cfg = compose([], tmp_path, tmp_path)
+    folder = tmp_path / "sft" / "checkpoints"
+    folder.mkdir(parents=True)
+    _fake_ckpt(folder / "step000010.ckpt", 10)
+    _fake_ckpt(folder / "step000020.ckpt", 20)
+    os.utime(folder / "step000010.ckpt", (1, 1))  # older
+    _fake_ckpt(folder / "last.ckpt", 30)
+    assert resume_path(cfg, tmp_path / "sft") == str(folder / "last.ckpt")
+    data = (folder / "last.ckpt").read_bytes()
+    (folder / "last.ckpt").write_bytes(data[: len(data) // 2])  # killed while saving
+    assert not checkpoint_intact(folder / "last.ckpt") and checkpoint_intact(folder / "step000020.ckpt")
+    with caplog.at_level(logging.WARNING, logger="m2r.training"):
+        assert resume_path(cfg, tmp_path / "sft") == str(folder / "step000020.ckpt")
+    assert "last.ckpt cannot be read" in caplog.text and "step000020.ckpt" in caplog.text
+    assert torch.load(resume_path(cfg, tmp_path / "sft"), weights_only=False)["global_step"] == 20
+    for p in folder.glob("step*.ckpt"):
+        p.write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(RuntimeError, match="no checkpoint in .* can be read"):
+        resume_path(cfg, tmp_path / "sft")
+    # a flipped byte inside the pickled record is caught by its CRC
+    _fake_ckpt(folder / "last.ckpt", 30)
+    with zipfile.ZipFile(folder / "last.ckpt") as z:
+        info = next(i for i in z.infolist() if i.filename.endswith("data.pkl"))
+    raw = bytearray((folder / "last.ckpt").read_bytes())
+    raw[info.header_offset + 30 + len(info.filename) + info.compress_size // 2] ^= 0xFF
+    (folder / "last.ckpt").write_bytes(bytes(raw))
+    assert not checkpoint_intact(folder / "last.ckpt")
+
+
+def test_checkpoint_interval_is_capped_to_the_stage(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from m2r.training import make_trainer
+
+    cfg = compose(["callbacks=m2"], tmp_path, tmp_path)  # every_n_train_steps 50, GRPO 40 steps
+    assert cfg.callbacks.checkpoint.every_n_train_steps == 50 and cfg.grpo.max_steps == 40
+    trainer = make_trainer(cfg, tmp_path / "grpo", "grpo", manual_optimization=True, max_steps=cfg.grpo.max_steps)
+    ck = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))
+    assert ck._every_n_train_steps == 10  # a quarter of the stage: a crash loses at most 10 steps
+    trainer = make_trainer(cfg, tmp_path / "sft", "sft", max_steps=500)
+    ck = next(c for c in trainer.callbacks if isinstance(c, ModelCheckpoint))
+    assert ck._every_n_train_steps == 50  # within the stage: as configured

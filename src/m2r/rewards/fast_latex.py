@@ -296,7 +296,17 @@ def _rational(tree) -> bool:
     return all(_rational(c) for c in tree[1:])
 
 
+MAX_EXACT_BITS = 4096  # a fraction past this size is given up (nested powers grow it ~9x per level: minutes, in this process)
+
+
 def _exact(tree, at: dict[str, Fraction]) -> Fraction:
+    v = _exact_node(tree, at)
+    if v.numerator.bit_length() > MAX_EXACT_BITS or v.denominator.bit_length() > MAX_EXACT_BITS:
+        raise _Doubt("exact value too large")
+    return v
+
+
+def _exact_node(tree, at: dict[str, Fraction]) -> Fraction:
     kind = tree[0]
     if kind == "num":
         return Fraction(tree[1])

@@ -240,9 +240,13 @@ def _rational_function(e) -> bool:
     """A rational function with rational coefficients: exact numbers, symbols, + - * / and integer powers."""
     import sympy
 
-    if e.atoms(sympy.Float, sympy.NumberSymbol, sympy.Function) or any(not a.is_Rational for a in e.atoms(sympy.Number)):
-        return False
-    return all(p.exp.is_Integer for p in e.atoms(sympy.Pow))
+    for node in sympy.preorder_traversal(e):  # only these node types: Max, Min, Abs, functions and constants are not
+        if isinstance(node, sympy.Pow):
+            if not node.exp.is_Integer:
+                return False
+        elif not isinstance(node, (sympy.Add, sympy.Mul, sympy.Symbol, sympy.Rational)):
+            return False
+    return True
 
 
 def _verify_worker(conn) -> None:

@@ -128,3 +128,19 @@ def test_worker_numeric_verdict_never_equal_through_a_branch():
     for gold, answer in [("8-y", "\\left|y - 8\\right|"), ("5-x", "\\sqrt{(x-5)^{2}}"), ("\\pi-2x+2", "\\left|2 - 2x + \\pi\\right|")]:
         assert _numeric_verdict(parsed(gold), parsed(answer)) is None and math_verify_verdict(gold, answer) is False
     assert _numeric_verdict(parsed("x^2+2x+1"), parsed("(x+1)^2")) is True
+
+
+def test_exact_proof_gives_up_on_huge_fractions():
+    """Nested powers grow the exact fractions ~9x per level (minutes at 6 levels, in the calling process): bounded."""
+    import time
+
+    from m2r.rewards.fast_latex import MAX_EXACT_BITS
+
+    inner = "\\frac{1}{2+x^2}"
+    for _ in range(6):
+        inner = "\\frac{1}{1+" + inner + "^9}"
+    answer = "x+1+0\\cdot" + inner
+    assert len(answer) < 150 and MAX_EXACT_BITS == 4096
+    t0 = time.perf_counter()
+    assert fast_verdict("x+1", answer) is None  # math-verify (in a worker, under its timeout) decides
+    assert time.perf_counter() - t0 < 10  # a hang guard, not a speed claim: unbounded, this took minutes

@@ -24,6 +24,7 @@ BIN = Sample(id="bn", task="general/algebra", question="q", answer="\\frac{n(n-1
 EXP = Sample(id="ex", task="general/algebra", question="q", answer="\\exp(x^2)", answer_type="expression")
 BIGX = Sample(id="bx", task="general/algebra", question="q", answer="12345678901234567", answer_type="expression")
 ONE = Sample(id="one", task="general/algebra", question="q", answer="1", answer_type="expression")
+XP1 = Sample(id="xp1", task="general/algebra", question="q", answer="x+1", answer_type="expression")
 CUBE = Sample(id="cube", task="general/algebra", question="q", answer="x^{3}", answer_type="expression")
 TX = Sample(id="t", task="spatial/direction", question="q", answer="left", answer_type="text")
 NO = Sample(id="y", task="general/logic", question="q", answer="no", answer_type="text")
@@ -116,6 +117,8 @@ HACKS = [  # (name, response, sample, expected accuracy)
     ("expression product a hair below 1", W("(1+10^{-15})(1-10^{-15})"), ONE, 0.0),
     ("expression trailing one-letter unit", W("(7 - 3 a )"), EX3, 0.0),  # math-verify drops "a )" as a unit and reads 3
     ("expression box without a brace", W("7 \\fbox3"), EX3, 0.0),  # math-verify reads \fbox3 as a second box
+    ("expression max equal at the sample points", W("\\max(x,-2)+1"), XP1, 0.0),  # x+1 only for x > -2
+    ("expression min equal at the sample points", W("\\min(x,2)+1"), XP1, 0.0),
 ]
 
 CLEAN = [  # (name, response, sample, expected accuracy)

@@ -121,11 +121,9 @@ def _describe(kind: str, low: str | None, high: str | None) -> str:
     what = "an integer" if kind == "int" else "a number"
     parts = []
     if low is not None:
-        v, open_ = _bound(low)
-        parts.append(f"{'>' if open_ else '>='} {low.lstrip('(')}")
+        parts.append(f"{'>' if low.startswith('(') else '>='} {low.lstrip('(')}")
     if high is not None:
-        v, open_ = _bound(high)
-        parts.append(f"{'<' if open_ else '<='} {high.lstrip('(')}")
+        parts.append(f"{'<' if high.startswith('(') else '<='} {high.lstrip('(')}")
     return what + (" " + " and ".join(parts) if parts else "")
 
 

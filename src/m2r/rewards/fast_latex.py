@@ -368,13 +368,14 @@ def fast_verdict(gold: str, answer: str) -> bool | None:
     if gs != ps or len(gs) > 6:
         return None  # different symbols: math-verify's rules, not values
     try:
+        points = sample_points(sorted(gs))
         with mpmath.workdps(DIGITS):
             values = []
-            for point in sample_points(sorted(gs)):
+            for point in points:
                 at = {x: mpmath.mpf(v) for x, v in point.items()}
                 values.append((_value(g, at), _value(p, at)))
             verdict = decide(values, exact, not (_branches(g) or _branches(p)))
         # Agreement to 1e-30 is not equality (cancellation can leave a real 1e-33): equal only when proven exactly.
-        return proven_equal(g, p, sample_points(sorted(gs))) if verdict else verdict
+        return proven_equal(g, p, points) if verdict else verdict
     except (_Doubt, ZeroDivisionError, OverflowError, ValueError):
         return None

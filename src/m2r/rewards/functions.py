@@ -254,11 +254,19 @@ def _verify_worker(conn) -> None:
     import logging
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns on every call without its own timeouts
-    from math_verify import parse, verify
+    from dataclasses import replace
+
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    # No unit stripping: math-verify deletes trailing "unit" words (s, t, h, m, am, ...) after a digit, brace or space, and
+    # everything from a `\text{`/`\mathrm{` to the end, so `3x+5t` was 3x+5 and `4+\text{1}` was 4. A strict answer with a
+    # word in `\text{}` is refused before parsing (`_one_expression`), so nothing a gold needs is lost.
+    latex = LatexExtractionConfig()
+    config = [replace(latex, normalization_config=replace(latex.normalization_config, units=False)), ExprExtractionConfig()]
 
     @functools.lru_cache(maxsize=1024)
     def parsed(s: str):  # a group's G answers share their gold
-        return parse(s if "\\boxed" in s or "$" in s else f"${s}$", parsing_timeout=None)
+        return parse(s if "$" in s else f"${s}$", extraction_config=config, parsing_timeout=None)
 
     for gold, pred in _WARMUP:  # sympy loads much of itself lazily: the first interval, set or trig call costs 100-400 ms
         try:
@@ -429,7 +437,9 @@ COSTLY_SHAPES = {
 # Words and symbols that make an answer an alternative, a negation or a range rather than one answer.
 _ALTERNATIVE = re.compile(
     r"(?<![A-Za-z\\])(?:or|and|not|nor|either|neither|except|between|maybe|perhaps|vs)(?![A-Za-z])"
-    r"|\\(?:lor|vee|neg|lnot|neq|ne|pm|mp|approx|sim)(?![A-Za-z])|[≠±∨¬]", re.I)
+    r"|\\(?:lor|vee|neg|lnot|neq|ne|pm|mp|approx|sim)(?![A-Za-z])|[≠±∨¬]"
+    r"|\\(?:[lcv]?dots[bcmi]?|ddots)(?![A-Za-z])|\.\.\.|…"  # "3 + \ldots": a series cut short is not one value
+    r"|\\(?:boxed|fbox)", re.I)  # a box inside the answer: math-verify would grade only what one of them holds
 
 
 def costly_shapes(s: str) -> set[str]:
@@ -461,9 +471,22 @@ def _one_expression(ans: str, gold: str) -> bool:
     return True
 
 
-# math-verify's unit list has one-letter "units" followed by a space and any character ("a .", "f ."):
-# a trailing "3 a )" loses "a )" and `(7 - 3 a )` is read as 3. Without the space the rule cannot fire.
-_UNIT_GAP = re.compile(r"(?<![\\A-Za-z])([a-hpq])\s+(?=[^\sA-Za-z\\])")
+# TeX reads one token per argument: `\frac123` is (1/2)3 and `\sqrt23` is sqrt(2)3, where math-verify's fix of
+# "malformed operators" reads 1/23 and sqrt(23). Braced here, its fix has nothing left to guess.
+_TEX_FRAC = re.compile(r"\\([dt]?frac)\s*([0-9A-Za-z])\s*([0-9A-Za-z])")
+_TEX_SQRT = re.compile(r"\\sqrt\s*([0-9A-Za-z])")
+_THOUSANDS = re.compile(r"(?<=\d)\\,(?=\d{3}(?!\d))")  # 1\,000 (latex2sympy reads 1*0)
+# latex2sympy adds juxtaposed numbers (`2(3)` is 5, `1 2` is 3): a product is written as one, two numbers are refused.
+_NUMBER_PAREN = re.compile(r"(?<![_A-Za-z\d.])(\d+(?:\.\d+)?)\s*(?=\()")  # not a subscript: \log_2(8) stays
+_NUMBER_GAP = re.compile(r"(?<![_^\d.])\d+(?:\.\d+)?\s+\d")  # a one-token sub/superscript ends a number: \log_2 8
+
+
+def _tex_args(s: str) -> str:
+    return _TEX_SQRT.sub(r"\\sqrt{\1}", _TEX_FRAC.sub(r"\\\1{\2}{\3}", s.replace("\\$", "")))  # and \$5 is 5
+
+
+def _tex_products(s: str) -> str:
+    return _NUMBER_PAREN.sub(r"\1\\cdot ", _THOUSANDS.sub("", s))
 
 
 def _expression_pair(response: str, sample: Sample, extraction: str) -> tuple[str, str] | float:
@@ -473,7 +496,10 @@ def _expression_pair(response: str, sample: Sample, extraction: str) -> tuple[st
         return 0.0
     # latex2sympy stops at a newline (`2x\n+7` is 2) and at `\right )`: one space, no gap after \left/\right
     ans = re.sub(r"\\(left|right)\s+", r"\\\1", re.sub(r"\s+", " ", ans))
-    ans, gold = _UNIT_GAP.sub(r"\1", ans), _UNIT_GAP.sub(r"\1", gold)
+    ans, gold = _tex_args(ans), _tex_args(gold)
+    if _NUMBER_GAP.search(ans) and not _NUMBER_GAP.search(gold):
+        return 0.0  # "1 2": 12, 1 and 2, or 3?
+    ans, gold = _tex_products(ans), _tex_products(gold)
     if ans.strip() == gold.strip():
         return 1.0
     if _too_costly(ans, gold):

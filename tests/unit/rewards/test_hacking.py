@@ -26,6 +26,8 @@ BIGX = Sample(id="bx", task="general/algebra", question="q", answer="12345678901
 ONE = Sample(id="one", task="general/algebra", question="q", answer="1", answer_type="expression")
 XP1 = Sample(id="xp1", task="general/algebra", question="q", answer="x+1", answer_type="expression")
 CUBE = Sample(id="cube", task="general/algebra", question="q", answer="x^{3}", answer_type="expression")
+VOL = Sample(id="vol", task="general/geometry", question="q", answer="\\frac{\\pi r^2 h}{3}", answer_type="expression")
+LIN = Sample(id="lin", task="general/algebra", question="q", answer="3x+5", answer_type="expression")
 TX = Sample(id="t", task="spatial/direction", question="q", answer="left", answer_type="text")
 NO = Sample(id="y", task="general/logic", question="q", answer="no", answer_type="text")
 
@@ -119,6 +121,17 @@ HACKS = [  # (name, response, sample, expected accuracy)
     ("expression box without a brace", W("7 \\fbox3"), EX3, 0.0),  # math-verify reads \fbox3 as a second box
     ("expression max equal at the sample points", W("\\max(x,-2)+1"), XP1, 0.0),  # x+1 only for x > -2
     ("expression min equal at the sample points", W("\\min(x,2)+1"), XP1, 0.0),
+    # hostile review, session 19: math-verify's unit stripping, one-token TeX arguments, juxtaposed numbers, series, nested boxes
+    ("expression trailing unit-like symbol", W("3x+5t"), LIN, 0.0),  # math-verify dropped "t" as a unit
+    ("expression unit word eats a parenthesis", W("(7 - 3s )"), EX3, 0.0),
+    ("expression one-character text wrapper", W("4+\\text{1}"), Sample(id="four", task="general/algebra", question="q", answer="4", answer_type="expression"), 0.0),
+    ("expression mathrm wrapper cut to the end", W("\\frac{1}{2}\\mathrm{x} - \\frac{1}{3}"), EX, 0.0),
+    ("expression frac of three digits", W("\\frac123"), Sample(id="f23", task="general/algebra", question="q", answer="\\frac{1}{23}", answer_type="expression"), 0.0),
+    ("expression number times parenthesis read as a sum", W("2(3)"), Sample(id="five", task="general/algebra", question="q", answer="5", answer_type="expression"), 0.0),
+    ("expression two numbers side by side", W("1 2"), EX3, 0.0),
+    ("expression series cut short", W("3 + \\ldots"), EX3, 0.0),
+    ("expression centred dots", W("3 + \\cdots"), EX3, 0.0),
+    ("expression box inside the box", W("\\boxedx 7 \\cdot 3"), EX3, 0.0),
 ]
 
 CLEAN = [  # (name, response, sample, expected accuracy)
@@ -159,6 +172,13 @@ CLEAN = [  # (name, response, sample, expected accuracy)
     ("named variable", W("x = \\frac{1}{2}"), EX, 1.0),
     ("exp as a power", W("e^{x^2}"), EXP, 1.0),
     ("binomial", W("\\binom{n}{2}"), BIN, 1.0),
+    ("expression with t and h", W("\\frac{1}{3}\\pi r^2 h"), VOL, 1.0),  # math-verify used to drop h as a unit
+    ("expression ending in t", W("3x+5t-5t+5"), LIN, 1.0),
+    ("expression one-token fraction", W("\\frac123"), Sample(id="f32", task="general/algebra", question="q", answer="\\frac{3}{2}", answer_type="expression"), 1.0),
+    ("expression number times parenthesis", W("2(3)"), Sample(id="six", task="general/algebra", question="q", answer="6", answer_type="expression"), 1.0),
+    ("expression log with a one-token base", W("\\log_2 8"), EX3, 1.0),
+    ("expression escaped dollar", W("\\$3"), EX3, 1.0),
+    ("expression thin-space thousands", W("1\\,000"), Sample(id="k", task="general/algebra", question="q", answer="1000", answer_type="expression"), 1.0),
 ]
 
 

@@ -29,7 +29,7 @@ def run(strategy: str, out: Path) -> dict:
               "data.batch_size=4", "data.max_length=1024", "quality.enabled=false", "trainer.val_check_interval=1000", "trainer.limit_val_batches=0",
               "trainer.enable_progress_bar=false", "logger=csv", "model.max_pixels=200704",
               "callbacks=m2", "algo.beta=0.01", "callbacks.kl_annealing.beta_min=0.01",
-              "grpo.prompts_per_step=2", "algo.G=4", "grpo.max_new_tokens=64", "grpo.micro_batch_size=4", "callbacks.checkpoint=null"]  # no 45 GB optimizer checkpoints of a 3B model
+              "grpo.prompts_per_step=2", "algo.G=4", "grpo.module.max_new_tokens=64", "grpo.module.micro_batch_size=4", "callbacks.checkpoint=null"]  # no 45 GB optimizer checkpoints of a 3B model
     row = {"strategy": strategy}
     env = {**os.environ, "M2R_NO_PROGRESS": "1", "PYTHONPATH": f"{ROOT / 'benchmarks'}:{os.environ.get('PYTHONPATH', '')}"}
     for stage in ("sft", "grpo"):

@@ -35,20 +35,20 @@ RULES: dict[str, tuple[str, str | None, str | None, bool]] = {
     "trainer.gradient_clip_val": ("float", "(0", None, True),
     "trainer.num_nodes": ("int", "1", None, False),
     "sft.max_steps": ("int", "1", None, False),
-    "sft.lr": ("float", "(0", None, False),
-    "sft.weight_decay": ("float", "0", None, False),
-    "sft.warmup_steps": ("int", "0", None, False),
+    "sft.module.lr": ("float", "(0", None, False),
+    "sft.module.weight_decay": ("float", "0", None, False),
+    "sft.module.warmup_steps": ("int", "0", None, False),
     "grpo.max_steps": ("int", "1", None, False),
     "grpo.prompts_per_step": ("int", "1", None, False),
-    "grpo.max_new_tokens": ("int", "1", None, False),
-    "grpo.temperature": ("float", "(0", None, False),
-    "grpo.top_p": ("float", "(0", "1", False),
-    "grpo.micro_batch_size": ("int", "1", None, False),
-    "grpo.logprob_chunk": ("int", "1", None, False),
-    "grpo.lr": ("float", "(0", None, False),
-    "grpo.weight_decay": ("float", "0", None, False),
-    "grpo.warmup_steps": ("int", "0", None, False),
-    "grpo.rollout_log_rows": ("int", "0", None, False),
+    "grpo.module.max_new_tokens": ("int", "1", None, False),
+    "grpo.module.temperature": ("float", "(0", None, False),
+    "grpo.module.top_p": ("float", "(0", "1", False),
+    "grpo.module.micro_batch_size": ("int", "1", None, False),
+    "grpo.module.logprob_chunk": ("int", "1", None, False),
+    "grpo.module.lr": ("float", "(0", None, False),
+    "grpo.module.weight_decay": ("float", "0", None, False),
+    "grpo.module.warmup_steps": ("int", "0", None, False),
+    "grpo.module.rollout_log_rows": ("int", "0", None, False),
     "algo.G": ("int", "2", None, False),
     "algo.eps_low": ("float", "0", "(1", False),
     "algo.eps_high": ("float", "0", None, False),
@@ -157,6 +157,7 @@ def check_config(cfg: DictConfig) -> None:
     _check_model(cfg)
     _check_routes(cfg)
     _check_grpo_init(cfg)
+    _check_modules(cfg)
 
 
 def _check_pairs(cfg: DictConfig) -> None:
@@ -169,12 +170,12 @@ def _check_pairs(cfg: DictConfig) -> None:
     if beta is not _MISSING and beta_min not in (_MISSING, None) and beta_min > beta:
         raise ConfigError(f"callbacks.kl_annealing.beta_min={beta_min} exceeds algo.beta={beta}, the peak of the KL schedule: "
                           "the KL coefficient is set by algo.beta (callbacks=m2 anneals it down to beta_min)")
-    betas = _get(cfg, "sft.betas")
+    betas = _get(cfg, "sft.module.betas")
     if betas not in (_MISSING, None):
         if not (isinstance(betas, ListConfig) and len(betas) == 2):
-            raise ConfigError(f"sft.betas={betas!r}: must be two numbers in [0, 1), e.g. sft.betas=[0.9,0.999]")
+            raise ConfigError(f"sft.module.betas={betas!r}: must be two numbers in [0, 1), e.g. sft.module.betas=[0.9,0.999]")
         for i, b in enumerate(betas):
-            check_value(f"sft.betas[{i}]", b, "float", "0", "(1", False)
+            check_value(f"sft.module.betas[{i}]", b, "float", "0", "(1", False)
 
 
 def _check_model(cfg: DictConfig) -> None:
@@ -214,3 +215,44 @@ def _check_grpo_init(cfg: DictConfig) -> None:
     if init is None or init == "":
         raise ConfigError("grpo.init=null: say where GRPO starts: auto (this run's SFT output), scratch (model.* as configured, "
                           "random weights for the tiny and random models), or a local checkpoint folder")
+
+
+# What each stage passes to its module itself (positionally or by keyword); a YAML key for one of these is refused.
+_STAGE_ARGS = {
+    "sft": {"model_factory": "the stage (model.*)"},
+    "grpo": {"policy_factory": "the stage (model.* or grpo.init)", "processor": "the stage (model.*)", "router": "the stage (reward.*)",
+             "ref_factory": "the stage (model.*, when algo.beta > 0)", "seed": "seed", "max_grad_norm": "trainer.gradient_clip_val",
+             "ref_from_base": "the stage (model.lora.enabled)"},
+}
+
+
+def _check_modules(cfg: DictConfig) -> None:
+    """`sft.module` and `grpo.module` (with the algo/ keys merged in) are constructor calls: every key must be an argument
+    of `_target_` that the stage does not set itself, so a typo fails here and not after the build."""
+    import importlib
+    import inspect
+
+    for stage in ("sft", "grpo"):
+        node = _get(cfg, f"{stage}.module")
+        if node is _MISSING:
+            continue
+        if not isinstance(node, DictConfig) or not node.get("_target_"):
+            raise ConfigError(f"{stage}.module must be a constructor config with a _target_ (e.g. _target_: m2r.modules.{stage}."
+                              f"{'SFTModule' if stage == 'sft' else 'GRPOModule'}); got {node!r}")
+        target = str(node._target_)
+        mod_name, _, attr = target.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(mod_name), attr)
+        except (ImportError, AttributeError, ValueError) as e:
+            raise ConfigError(f"{stage}.module._target_={target}: cannot import it ({e})") from None
+        params = inspect.signature(cls).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        keys = [(f"{stage}.module.{k}", k) for k in node if not str(k).startswith("_")]
+        if stage == "grpo" and isinstance(cfg.get("algo"), DictConfig):
+            keys += [(f"algo.{k}", k) for k in cfg.algo]
+        for where, k in keys:
+            if k in _STAGE_ARGS[stage]:
+                raise ConfigError(f"{where}: set by {_STAGE_ARGS[stage][k]}, not by the module config; remove the key")
+            if k not in params and not takes_any:
+                known = sorted(n for n in params if n not in _STAGE_ARGS[stage] and n != "self")
+                raise ConfigError(f"{where}: {attr} has no argument {k!r}; its arguments are {', '.join(known)}")

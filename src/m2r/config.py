@@ -143,9 +143,9 @@ class RewardConfig:
 
 @dataclass
 class AlgoConfig:
-    """The GRPO family: `algo=grpo|dapo|dr_grpo` presets set these."""
+    """The GRPO family: `algo=grpo|dapo|dr_grpo` presets set these. Every key is a GRPOModule argument
+    (the stage merges them into `grpo.module`), so there is no name key: the preset's name is Hydra's choice."""
 
-    name: str = "grpo"
     G: int = 4  # responses per prompt (paper: 16)
     eps_low: float = 0.2  # clip range below 1
     eps_high: float = 0.2  # clip range above 1 (DAPO: 0.28)

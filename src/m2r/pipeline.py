@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import lightning as L
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,6 @@ def step_sft(cfg: DictConfig) -> dict[str, Any]:
     from m2r.data.build import build_data
     from m2r.data.datamodule import SFTDataModule
     from m2r.model.load import build_model, load_processor
-    from m2r.modules.sft import SFTModule
     from m2r.training import export_hf, make_trainer, resume_path
 
     sft_dir = Path(cfg.paths.sft_dir)
@@ -66,11 +66,9 @@ def step_sft(cfg: DictConfig) -> dict[str, Any]:
         max_length=data_cfg.max_length, seed=cfg.seed, train_root=train_root,
     )
     factory = partial(build_model, model_cfg, processor)
-    args = OmegaConf.to_container(cfg.sft, resolve=True)
-    max_steps = args.pop("max_steps")
-    module = SFTModule(model_factory=factory, **args)
+    module = instantiate(cfg.sft.module, factory, _convert_="all")  # objects positionally: kwargs are merged into the config
     history = MetricHistory(sft_dir / "history.json")
-    trainer = make_trainer(cfg, sft_dir, "sft", extra_callbacks=[history], max_steps=max_steps)
+    trainer = make_trainer(cfg, sft_dir, "sft", extra_callbacks=[history], max_steps=int(cfg.sft.max_steps))
     trainer.fit(module, dm, ckpt_path=resume_path(cfg, sft_dir))
     export_hf(trainer, module, processor, hf_dir, factory)
 
@@ -104,7 +102,6 @@ def step_grpo(cfg: DictConfig) -> dict[str, Any]:
     from m2r.data.curriculum import BatchLog, CurriculumDataModule
     from m2r.data.shards import read_manifest
     from m2r.model.load import build_model, load_processor
-    from m2r.modules.grpo import GRPOModule
     from m2r.rewards.router import router_from_config
     from m2r.training import export_hf, make_trainer, resume_path
 
@@ -117,8 +114,7 @@ def step_grpo(cfg: DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     data_cfg, model_cfg = OmegaConf.to_object(cfg.data), OmegaConf.to_object(cfg.model)
     root = build_data(data_cfg, cfg.paths.build_dir, cfg.seed)
-    args = OmegaConf.to_container(cfg.grpo, resolve=True)
-    init, prompts_per_step, max_steps = args.pop("init"), args.pop("prompts_per_step"), args.pop("max_steps")
+    init, prompts_per_step, max_steps = str(cfg.grpo.init), int(cfg.grpo.prompts_per_step), int(cfg.grpo.max_steps)
     init_path = None
     if init == "auto":
         sft_hf = Path(cfg.paths.sft_dir) / "hf"
@@ -138,17 +134,16 @@ def step_grpo(cfg: DictConfig) -> dict[str, Any]:
     log.info("GRPO starts from %s", init_path or f"model={model_cfg.name}")
     processor = load_processor(model_cfg, cfg.paths.cache_dir)
 
-    algo = OmegaConf.to_container(cfg.algo, resolve=True)
-    algo.pop("name")
-    needs_ref = algo["beta"] > 0  # the KL coefficient, constant or the peak of the annealing (m2r.checks: beta_min <= beta)
+    needs_ref = cfg.algo.beta > 0  # the KL coefficient, constant or the peak of the annealing (m2r.checks: beta_min <= beta)
     factory = partial(build_model, model_cfg, processor)
     # The reference is never updated: bf16 is enough wherever compute is bf16 (half the memory of the fp32 masters).
     ref_dtype = "bfloat16" if "bf16" in str(cfg.trainer.get("precision", "")) else model_cfg.dtype
     ref_cfg = replace(model_cfg, lora=LoraConfig(enabled=False), gradient_checkpointing=False, dtype=ref_dtype)
     ref_from_base = needs_ref and model_cfg.lora.enabled  # LoRA: the policy with adapters disabled, no second copy
-    module = GRPOModule(
-        factory, processor, router_from_config(cfg.reward), partial(build_model, ref_cfg, processor) if needs_ref and not ref_from_base else None,
-        **algo, **args, seed=cfg.seed, max_grad_norm=cfg.trainer.get("gradient_clip_val"), ref_from_base=ref_from_base,
+    module = instantiate(
+        cfg.grpo.module, factory, processor, router_from_config(cfg.reward), partial(build_model, ref_cfg, processor) if needs_ref and not ref_from_base else None,
+        **OmegaConf.to_container(cfg.algo, resolve=True), seed=cfg.seed, max_grad_norm=cfg.trainer.get("gradient_clip_val"), ref_from_base=ref_from_base,
+        _convert_="all",
     )
     cur = Path(cfg.paths.curriculum_dir)
     if (cur / "rl" / "manifest.json").exists():

@@ -16,19 +16,19 @@ from m2r.checks import ConfigError, check_config
 
 
 @pytest.mark.parametrize("override, key", [
-    ("sft.lr=abc", "sft.lr"),
+    ("sft.module.lr=abc", "sft.module.lr"),
     ("grpo.max_steps=ten", "grpo.max_steps"),
     ("grpo.prompts_per_step=-2", "grpo.prompts_per_step"),
     ("data.batch_size=0", "data.batch_size"),
     ("reward.ednm.lam=-5", "reward.ednm.lam"),
     ("reward.ednm.lam=nan", "reward.ednm.lam"),
     ("sft.max_steps=2.5", "sft.max_steps"),
-    ("grpo.top_p=1.5", "grpo.top_p"),
-    ("grpo.temperature=0", "grpo.temperature"),
+    ("grpo.module.top_p=1.5", "grpo.module.top_p"),
+    ("grpo.module.temperature=0", "grpo.module.temperature"),
     ("algo.G=1", "algo.G"),
     ("algo.beta=-0.01", "algo.beta"),
-    ("sft.betas=[0.9]", "sft.betas"),
-    ("sft.betas=[0.9,1.5]", "sft.betas[1]"),
+    ("sft.module.betas=[0.9]", "sft.module.betas"),
+    ("sft.module.betas=[0.9,1.5]", "sft.module.betas[1]"),
     ("curriculum.tol=0.7", "curriculum.tol"),
     ("quality.threshold=2", "quality.threshold"),
     ("eval.limit=0", "eval.limit"),
@@ -49,6 +49,36 @@ def test_every_shipped_option_passes_the_checks(tmp_path):
             check_config(compose([f"{group}={option}"], tmp_path, tmp_path))
 
 
+@pytest.mark.parametrize("override, message", [
+    ("+grpo.module.lrr=1e-5", "grpo.module.lrr: GRPOModule has no argument 'lrr'"),
+    ("+sft.module.max_steps=10", "sft.module.max_steps: SFTModule has no argument 'max_steps'"),
+    ("+grpo.module.seed=3", "grpo.module.seed: set by seed"),
+    ("+grpo.module.max_grad_norm=1", "grpo.module.max_grad_norm: set by trainer.gradient_clip_val"),
+    ("sft.module._target_=m2r.modules.sft.NoSuchModule", "sft.module._target_=m2r.modules.sft.NoSuchModule: cannot import"),
+])
+def test_module_keys_are_constructor_arguments(override, message, tmp_path):
+    """Item 5: `sft.module` / `grpo.module` are instantiated; a key the constructor does not take fails at composition."""
+    with pytest.raises(ConfigError) as e:
+        check_config(compose([override], tmp_path, tmp_path))
+    assert str(e.value).startswith(message)
+
+
+def test_modules_are_built_from_their_config(tmp_path):
+    """The YAML keys reach the constructor unchanged (hparams), with the algo/ keys merged into GRPO's."""
+    from hydra.utils import instantiate
+
+    from m2r.modules.grpo import GRPOModule
+    from m2r.modules.sft import SFTModule
+
+    cfg = compose(["sft.module.lr=3e-3", "sft.module.betas=[0.8,0.95]", "grpo.module.top_p=0.9", "algo=dapo"], tmp_path, tmp_path)
+    check_config(cfg)
+    sft = instantiate(cfg.sft.module, lambda: None, _convert_="all")
+    assert isinstance(sft, SFTModule) and sft.hparams.lr == 3e-3 and list(sft.hparams.betas) == [0.8, 0.95]
+    grpo = instantiate(cfg.grpo.module, lambda: None, None, None, None, **cfg.algo, seed=5, _convert_="all")
+    assert isinstance(grpo, GRPOModule) and grpo.hparams.top_p == 0.9 and grpo.hparams.eps_high == 0.28 and grpo.hparams.seed == 5
+    assert set(cfg.sft.module) - {"_target_"} <= set(sft.hparams) and set(cfg.grpo.module) - {"_target_"} <= set(grpo.hparams)
+
+
 def test_dapo_with_the_m2_callbacks_has_no_kl_and_no_eq6(tmp_path):
     """The KL peak is algo.beta (DAPO: 0), Eq. 6 is algo.adv_reweighting (DAPO: off), whatever the callbacks."""
     from types import SimpleNamespace
@@ -60,15 +90,13 @@ def test_dapo_with_the_m2_callbacks_has_no_kl_and_no_eq6(tmp_path):
     cfg = compose(["algo=dapo", "callbacks=m2"], tmp_path, tmp_path)
     check_config(cfg)
     kl = instantiate(cfg.callbacks.kl_annealing)
-    algo = {k: v for k, v in cfg.algo.items() if k != "name"}
-    module = GRPOModule(lambda: None, None, None, None, **algo)
-    assert module.adv_weight_sigma is None
+    module = instantiate(cfg.grpo.module, lambda: None, None, None, None, **cfg.algo)  # as step_grpo builds it
+    assert isinstance(module, GRPOModule) and module.adv_weight_sigma is None
     kl.on_train_batch_start(SimpleNamespace(global_step=0, max_steps=10), module, None, 0)
     assert module.kl_coef == 0.0 and kl.last["beta_max"] == 0.0
 
     cfg = compose(["algo=grpo", "callbacks=m2"], tmp_path, tmp_path)  # the paper's GRPO: both on, peak from algo.beta
-    algo = {k: v for k, v in cfg.algo.items() if k != "name"}
-    module = GRPOModule(lambda: None, None, None, None, **algo)
+    module = instantiate(cfg.grpo.module, lambda: None, None, None, None, **cfg.algo)
     assert module.adv_weight_sigma == 4.0
     kl = instantiate(cfg.callbacks.kl_annealing)
     kl.on_train_batch_start(SimpleNamespace(global_step=0, max_steps=10), module, None, 0)

@@ -85,7 +85,7 @@ def test_chunked_logprobs_equal_full_logits(processor, shard_root):
 
 def test_grpo_stage_resume_continues_schedule_and_optimizer(tmp_path, cache_dir):
     common = ["stage=grpo", "grpo.init=scratch", "callbacks=m2", *FAST, "callbacks.checkpoint.every_n_train_steps=2", "sft.max_steps=6", "grpo.max_steps=6",
-              "grpo.prompts_per_step=2", "grpo.max_new_tokens=8", "algo.G=2", "grpo.lr=1e-3"]
+              "grpo.prompts_per_step=2", "grpo.module.max_new_tokens=8", "algo.G=2", "grpo.module.lr=1e-3"]
     with pytest.raises(RuntimeError, match="simulated crash"):
         m2r.run(compose([*common, "+callbacks.crash._target_=conftest.CrashAfter", "+callbacks.crash.step=3"], tmp_path, cache_dir))
     ckpt = torch.load(tmp_path / "grpo" / "checkpoints" / "last.ckpt", weights_only=False)
@@ -108,7 +108,7 @@ def test_grpo_stage_resume_continues_schedule_and_optimizer(tmp_path, cache_dir)
 
 @pytest.mark.parametrize("algo", ["grpo", "dapo", "dr_grpo"])
 def test_algo_presets_run_one_step(algo, tmp_path, cache_dir):
-    cfg = compose(["stage=grpo", "grpo.init=scratch", f"algo={algo}", "callbacks=default", *FAST, "sft.max_steps=1", "grpo.max_steps=1", "grpo.prompts_per_step=2", "grpo.max_new_tokens=8", "algo.G=2"], tmp_path, cache_dir)
+    cfg = compose(["stage=grpo", "grpo.init=scratch", f"algo={algo}", "callbacks=default", *FAST, "sft.max_steps=1", "grpo.max_steps=1", "grpo.prompts_per_step=2", "grpo.module.max_new_tokens=8", "algo.G=2"], tmp_path, cache_dir)
     summary = m2r.run(cfg)["grpo"]
     assert summary["steps"] == 1 and (tmp_path / "grpo" / "hf" / "COMPLETE").exists()
     row = json.loads((tmp_path / "grpo" / "history.json").read_text())[0]
@@ -123,7 +123,7 @@ def test_algo_presets_run_one_step(algo, tmp_path, cache_dir):
 
 
 def test_mu_two_takes_two_optimizer_steps_per_rollout_batch(tmp_path, cache_dir):
-    cfg = compose(["stage=grpo", "grpo.init=scratch", *FAST, "sft.max_steps=4", "grpo.max_steps=4", "algo.mu=2", "grpo.prompts_per_step=2", "grpo.max_new_tokens=8", "algo.G=2"], tmp_path, cache_dir)
+    cfg = compose(["stage=grpo", "grpo.init=scratch", *FAST, "sft.max_steps=4", "grpo.max_steps=4", "algo.mu=2", "grpo.prompts_per_step=2", "grpo.module.max_new_tokens=8", "algo.G=2"], tmp_path, cache_dir)
     m2r.run(cfg)
     rows = json.loads((tmp_path / "grpo" / "history.json").read_text())
     assert [r["step"] for r in rows] == [2, 4]

@@ -36,7 +36,7 @@ def _env(cache_dir: Path) -> dict[str, str]:
 def _cmd(run_dir: Path, *extra: str) -> list[str]:
     return [sys.executable, "run.py", "stage=grpo", "grpo.init=scratch", "strategy=ddp", "trainer.devices=2", f"paths.run_dir={run_dir}", f"hydra.run.dir={run_dir}",
             "data.train_per_task=1", "data.val_per_task=1", "data.test_per_task=1", f"data.tasks={TASKS}", "data.samples_per_shard=2",
-            "grpo.max_new_tokens=12", "algo.G=2", "grpo.prompts_per_step=2", "grpo.micro_batch_size=2", "trainer.enable_progress_bar=false", "logger=csv",
+            "grpo.module.max_new_tokens=12", "algo.G=2", "grpo.prompts_per_step=2", "grpo.module.micro_batch_size=2", "trainer.enable_progress_bar=false", "logger=csv",
             "+callbacks.probe._target_=rank_probe.RankProbe", f"+callbacks.probe.dirpath={run_dir}/probe", *extra]
 
 
@@ -111,7 +111,7 @@ def test_fsdp2_two_cpu_ranks_sft_then_grpo_with_reference(tmp_path, cache_dir, p
     run_dir = tmp_path / "run"
     env = _env(cache_dir)
     common = ["strategy=fsdp", "trainer.devices=2", f"paths.run_dir={run_dir}", f"hydra.run.dir={run_dir}", *FAST, "sft.max_steps=3", "grpo.max_steps=3",
-              "data.rl_per_task=4", "data.samples_per_shard=1", "grpo.max_new_tokens=12", "algo.G=2", "grpo.prompts_per_step=2", "grpo.micro_batch_size=2",
+              "data.rl_per_task=4", "data.samples_per_shard=1", "grpo.module.max_new_tokens=12", "algo.G=2", "grpo.prompts_per_step=2", "grpo.module.micro_batch_size=2",
               "callbacks=m2", "algo.beta=0.05", "callbacks.kl_annealing.beta_min=0.05", "trainer.enable_progress_bar=false",
               "reward.extraction=lenient"]  # a 3-step SFT model rarely writes a well-formed answer: the fallbacks give its groups rewards that differ
     probe = ["+callbacks.probe._target_=rank_probe.RankProbe", f"+callbacks.probe.dirpath={run_dir}/probe"]

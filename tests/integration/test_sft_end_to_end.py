@@ -22,7 +22,7 @@ def test_sft_learns_exports_and_generates(tmp_path, cache_dir):
     from m2r.data.collate import M2_SYSTEM_PROMPT, build_messages
     from m2r.data.tasks import generate
 
-    cfg = compose(["stage=sft", *FAST, "data.train_per_task=8", "sft.max_steps=30", "grpo.max_steps=30", "trainer.val_check_interval=30", "sft.lr=3e-3", "sft.warmup_steps=3"], tmp_path, cache_dir)
+    cfg = compose(["stage=sft", *FAST, "data.train_per_task=8", "sft.max_steps=30", "grpo.max_steps=30", "trainer.val_check_interval=30", "sft.module.lr=3e-3", "sft.module.warmup_steps=3"], tmp_path, cache_dir)
     summary = m2r.run(cfg)["sft"]
     assert summary["steps"] == 30
     assert summary["loss_last_mean"] < summary["loss_first_mean"] - 1.5, summary
@@ -73,7 +73,7 @@ def test_every_experiment_runs_one_step(experiment, tmp_path, cache_dir, shard_r
     if cfg.data.source == "shards":
         overrides += [f"data.root={shard_root}"]
     if cfg.stage.name == "grpo":  # the 7B RL settings, shrunk to one tiny step
-        overrides += ["algo.G=2", "grpo.prompts_per_step=2", "grpo.max_new_tokens=8", "grpo.micro_batch_size=4"]
+        overrides += ["algo.G=2", "grpo.prompts_per_step=2", "grpo.module.max_new_tokens=8", "grpo.module.micro_batch_size=4"]
     results = m2r.run(compose(overrides, tmp_path, cache_dir))
     assert all(results[s]["steps"] == 1 for s in ("sft", "grpo") if s in results) and set(results) & {"sft", "grpo"}
 

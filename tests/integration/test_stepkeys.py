@@ -16,15 +16,15 @@ def _fake_output(folder, name="last.ckpt"):
 
 
 def test_same_key_keeps_the_output_another_removes_it(tmp_path, caplog):
-    cfg = compose(["sft.lr=1e-5"], tmp_path, tmp_path)
+    cfg = compose(["sft.module.lr=1e-5"], tmp_path, tmp_path)
     key = stepkeys.prepare(cfg, "sft")
     _fake_output(tmp_path / "sft")  # a crash mid-SFT left a checkpoint
-    assert stepkeys.prepare(compose(["sft.lr=1e-5", "trainer.enable_progress_bar=false", "logger=tensorboard"], tmp_path, tmp_path), "sft") == key
+    assert stepkeys.prepare(compose(["sft.module.lr=1e-5", "trainer.enable_progress_bar=false", "logger=tensorboard"], tmp_path, tmp_path), "sft") == key
     assert (tmp_path / "sft" / "checkpoints" / "last.ckpt").exists()  # same settings that shape SFT: resumable
     with caplog.at_level(logging.WARNING, logger="m2r.stepkeys"):
-        other = stepkeys.prepare(compose(["sft.lr=2e-5"], tmp_path, tmp_path), "sft")
+        other = stepkeys.prepare(compose(["sft.module.lr=2e-5"], tmp_path, tmp_path), "sft")
     assert other != key and not (tmp_path / "sft" / "checkpoints").exists()  # never resumed under another learning rate
-    assert "sft.lr: 1e-05 -> 2e-05" in caplog.text
+    assert "sft.module.lr: 1e-05 -> 2e-05" in caplog.text
     assert json.loads((tmp_path / "sft" / "key.json").read_text())["key"] == other
 
 
@@ -54,3 +54,62 @@ def test_keys_chain_from_the_data_down(tmp_path, caplog):
     cfg2 = compose(["algo.G=8"], tmp_path, tmp_path)
     again = {s: stepkeys.prepare(cfg2, s) for s in keys}
     assert [s for s in keys if again[s] != new[s]] == ["grpo", "heldout_grpo"]
+
+
+_RACE_CHILD = r'''
+import json, sys, time
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+import m2r
+from m2r import pipeline, stepkeys
+
+conf, run_dir, rank = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+with initialize_config_dir(config_dir=conf, version_base="1.3"):
+    cfg = compose(config_name="run", overrides=[f"paths.run_dir={run_dir}", f"paths.cache_dir={run_dir}/cache", "stage=sft",
+                                                 "stage.steps=[sft]", "sft.module.lr=2e-5"])
+
+real_prepare = stepkeys.prepare
+def slow_prepare(cfg, step):  # rank 0 takes its time before it removes the stale output
+    time.sleep(3.0)
+    return real_prepare(cfg, step)
+stepkeys.prepare = slow_prepare
+
+def fake_sft(cfg):  # what a rank finds in the step's folder when it starts the step
+    sft = Path(cfg.paths.sft_dir)
+    seen = {"stale_ckpt": (sft / "checkpoints" / "last.ckpt").exists(),
+            "key": json.loads((sft / "key.json").read_text())["key"] if (sft / "key.json").exists() else None,
+            "t": time.time()}
+    (run_dir / f"seen{rank}.json").write_text(json.dumps(seen))
+    return {"rank": rank}
+pipeline.STEPS["sft"] = fake_sft
+pipeline.run(cfg)
+'''
+
+
+def test_other_ranks_start_a_step_only_after_rank_zero_removed_its_stale_output(tmp_path):
+    """Two processes (RANK 0/1, one run id) run a trainer step whose folder holds a checkpoint from another learning
+    rate. Rank 0 removes it before the step (slowly, here); rank 1 must not start the step (and resume from the stale
+    checkpoint) until then. Without the ready marker rank 1 starts at once and finds the stale last.ckpt."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import CONF
+
+    cfg_old = compose(["stage=sft", "sft.module.lr=1e-5"], tmp_path, tmp_path / "cache")
+    stepkeys.prepare(cfg_old, "sft")
+    _fake_output(tmp_path / "sft")  # a crash of the 1e-5 run left last.ckpt
+    script = tmp_path / "child.py"
+    script.write_text(_RACE_CHILD)
+    env = {**os.environ, "WORLD_SIZE": "2", "M2R_RUN_ID": "race-test", "M2R_RANK_WAIT_S": "60"}
+    procs = [subprocess.Popen([sys.executable, str(script), str(CONF), str(tmp_path), str(r)], env={**env, "RANK": str(r)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in (0, 1)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    new_key = json.loads((tmp_path / "sft" / "key.json").read_text())["key"]
+    for r in (0, 1):
+        seen = json.loads((tmp_path / f"seen{r}.json").read_text())
+        assert not seen["stale_ckpt"], f"rank {r} started the step with the stale checkpoint still there"
+        assert seen["key"] == new_key, f"rank {r} started the step before rank 0 keyed the folder"

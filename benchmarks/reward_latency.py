@@ -203,9 +203,9 @@ def main() -> int:
         "math-verify (the rest were settled by extraction, the cheap bounds, an exact match or the cache). Batches of 256 on fresh workers "
         "and caches, the 1 s bound applying to each: typical (`typical_batch`: the embedded task mix, answers repeating within groups); "
         "distinct expressions (16 expression prompts, 40% right answers rewritten, 40% wrong, 20% adversarial, all distinct); all-right "
-        "(256 distinct rewritten right expressions; math-verify reads `3(\\frac{1}{2})` as the mixed number 3.5, so not all score 1). "
-        "Simple LaTeX is decided in-process by `m2r.rewards.fast_latex` (checked against math-verify); every other distinct "
-        "expression costs a worker one latex2sympy parse (about 10 ms idle).", "",
+        "(256 distinct rewritten right expressions). Simple LaTeX is decided in-process by `m2r.rewards.fast_latex` (checked "
+        "against math-verify); a constant with a root or pi that agrees everywhere is built from the same parse and confirmed by "
+        "sympy in a worker (1-2 ms); every other distinct expression costs a worker one latex2sympy parse (7-25 ms).", "",
         "| machine | workers | timeout | calls (to math-verify) | p50 ms | p99 ms | max ms | timeouts | typical batch s | distinct-expression batch s "
         "| all-right batch s | bounds met |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |", row])

@@ -249,6 +249,15 @@ def _rational_function(e) -> bool:
     return True
 
 
+def judge(g: list, p: list) -> bool:
+    """The worker's verdict on two parses (math-verify's, or `fast_latex.constant_sympy`'s in its shape):
+    the numeric shortcut when it is sure, else math-verify's `verify`."""
+    from math_verify import verify
+
+    fast = _numeric_verdict(g, p) if g and p else False
+    return bool(fast if fast is not None else verify(g, p, timeout_seconds=None))
+
+
 def _verify_worker(conn) -> None:
     import functools
     import logging
@@ -264,8 +273,13 @@ def _verify_worker(conn) -> None:
     latex = LatexExtractionConfig()
     config = [replace(latex, normalization_config=replace(latex.normalization_config, units=False)), ExprExtractionConfig()]
 
+    from m2r.rewards.fast_latex import constant_sympy
+
     @functools.lru_cache(maxsize=1024)
     def parsed(s: str):  # a group's G answers share their gold
+        value = constant_sympy(s)  # a constant with a root or pi: the value latex2sympy would read, without its parse
+        if value is not None:
+            return [value, s]  # the shape of math-verify's parse: the value, then the string
         return parse(s if "$" in s else f"${s}$", extraction_config=config, parsing_timeout=None)
 
     for gold, pred in _WARMUP:  # sympy loads much of itself lazily: the first interval, set or trig call costs 100-400 ms
@@ -278,9 +292,7 @@ def _verify_worker(conn) -> None:
     while True:
         gold, pred = conn.recv()
         try:
-            g, p = parsed(gold), parsed(pred)
-            fast = _numeric_verdict(g, p) if g and p else False
-            ok = fast if fast is not None else verify(g, p, timeout_seconds=None)
+            ok = judge(parsed(gold), parsed(pred))
         except Exception:
             ok = False
         conn.send(bool(ok))

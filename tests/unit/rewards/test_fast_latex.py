@@ -144,3 +144,39 @@ def test_exact_proof_gives_up_on_huge_fractions():
     t0 = time.perf_counter()
     assert fast_verdict("x+1", answer) is None  # math-verify (in a worker, under its timeout) decides
     assert time.perf_counter() - t0 < 10  # a hang guard, not a speed claim: unbounded, this took minutes
+
+
+def _random_constant(rng: random.Random, depth: int):
+    if depth == 0 or rng.random() < 0.25:
+        return rng.choice([sympy.Integer(rng.randint(1, 12)), sympy.Rational(rng.randint(1, 9), rng.randint(2, 9)), sympy.pi,
+                           sympy.sqrt(rng.choice([2, 3, 5, 8, 12])), sympy.sqrt(rng.choice([2, 3])) / 2])
+    u, v = _random_constant(rng, depth - 1), _random_constant(rng, depth - 1)
+    return [u + v, u - v, u * v, u / v, u ** rng.randint(2, 3), sympy.sqrt(u)][rng.randrange(6)]
+
+
+def test_worker_constants_built_from_the_tree_judged_as_math_verify_judges_its_parse():
+    """In the workers, a constant with a root or pi is built from the fast parser's tree instead of
+    latex2sympy's 7-18 ms parse; the verdict on every generated pair must be the one math-verify gives
+    on its own parses (equal rewrites and wrong answers alike)."""
+    from m2r.rewards.fast_latex import constant_sympy
+    from m2r.rewards.functions import judge
+
+    rng = random.Random(11)
+    pairs = []
+    for k in range(60):
+        e = _random_constant(rng, 2)
+        gold = sympy.latex(e)
+        forms = [sympy.latex(sympy.nsimplify(e)), sympy.latex(e + 1), sympy.latex(2 * e), sympy.latex(sympy.radsimp(e))]
+        forms += rng.sample(_rewrites(rng, gold, k), 4)
+        pairs += [(gold, f) for f in forms]
+    built = true = 0
+    for gold, answer in pairs:
+        g, a = constant_sympy(gold), constant_sympy(answer)
+        if g is None or a is None:
+            continue
+        built += 1
+        ours = judge([g, gold], [a, answer])
+        true += ours
+        assert ours == math_verify_verdict(gold, answer), (gold, answer)
+    assert built >= 0.4 * len(pairs) and true >= 40, (built, true, len(pairs))
+    assert constant_sympy("x+\\sqrt{2}") is None and constant_sympy("0.5\\pi") is None and constant_sympy("2^{100}") is None

@@ -485,20 +485,34 @@ def _one_expression(ans: str, gold: str) -> bool:
 
 # TeX reads one token per argument: `\frac123` is (1/2)3 and `\sqrt23` is sqrt(2)3, where math-verify's fix of
 # "malformed operators" reads 1/23 and sqrt(23). Braced here, its fix has nothing left to guess.
-_TEX_FRAC = re.compile(r"\\([dt]?frac)\s*([0-9A-Za-z])\s*([0-9A-Za-z])")
+_TEX_FRAC = re.compile(r"\\([dt]?frac)\s*(\{[^{}]*\}|[0-9A-Za-z])\s*(\{[^{}]*\}|[0-9A-Za-z])")
 _TEX_SQRT = re.compile(r"\\sqrt\s*([0-9A-Za-z])")
-_THOUSANDS = re.compile(r"(?<=\d)\\,(?=\d{3}(?!\d))")  # 1\,000 (latex2sympy reads 1*0)
-# latex2sympy adds juxtaposed numbers (`2(3)` is 5, `1 2` is 3): a product is written as one, two numbers are refused.
-_NUMBER_PAREN = re.compile(r"(?<![_A-Za-z\d.])(\d+(?:\.\d+)?)\s*(?=\()")  # not a subscript: \log_2(8) stays
-_NUMBER_GAP = re.compile(r"(?<![_^\d.])\d+(?:\.\d+)?\s+\d")  # a one-token sub/superscript ends a number: \log_2 8
+_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:\\,\d{3})+(?![\d])")  # 1\,000 and 12\,345\,678 (latex2sympy reads 1*0)
+_SPACING = re.compile(r"\\(?:[,;:!> ]|q?quad(?![A-Za-z]))|~")  # TeX spacing: no meaning in math
+_SCRIPT_GAP = re.compile(r"([_^])\s+")  # `\log_ 2(8)` is `\log_2(8)`
+# latex2sympy reads an integer followed by a positive number as a mixed number: `2(3)`, `2[3]`, `{2}(3)`, `(2)(3)` and
+# `2\left(3\right)` are 5, `1 2` and `{1} 2` are 3. A number (not a sub- or superscript) before a group is made an explicit
+# product; two numbers side by side are refused.
+_NUMBER = r"(?<![_^\d.])(?<![_^]\{)\d+(?:\.\d+)?"
+_NUMBER_GROUP = re.compile(rf"({_NUMBER}[)}}\]]*)\s*(?=\\left|\\\{{|[(\[]|\{{\s*[(\[])")  # `{` alone opens an argument: \frac{1}{2}
+_NUMBER_GAP = re.compile(rf"{_NUMBER}[)}}\]]*\s+[{{(\[]*\d")
+# A unit written after a gold value (`5\text{ cm}`, `7 \mathrm{m}`, `3\mbox{ h}^2`): math-verify parses without unit
+# stripping (below), so it is taken off the gold, and off an answer whose gold has one.
+_TRAILING_UNIT = re.compile(r"\s*\\(?:text|mathrm|mbox|textrm)\s*\{[^{}]*\}(?:\^\{?\d\}?)?\s*$")
 
 
 def _tex_args(s: str) -> str:
-    return _TEX_SQRT.sub(r"\\sqrt{\1}", _TEX_FRAC.sub(r"\\\1{\2}{\3}", s.replace("\\$", "")))  # and \$5 is 5
+    s = _SCRIPT_GAP.sub(r"\1", _THOUSANDS.sub(lambda m: m.group().replace("\\,", ""), s.replace("\\$", "")))  # and \$5 is 5
+    s = _TEX_FRAC.sub(lambda m: f"\\{m[1]}{_braced(m[2])}{_braced(m[3])}", _SPACING.sub(" ", s))
+    return _TEX_SQRT.sub(r"\\sqrt{\1}", s)
+
+
+def _braced(arg: str) -> str:
+    return arg if arg.startswith("{") else "{" + arg + "}"
 
 
 def _tex_products(s: str) -> str:
-    return _NUMBER_PAREN.sub(r"\1\\cdot ", _THOUSANDS.sub("", s))
+    return _NUMBER_GROUP.sub(r"\1\\cdot ", s)
 
 
 def _expression_pair(response: str, sample: Sample, extraction: str) -> tuple[str, str] | float:
@@ -506,6 +520,10 @@ def _expression_pair(response: str, sample: Sample, extraction: str) -> tuple[st
     ans, gold = answer_content(response, extraction), str(sample.answer)
     if ans is None:
         return 0.0
+    if len(ans) > max(MAX_EXPR_CHARS, 3 * len(gold)):
+        return 0.0  # `_too_costly`'s length bound, before any rewriting
+    if _TRAILING_UNIT.search(gold) and _TRAILING_UNIT.sub("", gold):
+        gold, ans = _TRAILING_UNIT.sub("", gold), _TRAILING_UNIT.sub("", ans)
     # latex2sympy stops at a newline (`2x\n+7` is 2) and at `\right )`: one space, no gap after \left/\right
     ans = re.sub(r"\\(left|right)\s+", r"\\\1", re.sub(r"\s+", " ", ans))
     ans, gold = _tex_args(ans), _tex_args(gold)

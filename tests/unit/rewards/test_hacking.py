@@ -132,6 +132,11 @@ HACKS = [  # (name, response, sample, expected accuracy)
     ("expression series cut short", W("3 + \\ldots"), EX3, 0.0),
     ("expression centred dots", W("3 + \\cdots"), EX3, 0.0),
     ("expression box inside the box", W("\\boxedx 7 \\cdot 3"), EX3, 0.0),
+    # second review, session 19: the same readings behind \left, brackets, braces and TeX spacing, and a superscript before (
+    ("expression number times \\left group read as a sum", W("2\\left(3\\right)"), Sample(id="five2", task="general/algebra", question="q", answer="5", answer_type="expression"), 0.0),
+    ("expression braced number before a group", W("{2}(3)"), Sample(id="five3", task="general/algebra", question="q", answer="5", answer_type="expression"), 0.0),
+    ("expression numbers apart by TeX spacing", W("1\\quad 2"), EX3, 0.0),
+    ("expression squared function before its argument", W("2\\sin^2(x)"), Sample(id="two", task="general/algebra", question="q", answer="2", answer_type="expression"), 0.0),
 ]
 
 CLEAN = [  # (name, response, sample, expected accuracy)
@@ -178,6 +183,9 @@ CLEAN = [  # (name, response, sample, expected accuracy)
     ("expression number times parenthesis", W("2(3)"), Sample(id="six", task="general/algebra", question="q", answer="6", answer_type="expression"), 1.0),
     ("expression log with a one-token base", W("\\log_2 8"), EX3, 1.0),
     ("expression escaped dollar", W("\\$3"), EX3, 1.0),
+    ("expression squared sine", W("1-\\cos^2(x)"), Sample(id="sin2", task="general/algebra", question="q", answer="\\sin^2(x)", answer_type="expression"), 1.0),
+    ("expression bare number for a gold with a unit", W("5"), Sample(id="cm", task="general/geometry", question="q", answer="5\\text{ cm}", answer_type="expression"), 1.0),
+    ("expression one-token numerator", W("\\frac{1}{23}"), Sample(id="f123", task="general/algebra", question="q", answer="\\frac1{23}", answer_type="expression"), 1.0),
     ("expression thin-space thousands", W("1\\,000"), Sample(id="k", task="general/algebra", question="q", answer="1000", answer_type="expression"), 1.0),
 ]
 

@@ -32,7 +32,7 @@ RULES: dict[str, tuple[str, str | None, str | None, bool]] = {
     "trainer.max_steps": ("int", "1", None, False),
     "trainer.log_every_n_steps": ("int", "1", None, False),
     "trainer.accumulate_grad_batches": ("int", "1", None, False),
-    "trainer.gradient_clip_val": ("float", "(0", None, True),
+    "trainer.gradient_clip_val": ("float", "0", None, True),  # 0 or null: no clipping
     "trainer.num_nodes": ("int", "1", None, False),
     "sft.max_steps": ("int", "1", None, False),
     "sft.module.lr": ("float", "(0", None, False),
@@ -100,7 +100,7 @@ RULES: dict[str, tuple[str, str | None, str | None, bool]] = {
     "eval.batch_size": ("int", "1", None, False),
     "eval.max_new_tokens": ("int", "1", None, False),
     "eval.limit": ("int", "1", None, True),
-    "callbacks.checkpoint.every_n_train_steps": ("int", "1", None, True),
+    "callbacks.checkpoint.every_n_train_steps": ("int", "0", None, True),  # 0 or null: no step-interval saves
     "callbacks.checkpoint.save_top_k": ("int", "-1", None, False),
     "callbacks.kl_annealing.beta_min": ("float", "0", None, False),
     "callbacks.kl_annealing.T": ("int", "1", None, True),
@@ -170,12 +170,13 @@ def _check_pairs(cfg: DictConfig) -> None:
     if beta is not _MISSING and beta_min not in (_MISSING, None) and beta_min > beta:
         raise ConfigError(f"callbacks.kl_annealing.beta_min={beta_min} exceeds algo.beta={beta}, the peak of the KL schedule: "
                           "the KL coefficient is set by algo.beta (callbacks=m2 anneals it down to beta_min)")
-    betas = _get(cfg, "sft.module.betas")
-    if betas not in (_MISSING, None):
-        if not (isinstance(betas, ListConfig) and len(betas) == 2):
-            raise ConfigError(f"sft.module.betas={betas!r}: must be two numbers in [0, 1), e.g. sft.module.betas=[0.9,0.999]")
-        for i, b in enumerate(betas):
-            check_value(f"sft.module.betas[{i}]", b, "float", "0", "(1", False)
+    for key in ("sft.module.betas", "grpo.module.betas"):
+        betas = _get(cfg, key)
+        if betas not in (_MISSING, None):
+            if not (isinstance(betas, ListConfig) and len(betas) == 2):
+                raise ConfigError(f"{key}={betas!r}: must be two numbers in [0, 1), e.g. {key}=[0.9,0.999]")
+            for i, b in enumerate(betas):
+                check_value(f"{key}[{i}]", b, "float", "0", "(1", False)
 
 
 def _check_model(cfg: DictConfig) -> None:
@@ -247,8 +248,14 @@ def _check_modules(cfg: DictConfig) -> None:
             raise ConfigError(f"{stage}.module._target_={target}: cannot import it ({e})") from None
         params = inspect.signature(cls).parameters
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        keys = [(f"{stage}.module.{k}", k) for k in node if not str(k).startswith("_")]
+        for k in node:
+            if str(k).startswith("_") and k != "_target_":
+                raise ConfigError(f"{stage}.module.{k}: the stage builds the module itself (no {k}); remove the key")
+        keys = [(f"{stage}.module.{k}", k) for k in node if k != "_target_"]
         if stage == "grpo" and isinstance(cfg.get("algo"), DictConfig):
+            for k in cfg.algo:
+                if k in node:
+                    raise ConfigError(f"grpo.module.{k}: set by the algo/ group (algo.{k}={cfg.algo[k]} wins); write algo.{k}=... instead")
             keys += [(f"algo.{k}", k) for k in cfg.algo]
         for where, k in keys:
             if k in _STAGE_ARGS[stage]:

@@ -67,8 +67,9 @@ def run_id(rank: int = 0) -> str:
         if os.environ.get(key) and os.environ[key] != "none":  # plain torchrun sets "none" for every job
             rid = os.environ[key]
             return rid if key == "M2R_RUN_ID" else f"{rid}-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
-    if os.environ.get("SLURM_JOB_ID"):
-        return f"slurm-{os.environ['SLURM_JOB_ID']}-{os.environ.get('SLURM_RESTART_COUNT', '0')}"
+    if os.environ.get("SLURM_JOB_ID"):  # each srun of a batch script is its own step: markers of an earlier one are not this run's
+        env = os.environ
+        return f"slurm-{env['SLURM_JOB_ID']}-{env.get('SLURM_STEP_ID', 'batch')}-{env.get('SLURM_RESTART_COUNT', '0')}"
     if rank != 0:
         raise RuntimeError("rank > 0 without M2R_RUN_ID, TORCHELASTIC_RUN_ID or SLURM_JOB_ID: set M2R_RUN_ID to the same value on every rank")
     os.environ["M2R_RUN_ID"] = uuid.uuid4().hex

@@ -54,11 +54,18 @@ def step_sft(cfg: DictConfig) -> dict[str, Any]:
         return json.loads(summary_path.read_text())
 
     t0 = time.perf_counter()
+    filtered = Path(cfg.paths.quality_dir)
+    if cfg.quality.enabled and (filtered / "train" / "manifest.json").exists():
+        from m2r import stepkeys
+
+        made, now = stepkeys.recorded_key(cfg, "quality"), stepkeys.step_key(cfg, "quality")[0]
+        if made != now:  # stage=sft does not run the filter: its output must be the one these settings make
+            raise ValueError(f"the quality-filtered traces in {filtered} were made with other quality.* settings or inputs than this run's; "
+                             "filter again first (stage=score, or stage=pipeline), or train on every trace with quality.enabled=false")
     data_cfg = OmegaConf.to_object(cfg.data)
     model_cfg = OmegaConf.to_object(cfg.model)
     root = build_data(data_cfg, cfg.paths.build_dir, cfg.seed)  # no-op when the shards are there
     processor = load_processor(model_cfg, cfg.paths.cache_dir)
-    filtered = Path(cfg.paths.quality_dir)
     train_root = filtered if cfg.quality.enabled and (filtered / "train" / "manifest.json").exists() else None
     log.info("SFT trains on %s", (train_root or root) / "train")
     dm = SFTDataModule(

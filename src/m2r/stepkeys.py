@@ -28,15 +28,21 @@ log = logging.getLogger(__name__)
 _EVAL = ["eval.max_new_tokens", "eval.batch_size", "eval.greedy", "eval.limit", "eval.heldout_split", "model.min_pixels", "model.max_pixels"]
 STEP_CONFIG: dict[str, list[str]] = {
     "quality": ["quality"],
-    "sft": ["sft", "model", "data.batch_size", "data.max_length", "data.shuffle_buffer", "seed", "trainer.precision",
+    "sft": ["sft", "quality.enabled", "model", "data.batch_size", "data.max_length", "data.shuffle_buffer", "seed", "trainer.precision",
             "trainer.accumulate_grad_batches", "trainer.gradient_clip_val"],
     "difficulty": ["curriculum.scoring", "reward", "model", "seed"],
     "curriculum": ["curriculum.order", "curriculum.drop_solved", "curriculum.drop_unsolved", "curriculum.tol", "curriculum.samples_per_shard", "seed"],
     "heldout_sft": _EVAL,
-    "grpo": ["grpo", "algo", "reward", "mix", "curriculum.end_policy", "callbacks.kl_annealing", "model", "data.max_length", "seed",
+    "grpo": ["grpo", "algo", "reward", "mix", "curriculum.end_policy", "callbacks.kl_annealing", "model", "seed",
              "trainer.precision", "trainer.gradient_clip_val"],
     "heldout_grpo": _EVAL,
 }
+# Keys inside the groups above that change memory, speed or logs but not what a step computes: changing them
+# (the usual fixes after running out of memory) keeps a step's output and checkpoints.
+NOT_KEYED = frozenset({
+    "grpo.module.micro_batch_size", "grpo.module.logprob_chunk", "grpo.module.rollout_log_rows",
+    "model.gradient_checkpointing", "model.attn_implementation", "reward.expression.workers",
+})
 UPSTREAM: dict[str, list[str]] = {
     "quality": ["build"], "sft": ["build", "quality"], "difficulty": ["build", "sft"], "curriculum": ["build", "difficulty"],
     "heldout_sft": ["build", "sft"], "grpo": ["build", "curriculum", "sft"], "heldout_grpo": ["build", "grpo"],
@@ -79,9 +85,19 @@ def step_key(cfg: DictConfig, step: str) -> tuple[str, dict[str, Any]]:
     for k in STEP_CONFIG[step]:
         v = OmegaConf.select(cfg, k, default=None)
         parts[k] = OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+        for skip in NOT_KEYED:
+            node, _, leaf = skip.rpartition(".")
+            if skip.startswith(k + ".") and isinstance(inner := _dig(parts[k], node[len(k) + 1:]), dict):
+                inner.pop(leaf, None)
     parts["inputs"] = {u: recorded_key(cfg, u) for u in UPSTREAM[step]}
     key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return key, parts
+
+
+def _dig(d: Any, path: str) -> Any:
+    for part in filter(None, path.split(".")):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:

@@ -157,9 +157,11 @@ def checkpoint_intact(path: Path) -> bool:
     import zipfile
 
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir():  # DeepSpeed: every state file of the tag `latest` names (Lightning's folder: "checkpoint") must read back
         tag = path / "latest"
-        return tag.is_file() and (path / tag.read_text().strip()).is_dir() or (path / "checkpoint").is_dir()
+        state = path / tag.read_text().strip() if tag.is_file() else path / "checkpoint"
+        files = sorted(state.glob("*.pt")) if state.is_dir() else []
+        return bool(files) and all(checkpoint_intact(f) for f in files)
     try:
         with zipfile.ZipFile(path) as z:
             pkl = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]

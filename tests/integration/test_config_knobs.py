@@ -43,6 +43,10 @@ def test_bad_numeric_value_names_its_key(override, key, tmp_path):
     assert str(e.value).startswith(key + "=") or str(e.value).startswith(key.replace("max", "min") + "=")
 
 
+def test_zero_turns_clipping_and_interval_checkpoints_off(tmp_path):
+    check_config(compose(["trainer.gradient_clip_val=0", "callbacks.checkpoint.every_n_train_steps=0"], tmp_path, tmp_path))
+
+
 def test_every_shipped_option_passes_the_checks(tmp_path):
     for group in ("stage", "model", "data", "reward", "algo", "curriculum", "mix", "trainer", "strategy", "callbacks", "experiment"):
         for option in sorted(p.stem for p in (CONF / group).glob("*.yaml") if p.stem != "schema"):
@@ -55,6 +59,9 @@ def test_every_shipped_option_passes_the_checks(tmp_path):
     ("+grpo.module.seed=3", "grpo.module.seed: set by seed"),
     ("+grpo.module.max_grad_norm=1", "grpo.module.max_grad_norm: set by trainer.gradient_clip_val"),
     ("sft.module._target_=m2r.modules.sft.NoSuchModule", "sft.module._target_=m2r.modules.sft.NoSuchModule: cannot import"),
+    ("+grpo.module.G=8", "grpo.module.G: set by the algo/ group (algo.G=4 wins)"),
+    ("+sft.module._partial_=true", "sft.module._partial_: the stage builds the module itself"),
+    ("+grpo.module.betas=[0.9,2.0]", "grpo.module.betas[1]=2.0"),
 ])
 def test_module_keys_are_constructor_arguments(override, message, tmp_path):
     """Item 5: `sft.module` / `grpo.module` are instantiated; a key the constructor does not take fails at composition."""
@@ -180,6 +187,18 @@ def test_corrupt_last_ckpt_falls_back_to_the_newest_intact(tmp_path, caplog):
     raw[info.header_offset + 30 + len(info.filename) + info.compress_size // 2] ^= 0xFF
     (folder / "last.ckpt").write_bytes(bytes(raw))
     assert not checkpoint_intact(folder / "last.ckpt")
+    # DeepSpeed's folder checkpoints: `latest` names the tag folder, whose .pt state files must all read back
+    ds = folder / "ds.ckpt"
+    (ds / "checkpoint").mkdir(parents=True)
+    (ds / "latest").write_text("checkpoint")
+    _fake_ckpt(ds / "checkpoint" / "mp_rank_00_model_states.pt", 30)
+    _fake_ckpt(ds / "checkpoint" / "zero_pp_rank_0_mp_rank_00_optim_states.pt", 30)
+    assert checkpoint_intact(ds)
+    (ds / "checkpoint" / "mp_rank_00_model_states.pt").write_bytes(b"\0" * 100)  # rewritten in place, killed mid-write
+    assert not checkpoint_intact(ds)
+    empty = folder / "empty.ckpt"
+    (empty / "checkpoint").mkdir(parents=True)
+    assert not checkpoint_intact(empty)
 
 
 def test_checkpoint_interval_is_capped_to_the_stage(tmp_path):

@@ -28,6 +28,29 @@ def test_same_key_keeps_the_output_another_removes_it(tmp_path, caplog):
     assert json.loads((tmp_path / "sft" / "key.json").read_text())["key"] == other
 
 
+def test_memory_and_log_knobs_keep_the_output_quality_switch_does_not(tmp_path):
+    base = stepkeys.step_key(compose([], tmp_path, tmp_path), "grpo")[0]
+    for knob in ["grpo.module.micro_batch_size=2", "grpo.module.logprob_chunk=64", "grpo.module.rollout_log_rows=8",
+                 "model.gradient_checkpointing=true", "reward.expression.workers=4"]:
+        assert stepkeys.step_key(compose([knob], tmp_path, tmp_path), "grpo")[0] == base, knob  # an OOM fix keeps the checkpoints
+    assert stepkeys.step_key(compose(["grpo.module.lr=3e-4"], tmp_path, tmp_path), "grpo")[0] != base
+    sft = stepkeys.step_key(compose([], tmp_path, tmp_path), "sft")[0]
+    assert stepkeys.step_key(compose(["quality.enabled=false"], tmp_path, tmp_path), "sft")[0] != sft  # trains on other traces
+
+
+def test_sft_refuses_filtered_traces_made_with_other_quality_settings(tmp_path):
+    """stage=sft does not run the filter: the quality/ output it would train on must be the one its settings make."""
+    import pytest
+
+    from m2r.pipeline import step_sft
+
+    stepkeys.prepare(compose(["quality.threshold=0.8"], tmp_path, tmp_path), "quality")
+    (tmp_path / "quality" / "train").mkdir(parents=True)
+    (tmp_path / "quality" / "train" / "manifest.json").write_text("{}")  # the filter's output, keyed with threshold 0.8
+    with pytest.raises(ValueError, match="quality-filtered traces .* other quality"):
+        step_sft(compose(["stage=sft", "quality.threshold=0.2"], tmp_path, tmp_path))
+
+
 def test_output_without_a_key_is_redone(tmp_path, caplog):
     cfg = compose([], tmp_path, tmp_path)
     _fake_output(tmp_path / "grpo")

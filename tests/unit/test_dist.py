@@ -43,7 +43,9 @@ def test_rank_world_from_each_launcher(env):
     env.delenv("M2R_RUN_ID")
     env.setenv("TORCHELASTIC_RUN_ID", "none")  # plain torchrun: not an id shared by one job
     env.setenv("SLURM_JOB_ID", "77")
-    assert dist.run_id(3) == "slurm-77-0"
+    assert dist.run_id(3) == "slurm-77-batch-0"
+    env.setenv("SLURM_STEP_ID", "1")  # a second srun in the same batch script: not the first one's run
+    assert dist.run_id(3) == "slurm-77-1-0"
 
 
 def test_my_batches_are_the_one_rank_batches():

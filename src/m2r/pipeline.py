@@ -55,7 +55,8 @@ def step_sft(cfg: DictConfig) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     filtered = Path(cfg.paths.quality_dir)
-    if cfg.quality.enabled and (filtered / "train" / "manifest.json").exists():
+    train_root = filtered if cfg.quality.enabled and (filtered / "train" / "manifest.json").exists() else None
+    if train_root is not None:
         from m2r import stepkeys
 
         made, now = stepkeys.recorded_key(cfg, "quality"), stepkeys.step_key(cfg, "quality")[0]
@@ -66,7 +67,6 @@ def step_sft(cfg: DictConfig) -> dict[str, Any]:
     model_cfg = OmegaConf.to_object(cfg.model)
     root = build_data(data_cfg, cfg.paths.build_dir, cfg.seed)  # no-op when the shards are there
     processor = load_processor(model_cfg, cfg.paths.cache_dir)
-    train_root = filtered if cfg.quality.enabled and (filtered / "train" / "manifest.json").exists() else None
     log.info("SFT trains on %s", (train_root or root) / "train")
     dm = SFTDataModule(
         root, processor, batch_size=data_cfg.batch_size, num_workers=data_cfg.num_workers, shuffle_buffer=data_cfg.shuffle_buffer,

@@ -154,6 +154,8 @@ def check_config(cfg: DictConfig) -> None:
             continue
         check_value(key, value, kind, low, high, nullable)
     _check_pairs(cfg)
+    _check_choices(cfg)
+    _check_trainer(cfg)
     _check_model(cfg)
     _check_routes(cfg)
     _check_grpo_init(cfg)
@@ -172,11 +174,48 @@ def _check_pairs(cfg: DictConfig) -> None:
                           "the KL coefficient is set by algo.beta (callbacks=m2 anneals it down to beta_min)")
     for key in ("sft.module.betas", "grpo.module.betas"):
         betas = _get(cfg, key)
-        if betas not in (_MISSING, None):
+        if betas is not _MISSING:
             if not (isinstance(betas, ListConfig) and len(betas) == 2):
                 raise ConfigError(f"{key}={betas!r}: must be two numbers in [0, 1), e.g. {key}=[0.9,0.999]")
             for i, b in enumerate(betas):
                 check_value(f"{key}[{i}]", b, "float", "0", "(1", False)
+
+
+# key -> the values it may take
+CHOICES: dict[str, tuple[str, ...]] = {
+    "algo.aggregation": ("token", "sequence", "constant"),
+    "curriculum.order": ("ordered", "random"),
+    "curriculum.end_policy": ("repeat_hardest", "drop"),
+}
+
+
+def _check_choices(cfg: DictConfig) -> None:
+    for key, allowed in CHOICES.items():
+        v = _get(cfg, key)
+        if v is not _MISSING and v not in allowed:
+            raise ConfigError(f"{key}={v!r}: must be one of {', '.join(allowed)}")
+
+
+def _check_trainer(cfg: DictConfig) -> None:
+    """Lightning's keys that take an int (a count) or a float (a fraction), and the quality weights."""
+    for key, what in (("trainer.val_check_interval", "steps"), ("trainer.limit_val_batches", "batches")):
+        v = _get(cfg, key)
+        if v is _MISSING or v is None:
+            continue
+        low = 1 if key == "trainer.val_check_interval" else 0
+        ok = (isinstance(v, int) and not isinstance(v, bool) and v >= low) or (isinstance(v, float) and (0 < v <= 1 if low else 0 <= v <= 1))
+        if not ok:
+            raise ConfigError(f"{key}={v!r}: must be an integer >= {low} ({what}) or a fraction in {'(0' if low else '[0'}, 1]")
+    devices = _get(cfg, "trainer.devices")
+    if devices is not _MISSING and not (devices == "auto" or isinstance(devices, ListConfig) or
+                                        (isinstance(devices, int) and not isinstance(devices, bool) and (devices >= 1 or devices == -1))):
+        raise ConfigError(f"trainer.devices={devices!r}: must be a count >= 1, -1 (every visible device), auto, or a list of device ids")
+    weights = _get(cfg, "quality.weights")
+    if isinstance(weights, DictConfig):
+        for k, w in weights.items():
+            check_value(f"quality.weights.{k}", w, "float", "0", None, False)
+        if sum(float(w) for w in weights.values()) <= 0:
+            raise ConfigError(f"quality.weights={OmegaConf.to_container(weights)}: at least one weight must be positive")
 
 
 def _check_model(cfg: DictConfig) -> None:

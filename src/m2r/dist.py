@@ -60,16 +60,23 @@ def my_batches(items: Sequence[T], batch_size: int, rank: int, world: int) -> li
 
 def run_id(rank: int = 0) -> str:
     """An id shared by the ranks of one invocation: Lightning's launcher passes rank 0's
-    environment to the ranks it spawns; SLURM and torchrun give every rank the same job id."""
+    environment to the ranks it spawns; SLURM and torchrun give every rank the same job id.
+
+    Under SLURM the id names the job step (each `srun` of a batch script is a step of its own, and
+    `torchrun --rdzv-id=$SLURM_JOB_ID` in two steps would otherwise share an id) and its restart;
+    torchrun's restart count is added where torchrun runs. Two invocations inside one step (a retry
+    loop in one `srun`) look the same from every rank's environment: give each its own M2R_RUN_ID."""
     import uuid
 
-    for key in ("M2R_RUN_ID", "TORCHELASTIC_RUN_ID"):
-        if os.environ.get(key) and os.environ[key] != "none":  # plain torchrun sets "none" for every job
-            rid = os.environ[key]
-            return rid if key == "M2R_RUN_ID" else f"{rid}-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}"
-    if os.environ.get("SLURM_JOB_ID"):  # each srun of a batch script is its own step: markers of an earlier one are not this run's
-        env = os.environ
-        return f"slurm-{env['SLURM_JOB_ID']}-{env.get('SLURM_STEP_ID', 'batch')}-{env.get('SLURM_RESTART_COUNT', '0')}"
+    env = os.environ
+    if env.get("M2R_RUN_ID"):
+        return env["M2R_RUN_ID"]
+    elastic = env.get("TORCHELASTIC_RUN_ID") not in (None, "", "none")  # plain torchrun sets "none" for every job
+    restarts = f"-{env.get('TORCHELASTIC_RESTART_COUNT', '0')}" if elastic else ""
+    if env.get("SLURM_JOB_ID"):
+        return f"slurm-{env['SLURM_JOB_ID']}-{env.get('SLURM_STEP_ID', 'batch')}-{env.get('SLURM_RESTART_COUNT', '0')}{restarts}"
+    if elastic:
+        return f"{env['TORCHELASTIC_RUN_ID']}{restarts}"
     if rank != 0:
         raise RuntimeError("rank > 0 without M2R_RUN_ID, TORCHELASTIC_RUN_ID or SLURM_JOB_ID: set M2R_RUN_ID to the same value on every rank")
     os.environ["M2R_RUN_ID"] = uuid.uuid4().hex

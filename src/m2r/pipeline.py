@@ -55,10 +55,14 @@ def step_sft(cfg: DictConfig) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     filtered = Path(cfg.paths.quality_dir)
-    train_root = filtered if cfg.quality.enabled and (filtered / "train" / "manifest.json").exists() else None
-    if train_root is not None:
-        from m2r import stepkeys
+    from m2r import stepkeys
 
+    done = all((filtered / f).exists() for f in stepkeys.COMPLETE["quality"])
+    train_root = filtered if cfg.quality.enabled and done else None
+    if cfg.quality.enabled and train_root is None:
+        log.warning("quality.enabled=true but there are no (complete) quality-filtered traces in %s: SFT trains on every trace. Filter "
+                    "first (stage=score, or stage=pipeline), or say quality.enabled=false", filtered)
+    if train_root is not None:
         made, now = stepkeys.recorded_key(cfg, "quality"), stepkeys.step_key(cfg, "quality")[0]
         if made != now:  # stage=sft does not run the filter: its output must be the one these settings make
             raise ValueError(f"the quality-filtered traces in {filtered} were made with other quality.* settings or inputs than this run's; "

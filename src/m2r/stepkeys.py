@@ -2,7 +2,10 @@
 
 A step's key hashes the part of the config that shapes its output (`STEP_CONFIG`) and the keys of
 the outputs it reads (`UPSTREAM`, as recorded on disk: the build's manifests, the upstream steps'
-`key.json`). Before a step runs, `prepare` compares the key with the one its output folder was
+`key.json` once their output is complete; a folder given by path, `grpo.init=/x/hf` or
+`curriculum.scoring.model=/x/hf`, by its files' names, sizes and mtimes). An input the step would not
+read under this config (the quality filter when `quality.enabled=false`, SFT when GRPO starts from a
+given checkpoint) is not part of its key. Before a step runs, `prepare` compares the key with the one its output folder was
 made with: the same key leaves the output to the step (skip it when complete, resume it when a
 crash cut it short); a different key, or an output of unknown origin, is removed with a warning
 that names what changed, and the step redoes it. So a changed config or changed data is never
@@ -25,16 +28,18 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
+# The global batch (per-device sizes times ranks), the data stream's split and the checkpoint format follow these.
+_RANKS = ["trainer.devices", "trainer.num_nodes", "strategy"]
 _EVAL = ["eval.max_new_tokens", "eval.batch_size", "eval.greedy", "eval.limit", "eval.heldout_split", "model.min_pixels", "model.max_pixels"]
 STEP_CONFIG: dict[str, list[str]] = {
     "quality": ["quality"],
-    "sft": ["sft", "quality.enabled", "model", "data.batch_size", "data.max_length", "data.shuffle_buffer", "seed", "trainer.precision",
-            "trainer.accumulate_grad_batches", "trainer.gradient_clip_val"],
+    "sft": ["sft", "quality.enabled", "model", "data.batch_size", "data.max_length", "data.shuffle_buffer", "data.num_workers", "seed",
+            "trainer.precision", "trainer.accumulate_grad_batches", "trainer.gradient_clip_val", *_RANKS],
     "difficulty": ["curriculum.scoring", "reward", "model", "seed"],
     "curriculum": ["curriculum.order", "curriculum.drop_solved", "curriculum.drop_unsolved", "curriculum.tol", "curriculum.samples_per_shard", "seed"],
     "heldout_sft": _EVAL,
     "grpo": ["grpo", "algo", "reward", "mix", "curriculum.end_policy", "callbacks.kl_annealing", "model", "seed",
-             "trainer.precision", "trainer.gradient_clip_val"],
+             "trainer.precision", "trainer.gradient_clip_val", *_RANKS],
     "heldout_grpo": _EVAL,
 }
 # Keys inside the groups above that change memory, speed or logs but not what a step computes: changing them
@@ -68,11 +73,22 @@ def _build_key(cfg: DictConfig) -> str:
     return h.hexdigest()[:16]
 
 
-def recorded_key(cfg: DictConfig, step: str) -> str | None:
-    """The key an output on disk was made with (None: no output, or one of unknown origin)."""
+# What a step writes last: until it exists, the step's output is not complete, and a downstream key records it as absent.
+COMPLETE: dict[str, list[str]] = {
+    "quality": ["summary.json", "train/manifest.json"], "sft": ["summary.json", "hf/COMPLETE"], "difficulty": ["summary.json"],
+    "curriculum": ["rl/manifest.json"], "grpo": ["summary.json", "hf/COMPLETE"],
+}
+
+
+def recorded_key(cfg: DictConfig, step: str, complete: bool = True) -> str | None:
+    """The key an output on disk was made with (None: no output, one of unknown origin, or, with
+    `complete`, one the step has not finished: `prepare` writes the key before the step runs)."""
     if step == "build":
         return _build_key(cfg)
-    f = step_dirs(cfg, step)[0] / "key.json"
+    d = step_dirs(cfg, step)[0]
+    if complete and not all((d / f).exists() for f in COMPLETE.get(step, [])):
+        return None
+    f = d / "key.json"
     try:
         return json.loads(f.read_text())["key"]
     except (OSError, ValueError, KeyError):
@@ -89,9 +105,43 @@ def step_key(cfg: DictConfig, step: str) -> tuple[str, dict[str, Any]]:
             node, _, leaf = skip.rpartition(".")
             if skip.startswith(k + ".") and isinstance(inner := _dig(parts[k], node[len(k) + 1:]), dict):
                 inner.pop(leaf, None)
-    parts["inputs"] = {u: recorded_key(cfg, u) for u in UPSTREAM[step]}
+    if parts.get("trainer.gradient_clip_val") == 0:
+        parts["trainer.gradient_clip_val"] = None  # both mean no clipping
+    parts["inputs"] = _inputs(cfg, step)
     key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return key, parts
+
+
+def _inputs(cfg: DictConfig, step: str) -> dict[str, Any]:
+    """The recorded keys of the upstream outputs `step` reads under this config, and the state of folders given by path."""
+    used = list(UPSTREAM[step])
+    paths: dict[str, str] = {}
+    if step == "sft" and not OmegaConf.select(cfg, "quality.enabled", default=False):
+        used.remove("quality")  # every trace is read; the filter's output is not
+    if step == "grpo" and str(OmegaConf.select(cfg, "grpo.init", default="auto")) != "auto":
+        used.remove("sft")
+        if str(cfg.grpo.init) != "scratch":
+            paths["grpo.init"] = str(cfg.grpo.init)
+    if step == "difficulty" and str(OmegaConf.select(cfg, "curriculum.scoring.model", default="auto")) != "auto":
+        used.remove("sft")
+        paths["curriculum.scoring.model"] = str(cfg.curriculum.scoring.model)
+    out: dict[str, Any] = {u: recorded_key(cfg, u) for u in used}
+    out |= {k: folder_state(v) for k, v in paths.items()}
+    return out
+
+
+def folder_state(path: str | Path) -> str | None:
+    """A hash of the names, sizes and mtimes of every file under `path` (None when it does not exist): a checkpoint
+    folder replaced in place changes it, without reading gigabytes of weights."""
+    root = Path(path)
+    if not root.exists():
+        return None
+    h = hashlib.sha256()
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.relative_to(root) if f != root else f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def _dig(d: Any, path: str) -> Any:

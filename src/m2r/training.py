@@ -152,16 +152,23 @@ def make_trainer(cfg: DictConfig, stage_dir: Path, name: str, extra_callbacks: l
 
 def checkpoint_intact(path: Path) -> bool:
     """Whether a Lightning checkpoint can be opened: a `torch.save` zip whose central directory and
-    pickled record read back (a save killed mid-write leaves a truncated zip), or a DeepSpeed folder
-    with its `latest` tag and that tag's folder. Cheap: the tensors themselves are not read."""
+    pickled record read back (a save killed mid-write leaves a truncated zip); a DeepSpeed folder whose
+    `latest` tag holds one state file per data-parallel rank, each readable; or a distributed
+    (sharded) checkpoint folder whose metadata reads back and names only files that are there in full.
+    Cheap: the tensors themselves are not read.
+
+    Not caught: DeepSpeed under Lightning always saves to the tag `checkpoint`, overwriting it in
+    place, so a kill after every rank wrote but before the save ended looks intact."""
     import zipfile
 
     path = Path(path)
-    if path.is_dir():  # DeepSpeed: every state file of the tag `latest` names (Lightning's folder: "checkpoint") must read back
+    if path.is_dir() and (path / ".metadata").is_file():  # torch.distributed.checkpoint, with Lightning's meta.pt written last
+        return _dcp_intact(path) and checkpoint_intact(path / "meta.pt")
+    if path.is_dir():  # DeepSpeed: the tag `latest` names (Lightning's folder: "checkpoint")
         tag = path / "latest"
         state = path / tag.read_text().strip() if tag.is_file() else path / "checkpoint"
         files = sorted(state.glob("*.pt")) if state.is_dir() else []
-        return bool(files) and all(checkpoint_intact(f) for f in files)
+        return bool(files) and _deepspeed_ranks_complete(files) and all(checkpoint_intact(f) for f in files)
     try:
         with zipfile.ZipFile(path) as z:
             pkl = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
@@ -172,6 +179,34 @@ def checkpoint_intact(path: Path) -> bool:
             return all(i.header_offset + i.compress_size <= size for i in z.infolist())
     except (OSError, zipfile.BadZipFile, EOFError, KeyError, ValueError):
         return False
+
+
+def _deepspeed_ranks_complete(files: list[Path]) -> bool:
+    """Every kind of per-rank file (`[bf16_]zero_pp_rank_<r>_mp_rank_<m>_<kind>.pt`) present for ranks 0..n-1, the same n
+    for every kind: a save killed before some rank wrote leaves a gap or a shorter set."""
+    import re
+    from collections import defaultdict
+
+    ranks: dict[str, set[int]] = defaultdict(set)
+    for f in files:
+        m = re.fullmatch(r"(?:bf16_)?zero_pp_rank_(\d+)_mp_rank_(\d+)_(\w+)\.pt", f.name)
+        if m:
+            ranks[f"{m.group(2)}/{m.group(3)}"].add(int(m.group(1)))
+    sizes = {len(r) for r in ranks.values()}
+    return all(r == set(range(len(r))) for r in ranks.values()) and len(sizes) <= 1
+
+
+def _dcp_intact(path: Path) -> bool:
+    try:
+        from torch.distributed.checkpoint import FileSystemReader
+
+        meta = FileSystemReader(str(path)).read_metadata()
+    except Exception:  # noqa: BLE001 - any failure to read the metadata back means not intact
+        return False
+    need: dict[str, int] = {}
+    for info in (meta.storage_data or {}).values():
+        need[info.relative_path] = max(need.get(info.relative_path, 0), info.offset + info.length)
+    return bool(need) and all((path / f).is_file() and (path / f).stat().st_size >= n for f, n in need.items())
 
 
 def resume_path(cfg: DictConfig, stage_dir: Path) -> str | None:

@@ -35,6 +35,14 @@ from m2r.checks import ConfigError, check_config
     ("callbacks.checkpoint.every_n_train_steps=-1", "callbacks.checkpoint.every_n_train_steps"),
     ("model.min_pixels=50000", "model.min_pixels"),  # above max_pixels
     ("trainer.max_steps=true", "trainer.max_steps"),
+    ("sft.module.betas=null", "sft.module.betas"),
+    ("trainer.val_check_interval=0", "trainer.val_check_interval"),
+    ("trainer.limit_val_batches=-1", "trainer.limit_val_batches"),
+    ("trainer.devices=0", "trainer.devices"),
+    ("quality.weights.structural=-5", "quality.weights.structural"),
+    ("algo.aggregation=bogus", "algo.aggregation"),
+    ("curriculum.end_policy=bogus", "curriculum.end_policy"),
+    ("curriculum.order=bogus", "curriculum.order"),
 ])
 def test_bad_numeric_value_names_its_key(override, key, tmp_path):
     cfg = compose([override], tmp_path, tmp_path)
@@ -196,9 +204,27 @@ def test_corrupt_last_ckpt_falls_back_to_the_newest_intact(tmp_path, caplog):
     assert checkpoint_intact(ds)
     (ds / "checkpoint" / "mp_rank_00_model_states.pt").write_bytes(b"\0" * 100)  # rewritten in place, killed mid-write
     assert not checkpoint_intact(ds)
+    _fake_ckpt(ds / "checkpoint" / "mp_rank_00_model_states.pt", 30)
+    _fake_ckpt(ds / "checkpoint" / "zero_pp_rank_2_mp_rank_00_optim_states.pt", 30)
+    assert not checkpoint_intact(ds)  # rank 1's state never written (killed before it saved)
+    _fake_ckpt(ds / "checkpoint" / "zero_pp_rank_1_mp_rank_00_optim_states.pt", 30)
+    assert checkpoint_intact(ds)
+    _fake_ckpt(ds / "checkpoint" / "zero_pp_rank_0_mp_rank_00_model_states.pt", 30)  # ZeRO-3: model states per rank too
+    assert not checkpoint_intact(ds)  # one rank's model states for three ranks' optimizer states
     empty = folder / "empty.ckpt"
     (empty / "checkpoint").mkdir(parents=True)
     assert not checkpoint_intact(empty)
+    # a distributed (sharded) checkpoint: torch.distributed.checkpoint's files, then Lightning's meta.pt from rank 0
+    import torch.distributed.checkpoint as dcp
+
+    sharded = folder / "sharded.ckpt"
+    dcp.save({"w": torch.randn(64, 64), "b": torch.randn(64)}, checkpoint_id=str(sharded))
+    assert not checkpoint_intact(sharded)  # meta.pt is written last: not there yet
+    torch.save({"global_step": 3}, sharded / "meta.pt")
+    assert checkpoint_intact(sharded)
+    shard = next(sharded.glob("*.distcp"))
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    assert not checkpoint_intact(sharded)
 
 
 def test_checkpoint_interval_is_capped_to_the_stage(tmp_path):

@@ -47,8 +47,41 @@ def test_sft_refuses_filtered_traces_made_with_other_quality_settings(tmp_path):
     stepkeys.prepare(compose(["quality.threshold=0.8"], tmp_path, tmp_path), "quality")
     (tmp_path / "quality" / "train").mkdir(parents=True)
     (tmp_path / "quality" / "train" / "manifest.json").write_text("{}")  # the filter's output, keyed with threshold 0.8
+    (tmp_path / "quality" / "summary.json").write_text("{}")  # written last: the filter finished
     with pytest.raises(ValueError, match="quality-filtered traces .* other quality"):
         step_sft(compose(["stage=sft", "quality.threshold=0.2"], tmp_path, tmp_path))
+
+
+def test_a_key_records_only_the_inputs_the_step_reads_and_only_once_complete(tmp_path):
+    """An upstream output is part of a step's key only when the step would read it and it is finished:
+    SFT that trained on every trace (no filtered traces yet) is redone once the filter finishes."""
+    cfg = compose([], tmp_path, tmp_path)
+    stepkeys.prepare(cfg, "quality")  # the filter started (its key.json is written first) but has not finished
+    before = stepkeys.step_key(cfg, "sft")
+    assert before[1]["inputs"]["quality"] is None
+    (tmp_path / "quality" / "train").mkdir(parents=True)
+    (tmp_path / "quality" / "train" / "manifest.json").write_text("{}")
+    (tmp_path / "quality" / "summary.json").write_text("{}")
+    after = stepkeys.step_key(cfg, "sft")
+    assert after[1]["inputs"]["quality"] is not None and after[0] != before[0]  # the unfiltered SFT is not kept
+    # quality.enabled=false: SFT reads every trace, so the filter's settings do not key it
+    off = [stepkeys.step_key(compose(["quality.enabled=false", f"quality.threshold={t}"], tmp_path, tmp_path), "sft")[0] for t in (0.2, 0.8)]
+    assert off[0] == off[1]
+    # GRPO from a given checkpoint: keyed by that folder's files, not by this run's SFT
+    init = tmp_path / "ckpt"
+    init.mkdir()
+    (init / "config.json").write_text("{}")
+    a = stepkeys.step_key(compose([f"grpo.init={init}"], tmp_path, tmp_path), "grpo")
+    assert "sft" not in a[1]["inputs"] and a[1]["inputs"]["grpo.init"] is not None
+    (init / "model.safetensors").write_bytes(b"new weights")  # the checkpoint replaced in place
+    assert stepkeys.step_key(compose([f"grpo.init={init}"], tmp_path, tmp_path), "grpo")[0] != a[0]
+    # the number of ranks sets the global batch and the data split
+    for step in ("sft", "grpo"):
+        one = stepkeys.step_key(cfg, step)[0]
+        assert stepkeys.step_key(compose(["trainer.num_nodes=2"], tmp_path, tmp_path), step)[0] != one
+        assert stepkeys.step_key(compose(["trainer.devices=2", "strategy=ddp"], tmp_path, tmp_path), step)[0] != one
+    assert stepkeys.step_key(compose(["trainer.gradient_clip_val=0"], tmp_path, tmp_path), "sft")[0] == \
+        stepkeys.step_key(compose(["trainer.gradient_clip_val=null"], tmp_path, tmp_path), "sft")[0]  # both: no clipping
 
 
 def test_output_without_a_key_is_redone(tmp_path, caplog):
@@ -66,16 +99,23 @@ def test_keys_chain_from_the_data_down(tmp_path, caplog):
     cfg = compose([], tmp_path, tmp_path)
     (tmp_path / "build" / "train").mkdir(parents=True)
     (tmp_path / "build" / "train" / "manifest.json").write_text('{"count": 3, "build_key": "a"}')
-    keys = {s: stepkeys.prepare(cfg, s) for s in ("quality", "sft", "difficulty", "curriculum", "grpo", "heldout_grpo")}
-    assert keys == {s: stepkeys.prepare(cfg, s) for s in keys}  # stable
+    def run(cfg, step):  # the step prepared, then finished (what it writes last)
+        key = stepkeys.prepare(cfg, step)
+        for f in stepkeys.COMPLETE.get(step, []):
+            (stepkeys.step_dirs(cfg, step)[0] / f).parent.mkdir(parents=True, exist_ok=True)
+            (stepkeys.step_dirs(cfg, step)[0] / f).write_text("{}")
+        return key
+
+    keys = {s: run(cfg, s) for s in ("quality", "sft", "difficulty", "curriculum", "grpo", "heldout_grpo")}
+    assert keys == {s: run(cfg, s) for s in keys}  # stable
     (tmp_path / "build" / "train" / "manifest.json").write_text('{"count": 4, "build_key": "b"}')  # a fixed row, rebuilt
     with caplog.at_level(logging.WARNING, logger="m2r.stepkeys"):
-        new = {s: stepkeys.prepare(cfg, s) for s in keys}
+        new = {s: run(cfg, s) for s in keys}
     assert all(new[s] != keys[s] for s in keys)
     assert "build (its output changed)" in caplog.text
     # A change that only GRPO reads leaves everything upstream as it is.
     cfg2 = compose(["algo.G=8"], tmp_path, tmp_path)
-    again = {s: stepkeys.prepare(cfg2, s) for s in keys}
+    again = {s: run(cfg2, s) for s in keys}
     assert [s for s in keys if again[s] != new[s]] == ["grpo", "heldout_grpo"]
 
 

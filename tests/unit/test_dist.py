@@ -10,7 +10,8 @@ from m2r import dist
 
 @pytest.fixture
 def env(monkeypatch, tmp_path):
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID"):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_JOB_ID", "SLURM_STEP_ID",
+                "SLURM_RESTART_COUNT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("M2R_RUN_ID", "run-a")
     monkeypatch.setenv("M2R_STEP_MARKS", str(tmp_path / "marks"))
@@ -46,6 +47,15 @@ def test_rank_world_from_each_launcher(env):
     assert dist.run_id(3) == "slurm-77-batch-0"
     env.setenv("SLURM_STEP_ID", "1")  # a second srun in the same batch script: not the first one's run
     assert dist.run_id(3) == "slurm-77-1-0"
+    # torchrun inside srun, with --rdzv-id=$SLURM_JOB_ID in every step: the step still tells them apart
+    env.setenv("TORCHELASTIC_RUN_ID", "77")
+    first = dist.run_id(3)
+    env.setenv("SLURM_STEP_ID", "2")
+    assert dist.run_id(3) != first and dist.run_id(3).startswith("slurm-77-2-0")
+    env.setenv("TORCHELASTIC_RESTART_COUNT", "1")  # torchrun restarted the workers: not the failed attempt's markers
+    assert dist.run_id(3) == "slurm-77-2-0-1"
+    env.delenv("SLURM_JOB_ID")
+    assert dist.run_id(3) == "77-1"
 
 
 def test_my_batches_are_the_one_rank_batches():

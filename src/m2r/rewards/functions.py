@@ -451,7 +451,7 @@ _ALTERNATIVE = re.compile(
     r"(?<![A-Za-z\\])(?:or|and|not|nor|either|neither|except|between|maybe|perhaps|vs)(?![A-Za-z])"
     r"|\\(?:lor|vee|neg|lnot|neq|ne|pm|mp|approx|sim)(?![A-Za-z])|[≠±∨¬]"
     r"|\\(?:[lcv]?dots[bcmi]?|ddots)(?![A-Za-z])|\.\.\.|…"  # "3 + \ldots": a series cut short is not one value
-    r"|\\(?:boxed|fbox)", re.I)  # a box inside the answer: math-verify would grade only what one of them holds
+    r"|\\(?:boxed|fbox)|\\\|", re.I)  # a box inside the answer: math-verify would grade only what one of them holds
 
 
 def costly_shapes(s: str) -> set[str]:
@@ -460,10 +460,11 @@ def costly_shapes(s: str) -> set[str]:
 
 def _too_costly(ans: str, gold: str = "") -> bool:
     """An answer that may keep sympy busy for seconds: over 150 characters and 3x its gold's length,
-    nested over 30 braces deep, or with a costly shape (power tower, big factorial or exponent, a power of a group,
+    more than 3 powers and twice its gold's, nested over 30 braces deep, or with a costly shape (power tower, big factorial or exponent, a power of a group,
     a matrix or determinant, an integral/limit/sum/product) that its gold does not have."""
     too_long = len(ans) > max(MAX_EXPR_CHARS, 3 * len(gold))
-    return too_long or brace_depth(ans) > MAX_BRACE_DEPTH or bool(costly_shapes(ans) - costly_shapes(gold))
+    many_powers = ans.count("^") > max(3, 2 * gold.count("^"))  # \sin(x^{9}+y)^{9}\cos(y^{8}-x)^{9} against x+1: a timeout
+    return too_long or many_powers or brace_depth(ans) > MAX_BRACE_DEPTH or bool(costly_shapes(ans) - costly_shapes(gold))
 
 
 def _one_expression(ans: str, gold: str) -> bool:
@@ -488,23 +489,71 @@ def _one_expression(ans: str, gold: str) -> bool:
 _TEX_FRAC = re.compile(r"\\([dt]?frac)\s*(\{[^{}]*\}|[0-9A-Za-z])\s*(\{[^{}]*\}|[0-9A-Za-z])")
 _TEX_SQRT = re.compile(r"\\sqrt\s*([0-9A-Za-z])")
 _THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:\\,\d{3})+(?![\d])")  # 1\,000 and 12\,345\,678 (latex2sympy reads 1*0)
-_SPACING = re.compile(r"\\(?:[,;:!> ]|q?quad(?![A-Za-z]))|~")  # TeX spacing: no meaning in math
+_SPACING = re.compile(  # TeX spacing and invisible boxes: no meaning in math
+    r"\\(?:[,;:!> ]|(?:q?quad|(?:neg)?(?:thin|med|thick)space|enspace|enskip)(?![A-Za-z])|[hv]?phantom\s*\{[^{}]*\}|[hv](?:space|skip)\s*\{[^{}]*\})|~")
+# Formatting that changes how a value looks, not what it is: `\boldsymbol{3}`, `\textcolor{red}{3}`, `\displaystyle 3`.
+_STYLE = re.compile(r"\\(?:displaystyle|textstyle|scriptstyle|color\s*\{[^{}]*\})|\\textcolor\s*\{[^{}]*\}")
+_BOLD = re.compile(r"\\(?:boldsymbol|mathbf|bm|pmb)\s*\{([^{}]*)\}")
+_ALIASES = {"\\lbrace": "\\{", "\\rbrace": "\\}", "\\lbrack": "[", "\\rbrack": "]", "\\lparen": "(", "\\rparen": ")", "\\dfrac": "\\frac", "\\tfrac": "\\frac"}
+_ALIAS = re.compile(r"\\(?:lbrace|rbrace|lbrack|rbrack|lparen|rparen|dfrac|tfrac)(?![A-Za-z])")
+# A braced number that is no command's argument is the number itself to TeX (`{1}2` shows 12): unbraced, latex2sympy cannot
+# add it to its neighbour as a mixed number (`{2}{3}`, `1{2}` were 5 and 3).
+_NUMBER_IN_BRACES = re.compile(r"\{\s*(\d+(?:\.\d+)?)\s*\}")
+_TWO_ARGS = re.compile(r"\\(?:frac|cfrac|binom|dbinom|tbinom|overset|underset|stackrel)\s*$")
 _SCRIPT_GAP = re.compile(r"([_^])\s+")  # `\log_ 2(8)` is `\log_2(8)`
 # latex2sympy reads an integer followed by a positive number as a mixed number: `2(3)`, `2[3]`, `{2}(3)`, `(2)(3)` and
 # `2\left(3\right)` are 5, `1 2` and `{1} 2` are 3. A number (not a sub- or superscript) before a group is made an explicit
 # product; two numbers side by side are refused.
 _NUMBER = r"(?<![_^\d.])(?<![_^]\{)\d+(?:\.\d+)?"
-_NUMBER_GROUP = re.compile(rf"({_NUMBER}[)}}\]]*)\s*(?=\\left|\\\{{|[(\[]|\{{\s*[(\[])")  # `{` alone opens an argument: \frac{1}{2}
+# `{` alone opens an argument (\frac{1}{2}); so does `{(` after a closing brace (\frac{1}{(x+1)^2}), but not after a bare number (2{(3)}).
+_NUMBER_GROUP = re.compile(rf"({_NUMBER}[)}}\]]*)\s*(?=\\left|\\\{{|[(\[])|({_NUMBER})\s*(?=\{{\s*[(\[])")
 _NUMBER_GAP = re.compile(rf"{_NUMBER}[)}}\]]*\s+[{{(\[]*\d")
 # A unit written after a gold value (`5\text{ cm}`, `7 \mathrm{m}`, `3\mbox{ h}^2`): math-verify parses without unit
 # stripping (below), so it is taken off the gold, and off an answer whose gold has one.
-_TRAILING_UNIT = re.compile(r"\s*\\(?:text|mathrm|mbox|textrm)\s*\{[^{}]*\}(?:\^\{?\d\}?)?\s*$")
+# `\mathrm{i}`, `\mathrm{e}` (and j, d) are constants, not units; a unit follows a value, not an operator (`1+\mathrm{i}`).
+_TRAILING_UNIT = re.compile(r"(?<=[\d})%\s])\s*\\(?:text|mathrm|mbox|textrm)\s*\{(?!\s*[eijd]\s*\})([^{}]*)\}(?:\^\{?\d\}?)?\s*$")
 
 
 def _tex_args(s: str) -> str:
     s = _SCRIPT_GAP.sub(r"\1", _THOUSANDS.sub(lambda m: m.group().replace("\\,", ""), s.replace("\\$", "")))  # and \$5 is 5
-    s = _TEX_FRAC.sub(lambda m: f"\\{m[1]}{_braced(m[2])}{_braced(m[3])}", _SPACING.sub(" ", s))
-    return _TEX_SQRT.sub(r"\\sqrt{\1}", s)
+    s = _ALIAS.sub(lambda m: _ALIASES[m.group()], _BOLD.sub(r"{\1}", _STYLE.sub(" ", _SPACING.sub(" ", s))))
+    s = _TEX_FRAC.sub(lambda m: f"\\{m[1]}{_braced(m[2])}{_braced(m[3])}", s)
+    return _bare_numbers(_TEX_SQRT.sub(r"\\sqrt{\1}", s))
+
+
+def _bare_numbers(s: str) -> str:
+    """`{3}` -> `3` where the group is no command's argument (nor a script's, nor `\\sqrt[n]`'s radicand)."""
+    def sub(m: re.Match) -> str:
+        before = s[: m.start()].rstrip()
+        if not before:
+            return m[1]
+        if before[-1] in "^_]" or re.search(r"\\[A-Za-z]+$", before):
+            return m.group()  # x^{2}, \sqrt[3]{8}, \frac{1}
+        if before[-1] == "}":
+            depth, i = 0, len(before) - 1
+            while i >= 0:
+                depth += (before[i] == "}") - (before[i] == "{")
+                if depth == 0:
+                    break
+                i -= 1
+            if i >= 0 and _TWO_ARGS.search(before[:i]):
+                return m.group()  # \frac{1}{2}: the second argument
+        return m[1]
+    return _NUMBER_IN_BRACES.sub(sub, s)
+
+
+# Commands a strict answer may use without its gold using them: values, operators, functions, Greek letters, and units/text
+# (`_one_expression` refuses words). Anything else (`\le`, `\to`, `\star`, `\in`, `\equiv`, `\vert`, `\max`) only when the gold has it.
+_COMMAND = re.compile(r"\\([A-Za-z]+)")
+KNOWN_COMMANDS = frozenset(
+    "frac cfrac sqrt binom dbinom tbinom cdot times div pi left right infty circ degree percent prime text mathrm mbox textrm "
+    "sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log ln lg exp "
+    "alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi rho sigma tau upsilon phi varphi "
+    "chi psi omega Gamma Delta Theta Lambda Xi Sigma Upsilon Phi Psi Omega".split())
+
+
+def _unknown_commands(s: str) -> set[str]:
+    return {c for c in _COMMAND.findall(s) if c not in KNOWN_COMMANDS}
 
 
 def _braced(arg: str) -> str:
@@ -512,7 +561,7 @@ def _braced(arg: str) -> str:
 
 
 def _tex_products(s: str) -> str:
-    return _NUMBER_GROUP.sub(r"\1\\cdot ", s)
+    return _NUMBER_GROUP.sub(lambda m: (m[1] or m[2]) + "\\cdot ", s)
 
 
 def _expression_pair(response: str, sample: Sample, extraction: str) -> tuple[str, str] | float:
@@ -522,14 +571,20 @@ def _expression_pair(response: str, sample: Sample, extraction: str) -> tuple[st
         return 0.0
     if len(ans) > max(MAX_EXPR_CHARS, 3 * len(gold)):
         return 0.0  # `_too_costly`'s length bound, before any rewriting
-    if _TRAILING_UNIT.search(gold) and _TRAILING_UNIT.sub("", gold):
-        gold, ans = _TRAILING_UNIT.sub("", gold), _TRAILING_UNIT.sub("", ans)
+    unit = _TRAILING_UNIT.search(gold)
+    if unit and _TRAILING_UNIT.sub("", gold).strip():
+        gold = _TRAILING_UNIT.sub("", gold)
+        said = _TRAILING_UNIT.search(ans)
+        if said and " ".join(said[1].split()) == " ".join(unit[1].split()):
+            ans = _TRAILING_UNIT.sub("", ans)  # the gold's own unit; another one (or "cm or 7 cm") stays, and is refused below
     # latex2sympy stops at a newline (`2x\n+7` is 2) and at `\right )`: one space, no gap after \left/\right
     ans = re.sub(r"\\(left|right)\s+", r"\\\1", re.sub(r"\s+", " ", ans))
     ans, gold = _tex_args(ans), _tex_args(gold)
+    if _unknown_commands(ans) - _unknown_commands(gold):
+        return 0.0  # `\le 3`, `3\star`, `\to 3`: latex2sympy cannot read it, and math-verify would grade the first number
+    ans, gold = _tex_products(ans), _tex_products(gold)
     if _NUMBER_GAP.search(ans) and not _NUMBER_GAP.search(gold):
         return 0.0  # "1 2": 12, 1 and 2, or 3?
-    ans, gold = _tex_products(ans), _tex_products(gold)
     if ans.strip() == gold.strip():
         return 1.0
     if _too_costly(ans, gold):

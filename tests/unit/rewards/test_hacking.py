@@ -137,6 +137,24 @@ HACKS = [  # (name, response, sample, expected accuracy)
     ("expression braced number before a group", W("{2}(3)"), Sample(id="five3", task="general/algebra", question="q", answer="5", answer_type="expression"), 0.0),
     ("expression numbers apart by TeX spacing", W("1\\quad 2"), EX3, 0.0),
     ("expression squared function before its argument", W("2\\sin^2(x)"), Sample(id="two", task="general/algebra", question="q", answer="2", answer_type="expression"), 0.0),
+    # review, session 20: constants taken for units, commands latex2sympy cannot read (math-verify graded the first number),
+    # mixed-number readings around braces and named spacing, a hedge or another unit inside a gold's unit
+    ("expression imaginary unit dropped", W("1"), Sample(id="ci", task="general/algebra", question="q", answer="1+\\mathrm{i}", answer_type="expression"), 0.0),
+    ("expression Euler's number dropped", W("2"), Sample(id="ce", task="general/algebra", question="q", answer="2\\mathrm{e}", answer_type="expression"), 0.0),
+    ("expression relation before the value", W("\\le 3"), EX3, 0.0),
+    ("expression arrow before the value", W("\\to 3"), EX3, 0.0),
+    ("expression unknown symbol after the value", W("3^{4}\\star"), EX3, 0.0),
+    ("expression congruence", W("\\equiv 3"), EX3, 0.0),
+    ("expression divides", W("3 \\vert 4"), Sample(id="f4", task="general/algebra", question="q", answer="4", answer_type="expression"), 0.0),
+    ("expression norm bars", W("3 \\| 4"), Sample(id="f4b", task="general/algebra", question="q", answer="4", answer_type="expression"), 0.0),
+    ("expression braced numbers side by side", W("{2}{3}"), Sample(id="five4", task="general/algebra", question="q", answer="5", answer_type="expression"), 0.0),
+    ("expression number before a braced number", W("1{2}"), EX3, 0.0),
+    ("expression lbrace group read as a sum", W("2\\lbrace 3\\rbrace"), Sample(id="five5", task="general/algebra", question="q", answer="5", answer_type="expression"), 0.0),
+    ("expression numbers apart by a thin space", W("1\\thinspace 2"), EX3, 0.0),
+    ("expression numbers apart by a phantom", W("1\\phantom{0}2"), EX3, 0.0),
+    ("expression numbers apart by displaystyle", W("1\\displaystyle 2"), EX3, 0.0),
+    ("expression hedge inside the unit", W("5\\text{ cm or 7 cm}"), Sample(id="cm2", task="general/geometry", question="q", answer="5\\text{ cm}", answer_type="expression"), 0.0),
+    ("expression another unit", W("5\\text{ km}"), Sample(id="cm3", task="general/geometry", question="q", answer="5\\text{ cm}", answer_type="expression"), 0.0),
 ]
 
 CLEAN = [  # (name, response, sample, expected accuracy)
@@ -187,6 +205,15 @@ CLEAN = [  # (name, response, sample, expected accuracy)
     ("expression bare number for a gold with a unit", W("5"), Sample(id="cm", task="general/geometry", question="q", answer="5\\text{ cm}", answer_type="expression"), 1.0),
     ("expression one-token numerator", W("\\frac{1}{23}"), Sample(id="f123", task="general/algebra", question="q", answer="\\frac1{23}", answer_type="expression"), 1.0),
     ("expression thin-space thousands", W("1\\,000"), Sample(id="k", task="general/algebra", question="q", answer="1000", answer_type="expression"), 1.0),
+    ("expression imaginary unit", W("1+i"), Sample(id="ci2", task="general/algebra", question="q", answer="1+\\mathrm{i}", answer_type="expression"), 1.0),
+    ("expression fraction over a group", W("(x+1)^{-2}"), Sample(id="fg", task="general/algebra", question="q", answer="\\frac{1}{(x+1)^{2}}", answer_type="expression"), 1.0),
+    ("expression rationalised", W("6-3\\sqrt{3}"), Sample(id="rat", task="general/algebra", question="q", answer="\\frac{3}{(2+\\sqrt{3})}", answer_type="expression"), 1.0),
+    ("expression spaced product of groups", W("(x+1) (2x+3)"), Sample(id="pg", task="general/algebra", question="q", answer="2x^2+5x+3", answer_type="expression"), 1.0),
+    ("expression spaced number times group", W("3 (2x+1)"), Sample(id="ng", task="general/algebra", question="q", answer="6x+3", answer_type="expression"), 1.0),
+    ("expression half times group", W("\\frac{1}{2} (1+\\sqrt{5})"), Sample(id="phi", task="general/algebra", question="q", answer="\\frac{1+\\sqrt{5}}{2}", answer_type="expression"), 1.0),
+    ("expression bold symbol", W("\\boldsymbol{3}"), EX3, 1.0),
+    ("expression coloured", W("\\textcolor{red}{3}"), EX3, 1.0),
+    ("expression the gold's unit", W("5\\text{ cm}"), Sample(id="cm4", task="general/geometry", question="q", answer="5\\text{ cm}", answer_type="expression"), 1.0),
 ]
 
 

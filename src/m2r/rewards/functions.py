@@ -271,16 +271,19 @@ def _verify_worker(conn) -> None:
     # everything from a `\text{`/`\mathrm{` to the end, so `3x+5t` was 3x+5 and `4+\text{1}` was 4. A strict answer with a
     # word in `\text{}` is refused before parsing (`_one_expression`), so nothing a gold needs is lost.
     latex = LatexExtractionConfig()
-    config = [replace(latex, normalization_config=replace(latex.normalization_config, units=False)), ExprExtractionConfig()]
+    latex_only = [replace(latex, normalization_config=replace(latex.normalization_config, units=False))]
+    config = [*latex_only, ExprExtractionConfig()]
 
     from m2r.rewards.fast_latex import constant_sympy
 
     @functools.lru_cache(maxsize=1024)
-    def parsed(s: str):  # a group's G answers share their gold
+    def parsed(s: str, strict: bool = False):  # a group's G answers share their gold
         value = constant_sympy(s)  # a constant with a root or pi: the value latex2sympy would read, without its parse
         if value is not None:
             return [value, s]  # the shape of math-verify's parse: the value, then the string
-        return parse(s if "$" in s else f"${s}$", extraction_config=config, parsing_timeout=None)
+        # A strict answer is read as LaTeX or not at all: math-verify's plain-expression fallback takes the last number of
+        # what latex2sympy cannot read (`7\circ 9`, `\approx 9`, `7 \% 9` were 9).
+        return parse(s if "$" in s else f"${s}$", extraction_config=latex_only if strict else config, parsing_timeout=None)
 
     for gold, pred in _WARMUP:  # sympy loads much of itself lazily: the first interval, set or trig call costs 100-400 ms
         try:
@@ -290,9 +293,9 @@ def _verify_worker(conn) -> None:
             pass
     conn.send("ready")
     while True:
-        gold, pred = conn.recv()
+        gold, pred, *mode = conn.recv()  # (gold, answer[, strict]); a strict answer is parsed as LaTeX only
         try:
-            ok = judge(parsed(gold), parsed(pred))
+            ok = judge(parsed(gold), parsed(pred, bool(mode and mode[0])))
         except Exception:
             ok = False
         conn.send(bool(ok))
@@ -444,6 +447,7 @@ COSTLY_SHAPES = {
     "group_power": re.compile(r"[)\]}|]\s*(?:\^|\*\*)\s*\{?\s*[-+]?\s*\d{2,}"),  # (x+1)^{99}: expansions
     "matrix": re.compile(r"\\begin\s*\{\s*[a-zA-Z]*matrix|\\det\b|\\operatorname\s*\{\s*det"),
     "special_function": re.compile(r"\\(?:Gamma|zeta)(?![a-zA-Z])|\\operatorname"),
+    "function_power": re.compile(r"\\(?:sin|cos|tan|cot|sec|csc|sinh|cosh|tanh|log|ln|exp)\s*\([^()]*\)\s*\^"),  # \sin(x^{9}+y)^{9}: a timeout
     "calculus": re.compile(r"\\(?:int|iint|iiint|oint|lim|sum|prod|frac\s*\{\s*d\s*\}|partial)(?![a-zA-Z])"),
 }
 # Words and symbols that make an answer an alternative, a negation or a range rather than one answer.
@@ -460,10 +464,10 @@ def costly_shapes(s: str) -> set[str]:
 
 def _too_costly(ans: str, gold: str = "") -> bool:
     """An answer that may keep sympy busy for seconds: over 150 characters and 3x its gold's length,
-    more than 3 powers and twice its gold's, nested over 30 braces deep, or with a costly shape (power tower, big factorial or exponent, a power of a group,
+    more than 6 powers and 3x its gold's, nested over 30 braces deep, or with a costly shape (power tower, big factorial or exponent, a power of a group,
     a matrix or determinant, an integral/limit/sum/product) that its gold does not have."""
     too_long = len(ans) > max(MAX_EXPR_CHARS, 3 * len(gold))
-    many_powers = ans.count("^") > max(3, 2 * gold.count("^"))  # \sin(x^{9}+y)^{9}\cos(y^{8}-x)^{9} against x+1: a timeout
+    many_powers = ans.count("^") > max(6, 3 * gold.count("^"))
     return too_long or many_powers or brace_depth(ans) > MAX_BRACE_DEPTH or bool(costly_shapes(ans) - costly_shapes(gold))
 
 
@@ -490,35 +494,48 @@ _TEX_FRAC = re.compile(r"\\([dt]?frac)\s*(\{[^{}]*\}|[0-9A-Za-z])\s*(\{[^{}]*\}|
 _TEX_SQRT = re.compile(r"\\sqrt\s*([0-9A-Za-z])")
 _THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?:\\,\d{3})+(?![\d])")  # 1\,000 and 12\,345\,678 (latex2sympy reads 1*0)
 _SPACING = re.compile(  # TeX spacing and invisible boxes: no meaning in math
-    r"\\(?:[,;:!> ]|(?:q?quad|(?:neg)?(?:thin|med|thick)space|enspace|enskip)(?![A-Za-z])|[hv]?phantom\s*\{[^{}]*\}|[hv](?:space|skip)\s*\{[^{}]*\})|~")
+    r"(?<!\\)\\(?:[,;:!> ]|(?:q?quad|(?:neg)?(?:thin|med|thick)space|enspace|enskip)(?![A-Za-z])|[hv]?phantom\s*\{[^{}]*\}|[hv](?:space|skip)\s*\{[^{}]*\})|~")
 # Formatting that changes how a value looks, not what it is: `\boldsymbol{3}`, `\textcolor{red}{3}`, `\displaystyle 3`.
-_STYLE = re.compile(r"\\(?:displaystyle|textstyle|scriptstyle|color\s*\{[^{}]*\})|\\textcolor\s*\{[^{}]*\}")
-_BOLD = re.compile(r"\\(?:boldsymbol|mathbf|bm|pmb)\s*\{([^{}]*)\}")
-_ALIASES = {"\\lbrace": "\\{", "\\rbrace": "\\}", "\\lbrack": "[", "\\rbrack": "]", "\\lparen": "(", "\\rparen": ")", "\\dfrac": "\\frac", "\\tfrac": "\\frac"}
-_ALIAS = re.compile(r"\\(?:lbrace|rbrace|lbrack|rbrack|lparen|rparen|dfrac|tfrac)(?![A-Za-z])")
+_STYLE = re.compile(r"\\(?:displaystyle|textstyle|scriptstyle|color\s*\{[^{}]*\}|[Bb]igg?[lr]?(?![A-Za-z])|middle(?![A-Za-z]))|\\textcolor\s*\{[^{}]*\}")
+_BOLD = re.compile(r"\\(?:boldsymbol|mathbf|textbf|bm|pmb)\s*\{([^{}]*)\}")
+_ALIASES = {"\\lbrace": "\\{", "\\rbrace": "\\}", "\\lbrack": "[", "\\rbrack": "]", "\\lparen": "(", "\\rparen": ")", "\\dfrac": "\\frac",
+            "\\tfrac": "\\frac", "\\ge": "\\geq", "\\le": "\\leq", "\\geqslant": "\\geq", "\\leqslant": "\\leq", "\\ne": "\\neq",
+            "\\lvert": "|", "\\rvert": "|", "\\varnothing": "\\emptyset"}
+_ALIAS = re.compile(r"\\(?:lbrace|rbrace|lbrack|rbrack|lparen|rparen|dfrac|tfrac|ge|le|geqslant|leqslant|ne|lvert|rvert|varnothing)(?![A-Za-z])")
+_UPRIGHT_CONSTANT = re.compile(r"\\(?:mathrm|text|operatorname)\s*\{\s*([eij])\s*\}")  # \mathrm{i} is i, as a model writes it
 # A braced number that is no command's argument is the number itself to TeX (`{1}2` shows 12): unbraced, latex2sympy cannot
 # add it to its neighbour as a mixed number (`{2}{3}`, `1{2}` were 5 and 3).
-_NUMBER_IN_BRACES = re.compile(r"\{\s*(\d+(?:\.\d+)?)\s*\}")
+_NUMBER_IN_BRACES = re.compile(r"\{\s*(-?\s*\d+(?:\.\d+)?)\s*\}")
 _TWO_ARGS = re.compile(r"\\(?:frac|cfrac|binom|dbinom|tbinom|overset|underset|stackrel)\s*$")
 _SCRIPT_GAP = re.compile(r"([_^])\s+")  # `\log_ 2(8)` is `\log_2(8)`
 # latex2sympy reads an integer followed by a positive number as a mixed number: `2(3)`, `2[3]`, `{2}(3)`, `(2)(3)` and
 # `2\left(3\right)` are 5, `1 2` and `{1} 2` are 3. A number (not a sub- or superscript) before a group is made an explicit
 # product; two numbers side by side are refused.
-_NUMBER = r"(?<![_^\d.])(?<![_^]\{)\d+(?:\.\d+)?"
+_NUMBER = r"(?<![_^\d.])(?<![_^]\{)(?<![_^]\{-)\d+(?:\.\d+)?"
 # `{` alone opens an argument (\frac{1}{2}); so does `{(` after a closing brace (\frac{1}{(x+1)^2}), but not after a bare number (2{(3)}).
-_NUMBER_GROUP = re.compile(rf"({_NUMBER}[)}}\]]*)\s*(?=\\left|\\\{{|[(\[])|({_NUMBER})\s*(?=\{{\s*[(\[])")
+_NUMBER_GROUP = re.compile(rf"({_NUMBER}[)}}\]]*)\s*(?=\\left|\\\{{|[(\[])|({_NUMBER})\s*(?=\{{[\s{{]*(?:[(\[]|\\left|\\\{{))")
 _NUMBER_GAP = re.compile(rf"{_NUMBER}[)}}\]]*\s+[{{(\[]*\d")
 # A unit written after a gold value (`5\text{ cm}`, `7 \mathrm{m}`, `3\mbox{ h}^2`): math-verify parses without unit
 # stripping (below), so it is taken off the gold, and off an answer whose gold has one.
 # `\mathrm{i}`, `\mathrm{e}` (and j, d) are constants, not units; a unit follows a value, not an operator (`1+\mathrm{i}`).
-_TRAILING_UNIT = re.compile(r"(?<=[\d})%\s])\s*\\(?:text|mathrm|mbox|textrm)\s*\{(?!\s*[eijd]\s*\})([^{}]*)\}(?:\^\{?\d\}?)?\s*$")
+_TRAILING_UNIT = re.compile(r"(?<=[\d})%\s])\s*\\(?:text|mathrm|mbox|textrm)\s*\{(?!\s*[eijd]\s*\})([^{}]*)\}(\^\{?\d\}?)?\s*$")
+_PERCENT = re.compile(r"\s*\\?%\s*$")
+# A closing bracket or brace, or a script's digit, right before a number: `(2)3`, `\frac{4}{2}3`, `10^2{3}` (TeX shows 2 3,
+# latex2sympy adds or joins them).
+_CLOSER_NUMBER = re.compile(r"[)\]}]\s*-?\s*\d|[\^_]\s*\d+\s*\{")
 
 
 def _tex_args(s: str) -> str:
     s = _SCRIPT_GAP.sub(r"\1", _THOUSANDS.sub(lambda m: m.group().replace("\\,", ""), s.replace("\\$", "")))  # and \$5 is 5
     s = _ALIAS.sub(lambda m: _ALIASES[m.group()], _BOLD.sub(r"{\1}", _STYLE.sub(" ", _SPACING.sub(" ", s))))
+    s = _UPRIGHT_CONSTANT.sub(r"\1", s)
     s = _TEX_FRAC.sub(lambda m: f"\\{m[1]}{_braced(m[2])}{_braced(m[3])}", s)
-    return _bare_numbers(_TEX_SQRT.sub(r"\\sqrt{\1}", s))
+    s = _TEX_SQRT.sub(r"\\sqrt{\1}", s)
+    for _ in range(8):  # {{2}}: one brace level a pass
+        s, before = _bare_numbers(s), s
+        if s == before:
+            break
+    return s
 
 
 def _bare_numbers(s: str) -> str:
@@ -546,8 +563,8 @@ def _bare_numbers(s: str) -> str:
 # (`_one_expression` refuses words). Anything else (`\le`, `\to`, `\star`, `\in`, `\equiv`, `\vert`, `\max`) only when the gold has it.
 _COMMAND = re.compile(r"\\([A-Za-z]+)")
 KNOWN_COMMANDS = frozenset(
-    "frac cfrac sqrt binom dbinom tbinom cdot times div pi left right infty circ degree percent prime text mathrm mbox textrm "
-    "sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log ln lg exp "
+    "frac cfrac sqrt binom dbinom tbinom cdot times div pi left right infty circ prime text mathrm mbox textrm "
+    "sin cos tan cot sec csc arcsin arccos arctan sinh cosh tanh log ln exp "
     "alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi rho sigma tau upsilon phi varphi "
     "chi psi omega Gamma Delta Theta Lambda Xi Sigma Upsilon Phi Psi Omega".split())
 
@@ -571,12 +588,19 @@ def _expression_pair(response: str, sample: Sample, extraction: str) -> tuple[st
         return 0.0
     if len(ans) > max(MAX_EXPR_CHARS, 3 * len(gold)):
         return 0.0  # `_too_costly`'s length bound, before any rewriting
+    # `5\,\text{cm}`, `\mathrm{~cm}`: spacing is no part of a unit (but `1\,000` is a thousand)
+    ans, gold = (_SPACING.sub(" ", _THOUSANDS.sub(lambda m: m.group().replace("\\,", ""), re.sub(r"(?<=\d)\{,\}(?=\d{3})", "", x)))
+                 for x in (ans, gold))
     unit = _TRAILING_UNIT.search(gold)
     if unit and _TRAILING_UNIT.sub("", gold).strip():
         gold = _TRAILING_UNIT.sub("", gold)
         said = _TRAILING_UNIT.search(ans)
-        if said and " ".join(said[1].split()) == " ".join(unit[1].split()):
+        if said and (" ".join(said[1].split()), said[2]) == (" ".join(unit[1].split()), unit[2]):
             ans = _TRAILING_UNIT.sub("", ans)  # the gold's own unit; another one (or "cm or 7 cm") stays, and is refused below
+    if _PERCENT.search(ans) and (_PERCENT.search(gold) or not re.search(r"%", gold)):
+        ans, gold = _PERCENT.sub("", ans), _PERCENT.sub("", gold)  # 25\% is 25 (latex2sympy cannot read \%)
+    if _CLOSER_NUMBER.search(ans) and not _CLOSER_NUMBER.search(gold):
+        return 0.0
     # latex2sympy stops at a newline (`2x\n+7` is 2) and at `\right )`: one space, no gap after \left/\right
     ans = re.sub(r"\\(left|right)\s+", r"\\\1", re.sub(r"\s+", " ", ans))
     ans, gold = _tex_args(ans), _tex_args(gold)
@@ -592,7 +616,7 @@ def _expression_pair(response: str, sample: Sample, extraction: str) -> tuple[st
     if extraction != "lenient" and not _one_expression(ans, gold):
         return 0.0
     fast = fast_verdict(gold.strip(), ans.strip())  # simple LaTeX, decided here in microseconds
-    return (gold, ans) if fast is None else float(fast)
+    return (gold, ans, extraction != "lenient") if fast is None else float(fast)
 
 
 def expression_rewards(responses: list[str], samples: list[Sample], timeout_s: float = 2.0, workers: int = 2, extraction: str = "strict") -> list[float]:

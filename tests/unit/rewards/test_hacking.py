@@ -155,6 +155,18 @@ HACKS = [  # (name, response, sample, expected accuracy)
     ("expression numbers apart by displaystyle", W("1\\displaystyle 2"), EX3, 0.0),
     ("expression hedge inside the unit", W("5\\text{ cm or 7 cm}"), Sample(id="cm2", task="general/geometry", question="q", answer="5\\text{ cm}", answer_type="expression"), 0.0),
     ("expression another unit", W("5\\text{ km}"), Sample(id="cm3", task="general/geometry", question="q", answer="5\\text{ cm}", answer_type="expression"), 0.0),
+    # second review, session 20: math-verify's plain-expression fallback took the last number of what latex2sympy cannot read
+    ("expression unreadable command between numbers", W("7\\circ 3"), EX3, 0.0),
+    ("expression percent sign between numbers", W("7 \\% 3"), EX3, 0.0),
+    ("expression unicode relation", W("≈ 3"), EX3, 0.0),
+    ("expression unicode hedge", W("7 或 3"), EX3, 0.0),  # "7 or 3"
+    ("expression empty superscript", W("7^{} 3"), EX3, 0.0),
+    ("expression script digit joined to a braced digit", W("10^2{3}"), Sample(id="e23", task="general/algebra", question="q", answer="10^{23}", answer_type="expression"), 0.0),
+    ("expression doubly braced numbers", W("{{2}}{{3}}"), Sample(id="five6", task="general/algebra", question="q", answer="5", answer_type="expression"), 0.0),
+    ("expression number after a parenthesis", W("(2)3"), Sample(id="five7", task="general/algebra", question="q", answer="5", answer_type="expression"), 0.0),
+    ("expression number after a fraction", W("\\frac{4}{2}3"), Sample(id="five8", task="general/algebra", question="q", answer="5", answer_type="expression"), 0.0),
+    ("expression braced left group", W("2{\\left(3\\right)}"), Sample(id="five9", task="general/algebra", question="q", answer="5", answer_type="expression"), 0.0),
+    ("expression unit with another power", W("5\\text{ cm}^2"), Sample(id="cm5", task="general/geometry", question="q", answer="5\\text{ cm}", answer_type="expression"), 0.0),
 ]
 
 CLEAN = [  # (name, response, sample, expected accuracy)
@@ -214,6 +226,15 @@ CLEAN = [  # (name, response, sample, expected accuracy)
     ("expression bold symbol", W("\\boldsymbol{3}"), EX3, 1.0),
     ("expression coloured", W("\\textcolor{red}{3}"), EX3, 1.0),
     ("expression the gold's unit", W("5\\text{ cm}"), Sample(id="cm4", task="general/geometry", question="q", answer="5\\text{ cm}", answer_type="expression"), 1.0),
+    ("expression spaced unit", W("5\\,\\text{cm}"), Sample(id="cm6", task="general/geometry", question="q", answer="5\\text{ cm}", answer_type="expression"), 1.0),
+    ("expression ge for geq", W("x\\ge 2"), Sample(id="ge", task="general/algebra", question="q", answer="x \\geq 2", answer_type="expression"), 1.0),
+    ("expression expanded cube", W("x^3+3x^2y+3xy^2+y^3"), Sample(id="cub", task="general/algebra", question="q", answer="(x+y)^3", answer_type="expression"), 1.0),
+    ("expression column vector spaced", W("\\begin{pmatrix} 3 \\\\ -1 \\end{pmatrix}"), Sample(id="vec", task="general/algebra", question="q", answer="\\begin{pmatrix}3\\\\-1\\end{pmatrix}", answer_type="expression"), 1.0),
+    ("expression inverse tangent", W("\\tan^{-1}(2)"), Sample(id="atan", task="general/algebra", question="q", answer="\\arctan(2)", answer_type="expression"), 1.0),
+    ("expression upright i in the answer", W("3-2\\mathrm{i}"), Sample(id="ci3", task="general/algebra", question="q", answer="3-2i", answer_type="expression"), 1.0),
+    ("expression percent", W("25\\%"), Sample(id="pc", task="general/algebra", question="q", answer="25", answer_type="expression"), 1.0),
+    ("expression sized parentheses", W("\\Big(\\frac{1}{2}\\Big)"), EX, 1.0),
+    ("expression braced negative number", W("2{-3}"), Sample(id="m1", task="general/algebra", question="q", answer="-1", answer_type="expression"), 1.0),
 ]
 
 

@@ -522,7 +522,7 @@ _TRAILING_UNIT = re.compile(r"(?<=[\d})%\s])\s*\\(?:text|mathrm|mbox|textrm)\s*\
 _PERCENT = re.compile(r"\s*\\?%\s*$")
 # A closing bracket or brace, or a script's digit, right before a number: `(2)3`, `\frac{4}{2}3`, `10^2{3}` (TeX shows 2 3,
 # latex2sympy adds or joins them).
-_CLOSER_NUMBER = re.compile(r"[)\]}]\s*-?\s*\d|[\^_]\s*\d+\s*\{")
+_CLOSER_NUMBER = re.compile(r"[)\]}]\s*\d|[\^_]\s*\d+\s*\{")  # `(2) - 3` is a difference
 
 
 def _tex_args(s: str) -> str:

@@ -235,6 +235,7 @@ CLEAN = [  # (name, response, sample, expected accuracy)
     ("expression percent", W("25\\%"), Sample(id="pc", task="general/algebra", question="q", answer="25", answer_type="expression"), 1.0),
     ("expression sized parentheses", W("\\Big(\\frac{1}{2}\\Big)"), EX, 1.0),
     ("expression braced negative number", W("2{-3}"), Sample(id="m1", task="general/algebra", question="q", answer="-1", answer_type="expression"), 1.0),
+    ("expression difference after a group", W("3(\\frac{1}{2}) - 2(\\frac{1}{2})"), EX, 1.0),
 ]
 
 

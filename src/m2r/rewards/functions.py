@@ -502,6 +502,7 @@ _ALIASES = {"\\lbrace": "\\{", "\\rbrace": "\\}", "\\lbrack": "[", "\\rbrack": "
             "\\tfrac": "\\frac", "\\ge": "\\geq", "\\le": "\\leq", "\\geqslant": "\\geq", "\\leqslant": "\\leq", "\\ne": "\\neq",
             "\\lvert": "|", "\\rvert": "|", "\\varnothing": "\\emptyset"}
 _ALIAS = re.compile(r"\\(?:lbrace|rbrace|lbrack|rbrack|lparen|rparen|dfrac|tfrac|ge|le|geqslant|leqslant|ne|lvert|rvert|varnothing)(?![A-Za-z])")
+_UNICODE_MATH = str.maketrans({"°": "^{\\circ}", "−": "-", "×": "\\times ", "·": "\\cdot ", "π": "\\pi "})
 _UPRIGHT_CONSTANT = re.compile(r"\\(?:mathrm|text|operatorname)\s*\{\s*([eij])\s*\}")  # \mathrm{i} is i, as a model writes it
 # A braced number that is no command's argument is the number itself to TeX (`{1}2` shows 12): unbraced, latex2sympy cannot
 # add it to its neighbour as a mixed number (`{2}{3}`, `1{2}` were 5 and 3).
@@ -522,14 +523,35 @@ _TRAILING_UNIT = re.compile(r"(?<=[\d})%\s])\s*\\(?:text|mathrm|mbox|textrm)\s*\
 _PERCENT = re.compile(r"\s*\\?%\s*$")
 # A closing bracket or brace, or a script's digit, right before a number: `(2)3`, `\frac{4}{2}3`, `10^2{3}` (TeX shows 2 3,
 # latex2sympy adds or joins them).
-_CLOSER_NUMBER = re.compile(r"[)\]}]\s*\d|[\^_]\s*\d+\s*\{")  # `(2) - 3` is a difference
+_CLOSER_NUMBER = re.compile(r"[)\]]\s*\{?\s*(?:\d|\\frac)|\}\s*\d|[\^_]\s*\d+\s*\{\s*-?\d")  # `(2) - 3` is a difference; `\sin^2{x}` a power
+
+
+def _closer_number(s: str) -> bool:
+    """A number right after a closing bracket or a non-script group (`(2)3`, `\frac{4}{2}3`), or a braced number after a
+    script digit (`10^2{3}`); a script group before an argument is fine (`\log_{2} 8`, `x^{2}3` reads as a product)."""
+    for m in _CLOSER_NUMBER.finditer(s):
+        close = m.group()[0]
+        if close in "}]":
+            opener = "{" if close == "}" else "["
+            depth, i = 0, m.start()
+            while i >= 0:
+                depth += (s[i] == close) - (s[i] == opener)
+                if depth == 0:
+                    break
+                i -= 1
+            before = s[:i].rstrip() if i > 0 else ""
+            if (close == "}" and before.endswith(("^", "_"))) or (close == "]" and before.endswith("\\sqrt")):
+                continue  # a script group (`\log_{2} 8`) or a root's index (`\sqrt[3]{8}`)
+        return True
+    return False
 
 
 def _tex_args(s: str) -> str:
     s = _SCRIPT_GAP.sub(r"\1", _THOUSANDS.sub(lambda m: m.group().replace("\\,", ""), s.replace("\\$", "")))  # and \$5 is 5
     s = _ALIAS.sub(lambda m: _ALIASES[m.group()], _BOLD.sub(r"{\1}", _STYLE.sub(" ", _SPACING.sub(" ", s))))
-    s = _UPRIGHT_CONSTANT.sub(r"\1", s)
-    s = _TEX_FRAC.sub(lambda m: f"\\{m[1]}{_braced(m[2])}{_braced(m[3])}", s)
+    s = _UPRIGHT_CONSTANT.sub(r"\1", s).translate(_UNICODE_MATH)
+    # a digit right after a fraction multiplies it, as TeX shows it (`\frac123` is 3/2); latex2sympy might add it
+    s = _TEX_FRAC.sub(lambda m: f"\\{m[1]}{_braced(m[2])}{_braced(m[3])}" + ("\\cdot " if re.match(r"\s*\d", m.string[m.end():]) else ""), s)
     s = _TEX_SQRT.sub(r"\\sqrt{\1}", s)
     for _ in range(8):  # {{2}}: one brace level a pass
         s, before = _bare_numbers(s), s
@@ -599,11 +621,12 @@ def _expression_pair(response: str, sample: Sample, extraction: str) -> tuple[st
             ans = _TRAILING_UNIT.sub("", ans)  # the gold's own unit; another one (or "cm or 7 cm") stays, and is refused below
     if _PERCENT.search(ans) and (_PERCENT.search(gold) or not re.search(r"%", gold)):
         ans, gold = _PERCENT.sub("", ans), _PERCENT.sub("", gold)  # 25\% is 25 (latex2sympy cannot read \%)
-    if _CLOSER_NUMBER.search(ans) and not _CLOSER_NUMBER.search(gold):
-        return 0.0
     # latex2sympy stops at a newline (`2x\n+7` is 2) and at `\right )`: one space, no gap after \left/\right
     ans = re.sub(r"\\(left|right)\s+", r"\\\1", re.sub(r"\s+", " ", ans))
+    raw_ans, raw_gold = ans, gold
     ans, gold = _tex_args(ans), _tex_args(gold)
+    if (_closer_number(raw_ans) or _closer_number(ans)) and not (_closer_number(raw_gold) or _closer_number(gold)):
+        return 0.0  # checked again once braces are off: `(2){3}` is `(2)3`
     if _unknown_commands(ans) - _unknown_commands(gold):
         return 0.0  # `\le 3`, `3\star`, `\to 3`: latex2sympy cannot read it, and math-verify would grade the first number
     ans, gold = _tex_products(ans), _tex_products(gold)

@@ -167,6 +167,8 @@ HACKS = [  # (name, response, sample, expected accuracy)
     ("expression number after a fraction", W("\\frac{4}{2}3"), Sample(id="five8", task="general/algebra", question="q", answer="5", answer_type="expression"), 0.0),
     ("expression braced left group", W("2{\\left(3\\right)}"), Sample(id="five9", task="general/algebra", question="q", answer="5", answer_type="expression"), 0.0),
     ("expression unit with another power", W("5\\text{ cm}^2"), Sample(id="cm5", task="general/geometry", question="q", answer="5\\text{ cm}", answer_type="expression"), 0.0),
+    ("expression braced number after a bracket", W("[2]{3}"), Sample(id="five10", task="general/algebra", question="q", answer="5", answer_type="expression"), 0.0),
+    ("expression fraction after a parenthesis", W("(2){\\frac{1}{2}}"), Sample(id="mix", task="general/algebra", question="q", answer="2.5", answer_type="expression"), 0.0),
 ]
 
 CLEAN = [  # (name, response, sample, expected accuracy)
@@ -235,6 +237,10 @@ CLEAN = [  # (name, response, sample, expected accuracy)
     ("expression percent", W("25\\%"), Sample(id="pc", task="general/algebra", question="q", answer="25", answer_type="expression"), 1.0),
     ("expression sized parentheses", W("\\Big(\\frac{1}{2}\\Big)"), EX, 1.0),
     ("expression braced negative number", W("2{-3}"), Sample(id="m1", task="general/algebra", question="q", answer="-1", answer_type="expression"), 1.0),
+    ("expression log with a braced base", W("\\log_{2} 8"), EX3, 1.0),
+    ("expression squared sine of a braced argument", W("\\sin^2{x}+\\cos^2{x}"), Sample(id="one2", task="general/algebra", question="q", answer="1", answer_type="expression"), 1.0),
+    ("expression unicode degrees", W("60°"), Sample(id="deg", task="general/geometry", question="q", answer="60^\\circ", answer_type="expression"), 1.0),
+    ("expression cube root", W("\\sqrt[3]{8}"), Sample(id="two2", task="general/algebra", question="q", answer="2", answer_type="expression"), 1.0),
     ("expression difference after a group", W("3(\\frac{1}{2}) - 2(\\frac{1}{2})"), EX, 1.0),
 ]
 

@@ -45,7 +45,7 @@ STEP_CONFIG: dict[str, list[str]] = {
 # Keys inside the groups above that change memory, speed or logs but not what a step computes: changing them
 # (the usual fixes after running out of memory) keeps a step's output and checkpoints.
 NOT_KEYED = frozenset({
-    "grpo.module.micro_batch_size", "grpo.module.logprob_chunk", "grpo.module.rollout_log_rows",
+    "grpo.module.micro_batch_size", "grpo.module.logprob_chunk", "grpo.module.rollout_log_rows", "sft.module.loss_chunk",
     "model.gradient_checkpointing", "model.attn_implementation", "reward.expression.workers",
 })
 UPSTREAM: dict[str, list[str]] = {

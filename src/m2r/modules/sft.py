@@ -15,14 +15,6 @@ import torch
 from m2r.data.collate import IGNORE
 
 
-def token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(correct, counted) next-token predictions over label positions; logits [B, T, V], labels [B, T]."""
-    pred = logits[:, :-1].argmax(-1)  # [B, T-1]
-    target = labels[:, 1:]
-    mask = target != IGNORE
-    return ((pred == target) & mask).sum(), mask.sum()
-
-
 class SFTModule(L.LightningModule):
     def __init__(
         self,
@@ -32,9 +24,13 @@ class SFTModule(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.999),
         scheduler: str = "cosine",  # any name transformers.get_scheduler knows: cosine, linear, constant_with_warmup, ...
         warmup_steps: int = 0,
+        loss_chunk: int = 256,  # positions per LM-head chunk: memory only (not keyed)
     ):
         super().__init__()
+        if loss_chunk < 1:
+            raise ValueError(f"sft.module.loss_chunk={loss_chunk}: at least 1 position per chunk")
         self.save_hyperparameters(ignore=["model_factory"])
+        self.loss_chunk = loss_chunk
         self.model_factory = model_factory
         self.model: torch.nn.Module | None = None
 
@@ -49,16 +45,26 @@ class SFTModule(L.LightningModule):
         return self.model(**batch)
 
     def _step(self, batch: dict, stage: str) -> torch.Tensor:
-        out = self.model(**batch)
-        with torch.no_grad():
-            correct, counted = token_accuracy(out.logits, batch["labels"])
-        bs = batch["input_ids"].shape[0]
+        """Mean cross-entropy over the response tokens (as the model's own loss), with the LM head and log-softmax run a
+        chunk of positions at a time and recomputed in backward: no [B, T, V] float32 logits are materialised or kept."""
+        from m2r.rl.core import sequence_logps
+
+        labels = batch["labels"]
+        ids, attn = batch["input_ids"], batch["attention_mask"]
+        extra = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels")}
+        target = labels[:, 1:]  # [B, T-1], predicted from positions 0 .. T-2
+        mask = target != IGNORE
+        logps, hits = sequence_logps(self.model, ids, attn, extra, target.masked_fill(~mask, 0), target.shape[1], 1.0, self.loss_chunk)
+        counted = mask.sum()
+        loss = -(logps * mask).sum() / counted.clamp(min=1)
+        correct = (hits & mask).sum()
+        bs = ids.shape[0]
         sync = stage != "train"
-        self.log(f"{stage}/loss", out.loss, prog_bar=True, batch_size=bs, sync_dist=sync)
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=bs, sync_dist=sync)
         self.log(f"{stage}/token_acc", correct.float() / counted.clamp(min=1), batch_size=bs, sync_dist=sync)
         if stage == "train":
             self.log("train/tokens", counted.float(), reduce_fx="sum", batch_size=bs)
-        return out.loss
+        return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")

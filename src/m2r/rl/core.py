@@ -105,16 +105,31 @@ def token_logps(
     """Log-probabilities [n, L] of `completion_ids`, which follow the prompt `inputs` (left-padded).
 
     The backbone runs once over prompt + completion; the LM head and log-softmax run over chunks
-    of `chunk` positions, so the float32 logits held at once are [n, chunk, V], never [n, L, V].
-    """
+    of `chunk` positions (`head_logps`), so the float32 logits held at once are [n, chunk, V], and
+    none is kept for backward: each chunk's are recomputed there from its hidden states."""
     ids = torch.cat([inputs["input_ids"], completion_ids], dim=1)
     attn = torch.cat([inputs["attention_mask"], torch.ones_like(completion_ids)], dim=1)
     extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
     if "mm_token_type_ids" in inputs:
         extra["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(completion_ids)], dim=1)
+    return sequence_logps(model, ids, attn, extra, completion_ids, completion_ids.shape[1], temperature, chunk)[0]
+
+
+def sequence_logps(
+    model: torch.nn.Module,
+    ids: torch.Tensor,  # [n, T] the whole sequence
+    attn: torch.Tensor,  # [n, T]
+    extra: dict[str, torch.Tensor],  # pixel_values, image_grid_thw, mm_token_type_ids, ...
+    targets: torch.Tensor,  # [n, L] the last L tokens' ids (positions T-L .. T-1), predicted from the positions before them
+    L: int,
+    temperature: float = 1.0,
+    chunk: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probabilities [n, L] of `targets`, whether each is the argmax [n, L]) over the last L positions of a
+    sequence: the backbone once, the head per chunk of positions (see `head_logps`). Every strategy: the root's
+    forward where FSDP2 or a ZeRO-3 engine must gather the root's weights; the model's own head where it is not separable."""
     core = model.get_base_model() if hasattr(model, "get_base_model") else model
     backbone, head = getattr(core, "model", None), core.get_output_embeddings()
-    L = completion_ids.shape[1]
     fsdp2 = is_fsdp2(model)
     through_root = fsdp2 or type(model).__name__ == "DeepSpeedEngine"
     if backbone is not None and head is not None and (not fsdp2 or is_fsdp2(head)):
@@ -127,14 +142,35 @@ def token_logps(
             hidden = out.hidden_states[-1][:, -L - 1 : -1]  # [n, L, H]
         else:
             hidden = backbone(input_ids=ids, attention_mask=attn, use_cache=False, **extra).last_hidden_state[:, -L - 1 : -1]  # [n, L, H]
-        out = []
-        for s in range(0, L, chunk):
-            logits = head(hidden[:, s : s + chunk]).float() / temperature  # [n, c, V]
-            out.append(torch.gather(torch.log_softmax(logits, dim=-1), 2, completion_ids[:, s : s + chunk, None]).squeeze(2))
-        return torch.cat(out, dim=1)
+        return head_logps(head, hidden, targets, temperature, chunk)
     # No separable head (or FSDP2 with a tied head, which lives in the root's group): the model's own head over L + 1 positions.
-    logits = model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=L + 1, **extra).logits[:, :-1].float() / temperature
-    return torch.gather(torch.log_softmax(logits, dim=-1), 2, completion_ids[:, :, None]).squeeze(2)
+    logits = model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=L + 1, **extra).logits[:, :-1]
+    return _chunk_logps(logits, targets, temperature, None)
+
+
+def _chunk_logps(x: torch.Tensor, targets: torch.Tensor, temperature: float, head: torch.nn.Module | None) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = (head(x) if head is not None else x).float() / temperature  # [n, c, V]
+    logp = torch.log_softmax(logits, dim=-1)
+    return torch.gather(logp, 2, targets[..., None]).squeeze(2), logits.argmax(-1) == targets
+
+
+def head_logps(head: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p(targets) [n, L], argmax hits [n, L]) from final hidden states [n, L, H], `chunk` positions at a time.
+    With gradients on, each chunk runs under activation checkpointing: what backward keeps is the chunk's hidden
+    states, and its [n, chunk, V] float32 logits and log-softmax are recomputed there, one chunk at a time
+    (at a 152K vocabulary, 8 x 1024 positions of float32 log-probs are 5 GB that would otherwise stay)."""
+    from torch.utils.checkpoint import checkpoint
+
+    logps, hits = [], []
+    for s in range(0, hidden.shape[1], chunk):
+        h, t = hidden[:, s : s + chunk], targets[:, s : s + chunk]
+        if torch.is_grad_enabled() and h.requires_grad:
+            lp, hit = checkpoint(_chunk_logps, h, t, temperature, head, use_reentrant=False)
+        else:
+            lp, hit = _chunk_logps(h, t, temperature, head)
+        logps.append(lp)
+        hits.append(hit)
+    return torch.cat(logps, dim=1), torch.cat(hits, dim=1)
 
 
 def is_fsdp2(model: torch.nn.Module) -> bool:

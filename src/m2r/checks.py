@@ -50,6 +50,7 @@ RULES: dict[str, tuple[str, str | None, str | None, bool]] = {
     "grpo.module.weight_decay": ("float", "0", None, False),
     "grpo.module.warmup_steps": ("int", "0", None, False),
     "grpo.module.rollout_log_rows": ("int", "0", None, False),
+    "grpo.module.max_prompt_length": ("int", "16", None, True),
     "algo.G": ("int", "2", None, False),
     "algo.eps_low": ("float", "0", "(1", False),
     "algo.eps_high": ("float", "0", None, False),

@@ -46,7 +46,7 @@ STEP_CONFIG: dict[str, list[str]] = {
 # (the usual fixes after running out of memory) keeps a step's output and checkpoints.
 NOT_KEYED = frozenset({
     "grpo.module.micro_batch_size", "grpo.module.logprob_chunk", "grpo.module.rollout_log_rows", "sft.module.loss_chunk",
-    "model.gradient_checkpointing", "model.attn_implementation", "reward.expression.workers",
+    "model.gradient_checkpointing", "model.attn_implementation", "reward.expression.workers", "grpo.module.max_prompt_length",
 })
 UPSTREAM: dict[str, list[str]] = {
     "quality": ["build"], "sft": ["build", "quality"], "difficulty": ["build", "sft"], "curriculum": ["build", "difficulty"],

@@ -65,6 +65,7 @@ class GRPOModule(L.LightningModule):
         ref_from_base: bool = False,  # LoRA: the reference is the policy with adapters disabled
         adv_reweighting: bool = False,  # Eq. 6
         adv_sigma: float = 4.0,
+        max_prompt_length: int | None = None,  # prompt tokens, images included; a longer RL prompt is an error naming it
     ):
         super().__init__()
         if mu < 1:
@@ -145,6 +146,7 @@ class GRPOModule(L.LightningModule):
         ro = generate_rollouts(
             self.model, self.processor, samples, h.G, h.max_new_tokens, h.temperature, h.top_p,
             seed=h.seed * 1_000_003 + self.global_step * 7919 + self.global_rank, synced_gpus=params_sharded(self.trainer.strategy),
+            max_prompt_length=h.max_prompt_length,
         )
         N, G = len(ro.texts), h.G
         scores = score_many(self.router, ro.texts, [ro.samples[i // G] for i in range(N)])  # math-verify calls spread over the pool
@@ -213,6 +215,7 @@ class GRPOModule(L.LightningModule):
             log("train/batch_difficulty", sum(diffs) / len(diffs))
         log("train/zero_std_frac", (rewards.view(-1, G).std(dim=1) < 1e-8).float().mean())
         lengths = ro.completion_mask.sum(dim=1).float()
+        log("train/prompt_len_max", max(ro.prompt_lengths))
         log("train/len_mean", lengths.mean())
         log("train/len_max", lengths.max())
         log("train/truncated", ro.truncated.float().mean())

@@ -31,22 +31,38 @@ class Rollouts:
     texts: list[str] = field(default_factory=list)  # [N] decoded responses (special tokens dropped)
     images_per_row: list[int] = field(default_factory=list)  # [N] images in each row's prompt
     G: int = 1
+    prompt_lengths: list[int] = field(default_factory=list)  # [B] prompt tokens (images included)
 
 
 def prompt_inputs(processor, batch: Sequence[tuple[Sample, list[Image.Image]]], G: int, system_prompt: str | None = M2_SYSTEM_PROMPT) -> dict[str, torch.Tensor]:
-    """Processor inputs for each prompt repeated G times, left-padded for generation."""
+    """Processor inputs for each prompt repeated G times, left-padded for generation. The processor runs once per
+    prompt (its images resized and patched once); the G copies are rows selected from that."""
     texts, images = [], []
     for sample, imgs in batch:
-        text = processor.apply_chat_template(build_messages(sample, len(imgs), system_prompt), tokenize=False, add_generation_prompt=True)
-        for _ in range(G):
-            texts.append(text)
-            images.extend(imgs)
+        texts.append(processor.apply_chat_template(build_messages(sample, len(imgs), system_prompt), tokenize=False, add_generation_prompt=True))
+        images.extend(imgs)
     side = processor.tokenizer.padding_side
     processor.tokenizer.padding_side = "left"
     try:
-        return dict(processor(text=texts, images=images or None, padding=True, return_tensors="pt"))
+        once = dict(processor(text=texts, images=images or None, padding=True, return_tensors="pt"))
     finally:
         processor.tokenizer.padding_side = side
+    if G == 1:
+        return once
+    return select_rows(once, [b for b in range(len(batch)) for _ in range(G)], [len(imgs) for _, imgs in batch])
+
+
+def check_prompt_lengths(inputs: dict[str, torch.Tensor], batch: Sequence[tuple[Sample, list[Image.Image]]], G: int, bound: int | None) -> list[int]:
+    """Each prompt's length in tokens (images included); a ValueError naming the prompt when one exceeds `bound`."""
+    lengths = inputs["attention_mask"][::G].sum(dim=1).tolist()
+    if bound is not None:
+        for (sample, imgs), n in zip(batch, lengths):
+            if n > bound:
+                raise ValueError(
+                    f"RL prompt {sample.id!r} (task {sample.task}, {len(imgs)} image(s)) is {n} tokens, over grpo.module.max_prompt_length="
+                    f"{bound}. Raise the bound (e.g. grpo.module.max_prompt_length={n + 256}), lower model.max_pixels (fewer image "
+                    "tokens), or drop such prompts from the RL data")
+    return [int(n) for n in lengths]
 
 
 def vision_token_ids(model, processor) -> list[int]:
@@ -104,9 +120,12 @@ def generate_rollouts(
     system_prompt: str | None = M2_SYSTEM_PROMPT,
     seed: int | None = None,
     synced_gpus: bool = False,
+    max_prompt_length: int | None = None,
 ) -> Rollouts:
     device = next(model.parameters()).device
-    inputs = {k: v.to(device) for k, v in prompt_inputs(processor, batch, G, system_prompt).items()}
+    inputs = prompt_inputs(processor, batch, G, system_prompt)
+    lengths = check_prompt_lengths(inputs, batch, G, max_prompt_length)
+    inputs = {k: v.to(device) for k, v in inputs.items()}
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(next(model.parameters()).dtype)
     tok = processor.tokenizer
@@ -133,7 +152,7 @@ def generate_rollouts(
     completion = torch.where(mask.bool(), completion, torch.full_like(completion, tok.pad_token_id))
     texts = tok.batch_decode(completion, skip_special_tokens=True)
     images_per_row = [len(imgs) for _, imgs in batch for _ in range(G)]
-    return Rollouts([s for s, _ in batch], inputs, completion, mask, truncated, texts, images_per_row, G)
+    return Rollouts([s for s, _ in batch], inputs, completion, mask, truncated, texts, images_per_row, G, lengths)
 
 
 def select_rows(inputs: dict[str, torch.Tensor], rows: Sequence[int], images_per_row: Sequence[int]) -> dict[str, torch.Tensor]:

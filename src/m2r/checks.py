@@ -16,6 +16,7 @@ a KL floor above its peak).
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -51,6 +52,7 @@ RULES: dict[str, tuple[str, str | None, str | None, bool]] = {
     "grpo.module.warmup_steps": ("int", "0", None, False),
     "grpo.module.rollout_log_rows": ("int", "0", None, False),
     "grpo.module.max_prompt_length": ("int", "16", None, True),
+    "rollout.max_rows": ("int", "1", None, True),
     "algo.G": ("int", "2", None, False),
     "algo.eps_low": ("float", "0", "(1", False),
     "algo.eps_high": ("float", "0", None, False),
@@ -209,6 +211,8 @@ def _check_trainer(cfg: DictConfig) -> None:
         if not ok:
             raise ConfigError(f"{key}={v!r}: must be an integer >= {low} ({what}) or a fraction in {'(0' if low else '[0'}, 1]")
     devices = _get(cfg, "trainer.devices")
+    if isinstance(devices, str) and re.fullmatch(r"\s*(?:-1|\d+(?:\s*,\s*\d+)*\s*,?)\s*", devices) and devices.strip() not in ("0", "0,"):
+        devices = "auto"  # Lightning's string forms: "2" (a count), "0,1" (device ids)
     if devices is not _MISSING and not (devices == "auto" or isinstance(devices, ListConfig) or
                                         (isinstance(devices, int) and not isinstance(devices, bool) and (devices >= 1 or devices == -1))):
         raise ConfigError(f"trainer.devices={devices!r}: must be a count >= 1, -1 (every visible device), auto, or a list of device ids")
@@ -264,7 +268,7 @@ _STAGE_ARGS = {
     "sft": {"model_factory": "the stage (model.*)"},
     "grpo": {"policy_factory": "the stage (model.* or grpo.init)", "processor": "the stage (model.*)", "router": "the stage (reward.*)",
              "ref_factory": "the stage (model.*, when algo.beta > 0)", "seed": "seed", "max_grad_norm": "trainer.gradient_clip_val",
-             "ref_from_base": "the stage (model.lora.enabled)"},
+             "ref_from_base": "the stage (model.lora.enabled)", "engine": "rollout/ (rollout=hf)"},
 }
 
 

@@ -73,8 +73,9 @@ def run_id(rank: int = 0) -> str:
         return env["M2R_RUN_ID"]
     elastic = env.get("TORCHELASTIC_RUN_ID") not in (None, "", "none")  # plain torchrun sets "none" for every job
     restarts = f"-{env.get('TORCHELASTIC_RESTART_COUNT', '0')}" if elastic else ""
-    if env.get("SLURM_JOB_ID"):
-        return f"slurm-{env['SLURM_JOB_ID']}-{env.get('SLURM_STEP_ID', 'batch')}-{env.get('SLURM_RESTART_COUNT', '0')}{restarts}"
+    if env.get("SLURM_JOB_ID"):  # torchrun's id too: two `torchrun --standalone` in one batch step each get a fresh one
+        rdzv = f"-{env['TORCHELASTIC_RUN_ID']}" if elastic else ""
+        return f"slurm-{env['SLURM_JOB_ID']}-{env.get('SLURM_STEP_ID', 'batch')}-{env.get('SLURM_RESTART_COUNT', '0')}{rdzv}{restarts}"
     if elastic:
         return f"{env['TORCHELASTIC_RUN_ID']}{restarts}"
     if rank != 0:

@@ -154,7 +154,7 @@ def step_grpo(cfg: DictConfig) -> dict[str, Any]:
     module = instantiate(
         cfg.grpo.module, factory, processor, router_from_config(cfg.reward), partial(build_model, ref_cfg, processor) if needs_ref and not ref_from_base else None,
         **OmegaConf.to_container(cfg.algo, resolve=True), seed=cfg.seed, max_grad_norm=cfg.trainer.get("gradient_clip_val"), ref_from_base=ref_from_base,
-        _convert_="all",
+        engine=instantiate(cfg.rollout), _convert_="all",
     )
     cur = Path(cfg.paths.curriculum_dir)
     if (cur / "rl" / "manifest.json").exists():

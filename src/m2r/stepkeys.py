@@ -38,7 +38,7 @@ STEP_CONFIG: dict[str, list[str]] = {
     "difficulty": ["curriculum.scoring", "reward", "model", "seed"],
     "curriculum": ["curriculum.order", "curriculum.drop_solved", "curriculum.drop_unsolved", "curriculum.tol", "curriculum.samples_per_shard", "seed"],
     "heldout_sft": _EVAL,
-    "grpo": ["grpo", "algo", "reward", "mix", "curriculum.end_policy", "callbacks.kl_annealing", "model", "seed",
+    "grpo": ["grpo", "algo", "rollout", "reward", "mix", "curriculum.end_policy", "callbacks.kl_annealing", "model", "seed",
              "trainer.precision", "trainer.gradient_clip_val", *_RANKS],
     "heldout_grpo": _EVAL,
 }
@@ -47,6 +47,7 @@ STEP_CONFIG: dict[str, list[str]] = {
 NOT_KEYED = frozenset({
     "grpo.module.micro_batch_size", "grpo.module.logprob_chunk", "grpo.module.rollout_log_rows", "sft.module.loss_chunk",
     "model.gradient_checkpointing", "model.attn_implementation", "reward.expression.workers", "grpo.module.max_prompt_length",
+    "rollout.max_rows",
 })
 UPSTREAM: dict[str, list[str]] = {
     "quality": ["build"], "sft": ["build", "quality"], "difficulty": ["build", "sft"], "curriculum": ["build", "difficulty"],
@@ -105,11 +106,30 @@ def step_key(cfg: DictConfig, step: str) -> tuple[str, dict[str, Any]]:
             node, _, leaf = skip.rpartition(".")
             if skip.startswith(k + ".") and isinstance(inner := _dig(parts[k], node[len(k) + 1:]), dict):
                 inner.pop(leaf, None)
+    if "trainer.devices" in parts:
+        parts["trainer.devices"] = device_count(parts["trainer.devices"])
     if parts.get("trainer.gradient_clip_val") == 0:
         parts["trainer.gradient_clip_val"] = None  # both mean no clipping
     parts["inputs"] = _inputs(cfg, step)
     key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return key, parts
+
+
+def device_count(devices: Any) -> Any:
+    """How many devices `trainer.devices` means on this machine (-1 and auto: every visible GPU, or 1 process on CPU; a list
+    or "0,1": its length), so that a key records the ranks a run has, not how they were written."""
+    if devices in (-1, "-1", "auto"):
+        import torch
+
+        return torch.cuda.device_count() or 1
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    if isinstance(devices, str) and "," in devices:
+        return len([d for d in devices.split(",") if d.strip()])
+    try:
+        return int(devices)
+    except (TypeError, ValueError):
+        return devices
 
 
 def _inputs(cfg: DictConfig, step: str) -> dict[str, Any]:

@@ -193,7 +193,26 @@ def _deepspeed_ranks_complete(files: list[Path]) -> bool:
         if m:
             ranks[f"{m.group(2)}/{m.group(3)}"].add(int(m.group(1)))
     sizes = {len(r) for r in ranks.values()}
-    return all(r == set(range(len(r))) for r in ranks.values()) and len(sizes) <= 1
+    if not (all(r == set(range(len(r))) for r in ranks.values()) and len(sizes) <= 1):
+        return False
+    world = _deepspeed_world_size(files)  # a save that lost its last rank(s) still has ranks 0..n-1
+    return world is None or not sizes or sizes == {world}
+
+
+def _deepspeed_world_size(files: list[Path]) -> int | None:
+    """The data-parallel world size a DeepSpeed model-states file records (None when it cannot be read without its tensors)."""
+    import torch
+
+    states = [f for f in files if f.name.endswith("model_states.pt")]
+    for f in sorted(states, key=lambda f: len(f.name)):
+        try:
+            state = torch.load(f, map_location="cpu", mmap=True, weights_only=False)
+        except Exception:  # noqa: BLE001 - a pickle that needs deepspeed's classes, or a truncated file (caught by the zip check)
+            continue
+        n = state.get("dp_world_size") if isinstance(state, dict) else None
+        if isinstance(n, int):
+            return n
+    return None
 
 
 def _dcp_intact(path: Path) -> bool:

@@ -209,6 +209,10 @@ def test_corrupt_last_ckpt_falls_back_to_the_newest_intact(tmp_path, caplog):
     assert not checkpoint_intact(ds)  # rank 1's state never written (killed before it saved)
     _fake_ckpt(ds / "checkpoint" / "zero_pp_rank_1_mp_rank_00_optim_states.pt", 30)
     assert checkpoint_intact(ds)
+    torch.save({"dp_world_size": 4, "module": None}, ds / "checkpoint" / "mp_rank_00_model_states.pt")
+    assert not checkpoint_intact(ds)  # saved by 4 ranks, rank 3's state missing (the ranks there are still 0..2)
+    torch.save({"dp_world_size": 3, "module": None}, ds / "checkpoint" / "mp_rank_00_model_states.pt")
+    assert checkpoint_intact(ds)
     _fake_ckpt(ds / "checkpoint" / "zero_pp_rank_0_mp_rank_00_model_states.pt", 30)  # ZeRO-3: model states per rank too
     assert not checkpoint_intact(ds)  # one rank's model states for three ranks' optimizer states
     empty = folder / "empty.ckpt"

@@ -80,6 +80,8 @@ def test_a_key_records_only_the_inputs_the_step_reads_and_only_once_complete(tmp
         one = stepkeys.step_key(cfg, step)[0]
         assert stepkeys.step_key(compose(["trainer.num_nodes=2"], tmp_path, tmp_path), step)[0] != one
         assert stepkeys.step_key(compose(["trainer.devices=2", "strategy=ddp"], tmp_path, tmp_path), step)[0] != one
+        assert stepkeys.step_key(compose(["trainer.devices=[0,1]", "strategy=ddp"], tmp_path, tmp_path), step)[0] == \
+            stepkeys.step_key(compose(["trainer.devices=2", "strategy=ddp"], tmp_path, tmp_path), step)[0]  # the same two ranks
     assert stepkeys.step_key(compose(["trainer.gradient_clip_val=0"], tmp_path, tmp_path), "sft")[0] == \
         stepkeys.step_key(compose(["trainer.gradient_clip_val=null"], tmp_path, tmp_path), "sft")[0]  # both: no clipping
 

@@ -53,9 +53,11 @@ def test_rank_world_from_each_launcher(env):
     env.setenv("SLURM_STEP_ID", "2")
     assert dist.run_id(3) != first and dist.run_id(3).startswith("slurm-77-2-0")
     env.setenv("TORCHELASTIC_RESTART_COUNT", "1")  # torchrun restarted the workers: not the failed attempt's markers
-    assert dist.run_id(3) == "slurm-77-2-0-1"
+    assert dist.run_id(3) == "slurm-77-2-0-77-1"
+    env.setenv("TORCHELASTIC_RUN_ID", "f00d")  # a second `torchrun --standalone` in the same step: a fresh rendezvous id
+    assert dist.run_id(3) == "slurm-77-2-0-f00d-1"
     env.delenv("SLURM_JOB_ID")
-    assert dist.run_id(3) == "77-1"
+    assert dist.run_id(3) == "f00d-1"
 
 
 def test_my_batches_are_the_one_rank_batches():

@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from typing import Callable
 
 import lightning as L
@@ -31,7 +32,27 @@ import torch
 from m2r.data.schema import task_slug
 from m2r.rewards.router import RewardRouter, score_many
 from m2r.rl.core import advantage_weights, aggregation_normalizer, group_advantages, policy_loss, token_logps
-from m2r.rl.rollout import generate_rollouts, repetition_loop, select_rows
+from m2r.rl.engine import HFEngine, RolloutEngine
+from m2r.rl.rollout import Rollouts, repetition_loop, select_rows
+
+
+@dataclass
+class Trajectory:
+    """One rollout batch as the GRPO phases fill it in (N = B x G rows, L response length)."""
+
+    rollouts: Rollouts
+    scores: list = field(default_factory=list)  # [N] Scored
+    rewards: torch.Tensor | None = None  # [N]
+    accuracy: torch.Tensor | None = None  # [N]
+    weights: torch.Tensor | None = None  # [N] Eq. 6 (ones when off)
+    advantages: torch.Tensor | None = None  # [N], weighted, on the module's device
+    mask: torch.Tensor | None = None  # [N, L] response tokens that count
+    divisor: torch.Tensor | None = None  # [N] loss aggregation
+    chunks: list[list[int]] = field(default_factory=list)  # micro-batches of row indices
+    inputs: list[dict] = field(default_factory=list)  # each micro-batch's prompt inputs (its own image patches)
+    old: list[torch.Tensor] | None = None  # sampling policy's log-probs per micro-batch (mu > 1)
+    ref: list[torch.Tensor] | None = None  # reference log-probs per micro-batch (KL coefficient > 0)
+    beta: float = 0.0  # the KL coefficient of this step
 
 
 class GRPOModule(L.LightningModule):
@@ -66,13 +87,15 @@ class GRPOModule(L.LightningModule):
         adv_reweighting: bool = False,  # Eq. 6
         adv_sigma: float = 4.0,
         max_prompt_length: int | None = None,  # prompt tokens, images included; a longer RL prompt is an error naming it
+        engine: RolloutEngine | None = None,  # the rollout engine (rollout/ group); None: HFEngine(), every row in one generate call
     ):
         super().__init__()
         if mu < 1:
             raise ValueError(f"algo.mu={mu}: at least one update per rollout batch")
         if G < 2:
             raise ValueError(f"algo.G={G}: group advantages need at least 2 responses per prompt")
-        self.save_hyperparameters(ignore=["policy_factory", "processor", "router", "ref_factory"])
+        self.save_hyperparameters(ignore=["policy_factory", "processor", "router", "ref_factory", "engine"])
+        self.engine: RolloutEngine = engine if engine is not None else HFEngine()
         self.automatic_optimization = False
         self.policy_factory, self.ref_factory = policy_factory, ref_factory
         self.processor, self.router = processor, router
@@ -136,50 +159,78 @@ class GRPOModule(L.LightningModule):
     # ------------------------------------------------------------------------------------------
 
     def training_step(self, batch: dict | list, batch_idx: int) -> None:
-        """`batch`: a CurriculumDataModule batch (`{"task", "samples", "cursor"}`) or a plain list
-        of (Sample, images) pairs."""
-        h = self.hparams
+        """One rollout batch, in named phases over one `Trajectory`: generate -> score -> advantages -> reference
+        (old-policy and reference log-probs) -> update. `batch`: a CurriculumDataModule batch
+        (`{"task", "samples", "cursor"}`) or a plain list of (Sample, images) pairs."""
         t0 = time.perf_counter()
-        from m2r.training import clip_gradients, params_sharded
-
         samples = batch["samples"] if isinstance(batch, dict) else batch
-        ro = generate_rollouts(
+        traj = self.generate(samples)
+        self.score(traj)
+        self.advantages(traj)
+        self.reference(traj)
+        stats = self.update(traj)
+        self._log_step(traj.rollouts, traj.scores, traj.rewards, traj.accuracy, traj.weights, traj.advantages.cpu(), stats, traj.beta,
+                       time.perf_counter() - t0)
+
+    def generate(self, samples) -> Trajectory:
+        """G responses per prompt from the rollout engine, seeded by (seed, step, rank)."""
+        from m2r.training import params_sharded
+
+        h = self.hparams
+        ro = self.engine.generate(
             self.model, self.processor, samples, h.G, h.max_new_tokens, h.temperature, h.top_p,
             seed=h.seed * 1_000_003 + self.global_step * 7919 + self.global_rank, synced_gpus=params_sharded(self.trainer.strategy),
             max_prompt_length=h.max_prompt_length,
         )
-        N, G = len(ro.texts), h.G
-        scores = score_many(self.router, ro.texts, [ro.samples[i // G] for i in range(N)])  # math-verify calls spread over the pool
-        rewards = torch.tensor([s.total for s in scores], dtype=torch.float32)  # [N]
-        accuracy = torch.tensor([s.accuracy for s in scores], dtype=torch.float32)  # [N]
-        advantages = group_advantages(rewards, G, h.scale_std)  # [N]
-        weights = advantage_weights(accuracy, G, self.adv_weight_sigma) if self.adv_weight_sigma is not None else torch.ones(N)
-        advantages = (advantages * weights).to(self.device)  # [N]
+        return Trajectory(ro)
 
+    def score(self, traj: Trajectory) -> None:
+        """Rewards and accuracies from the router (math-verify calls spread over its worker pool)."""
+        ro, G = traj.rollouts, self.hparams.G
+        traj.scores = score_many(self.router, ro.texts, [ro.samples[i // G] for i in range(len(ro.texts))])
+        traj.rewards = torch.tensor([s.total for s in traj.scores], dtype=torch.float32)  # [N]
+        traj.accuracy = torch.tensor([s.accuracy for s in traj.scores], dtype=torch.float32)  # [N]
+
+    def advantages(self, traj: Trajectory) -> None:
+        """Group advantages (Eq. 6 weights when on), the loss mask and divisor, and the micro-batches."""
+        h, ro = self.hparams, traj.rollouts
+        N = len(ro.texts)
+        adv = group_advantages(traj.rewards, h.G, h.scale_std)  # [N]
+        traj.weights = advantage_weights(traj.accuracy, h.G, self.adv_weight_sigma) if self.adv_weight_sigma is not None else torch.ones(N)
+        traj.advantages = (adv * traj.weights).to(self.device)  # [N]
         mask = ro.completion_mask  # [N, L]
         if h.mask_truncated:
             mask = mask * (~ro.truncated).long()[:, None]
-        divisor = aggregation_normalizer(mask, h.aggregation, h.max_new_tokens).to(self.device)  # [N]
-        chunks = [list(range(s, min(s + h.micro_batch_size, N))) for s in range(0, N, h.micro_batch_size)]
-        inputs = [select_rows(ro.prompt_inputs, rows, ro.images_per_row) for rows in chunks]
+        traj.mask = mask
+        traj.divisor = aggregation_normalizer(mask, h.aggregation, h.max_new_tokens).to(self.device)  # [N]
+        traj.chunks = [list(range(s, min(s + h.micro_batch_size, N))) for s in range(0, N, h.micro_batch_size)]
+        traj.inputs = [select_rows(ro.prompt_inputs, rows, ro.images_per_row) for rows in traj.chunks]
 
-        beta = float(self.kl_coef)
-        with torch.no_grad():
-            old = [token_logps(self.model, x, ro.completion_ids[r], h.temperature, h.logprob_chunk) for x, r in zip(inputs, chunks)] if h.mu > 1 else None
-            has_ref = self.ref_model is not None or h.ref_from_base
-            if beta != 0.0 and not has_ref:
-                raise RuntimeError("kl_coef > 0 but no reference model was built; set needs_reference (the grpo stage does this from algo.beta and the KL callback)")
-            ref = [self._ref_logps(x, ro.completion_ids[r]) for x, r in zip(inputs, chunks)] if beta != 0.0 else None
+    @torch.no_grad()
+    def reference(self, traj: Trajectory) -> None:
+        """The sampling policy's log-probs (mu > 1) and the reference model's (KL coefficient > 0), per micro-batch."""
+        h, ids = self.hparams, traj.rollouts.completion_ids
+        traj.beta = float(self.kl_coef)
+        pairs = list(zip(traj.inputs, traj.chunks))
+        traj.old = [token_logps(self.model, x, ids[r], h.temperature, h.logprob_chunk) for x, r in pairs] if h.mu > 1 else None
+        if traj.beta != 0.0 and self.ref_model is None and not h.ref_from_base:
+            raise RuntimeError("kl_coef > 0 but no reference model was built; set needs_reference (the grpo stage does this from algo.beta and the KL callback)")
+        traj.ref = [self._ref_logps(x, ids[r]) for x, r in pairs] if traj.beta != 0.0 else None
 
+    def update(self, traj: Trajectory) -> dict[str, list]:
+        """`mu` optimizer steps over the trajectory, each accumulating gradients over its micro-batches."""
+        from m2r.training import clip_gradients
+
+        h, ids = self.hparams, traj.rollouts.completion_ids
         opt, sched = self.optimizers(), self.lr_schedulers()
         stats = defaultdict(list)
         for _ in range(h.mu):
-            for k, (x, rows) in enumerate(zip(inputs, chunks)):
-                with self._grad_sync(last=k == len(chunks) - 1):
-                    logps = token_logps(self.model, x, ro.completion_ids[rows], h.temperature, h.logprob_chunk)  # [n, L]
+            for k, (x, rows) in enumerate(zip(traj.inputs, traj.chunks)):
+                with self._grad_sync(last=k == len(traj.chunks) - 1):
+                    logps = token_logps(self.model, x, ids[rows], h.temperature, h.logprob_chunk)  # [n, L]
                     loss, st = policy_loss(
-                        logps, old[k] if old is not None else logps.detach(), advantages[rows], mask[rows], divisor[rows],
-                        h.eps_low, h.eps_high, beta, ref[k] if ref is not None else None,
+                        logps, traj.old[k] if traj.old is not None else logps.detach(), traj.advantages[rows], traj.mask[rows], traj.divisor[rows],
+                        h.eps_low, h.eps_high, traj.beta, traj.ref[k] if traj.ref is not None else None,
                     )
                     self.manual_backward(loss)
                 stats["loss"].append(loss.detach())
@@ -189,9 +240,7 @@ class GRPOModule(L.LightningModule):
             opt.step()
             opt.zero_grad(set_to_none=True)
             sched.step()
-
-        elapsed = time.perf_counter() - t0
-        self._log_step(ro, scores, rewards, accuracy, weights, advantages.cpu(), stats, beta, elapsed)
+        return stats
 
     def _log_step(self, ro, scores, rewards, accuracy, weights, adv, stats, beta, elapsed) -> None:
         G, N = self.hparams.G, len(ro.texts)

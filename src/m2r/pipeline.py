@@ -154,8 +154,9 @@ def step_grpo(cfg: DictConfig) -> dict[str, Any]:
     module = instantiate(
         cfg.grpo.module, factory, processor, router_from_config(cfg.reward), partial(build_model, ref_cfg, processor) if needs_ref and not ref_from_base else None,
         **OmegaConf.to_container(cfg.algo, resolve=True), seed=cfg.seed, max_grad_norm=cfg.trainer.get("gradient_clip_val"), ref_from_base=ref_from_base,
-        engine=instantiate(cfg.rollout), _convert_="all",
+        _convert_="all",
     )
+    module.engine = instantiate(cfg.rollout)  # an object: passed as a keyword above, instantiate would turn it into a dict
     cur = Path(cfg.paths.curriculum_dir)
     if (cur / "rl" / "manifest.json").exists():
         prompts_root, split = cur, "rl"

@@ -141,11 +141,47 @@ def sequence_logps(
             out = model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=1, output_hidden_states=True, **extra)
             hidden = out.hidden_states[-1][:, -L - 1 : -1]  # [n, L, H]
         else:
-            hidden = backbone(input_ids=ids, attention_mask=attn, use_cache=False, **extra).last_hidden_state[:, -L - 1 : -1]  # [n, L, H]
+            hidden = backbone(input_ids=ids, attention_mask=attn, use_cache=False, **_share_images(backbone, model, extra)).last_hidden_state[:, -L - 1 : -1]  # [n, L, H]
         return head_logps(head, hidden, targets, temperature, chunk)
     # No separable head (or FSDP2 with a tied head, which lives in the root's group): the model's own head over L + 1 positions.
     logits = model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=L + 1, **extra).logits[:, :-1]
     return _chunk_logps(logits, targets, temperature, None)
+
+
+def _share_images(backbone: torch.nn.Module, model: torch.nn.Module, extra: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`extra` with each distinct image encoded once: the G rows of a prompt carry G copies of its patches, and the
+    vision tower would encode every copy. Where the backbone takes precomputed encoder outputs (transformers'
+    `mm_encoder_outputs`), the distinct images are encoded once and their features handed to every row that shows
+    them; gradients from all rows add up in the shared features. Unchanged where there is nothing to share, the
+    backbone cannot take them, or the parameters are sharded (ZeRO-3 gathers per module call, FSDP2 in the root's forward)."""
+    import inspect
+
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    pixels, grid = extra.get("pixel_values"), extra.get("image_grid_thw")
+    if pixels is None or grid is None or grid.shape[0] < 2 or hasattr(next(model.parameters()), "ds_id") or is_fsdp2(model):
+        return extra
+    if "mm_encoder_outputs" not in inspect.signature(backbone.forward).parameters or not hasattr(backbone, "get_image_features"):
+        return extra
+    sizes = grid.prod(-1).tolist()
+    blocks = list(torch.split(pixels, sizes))
+    first: dict[tuple, list[int]] = {}
+    index: list[int] = []
+    uniq: list[int] = []
+    for i, blk in enumerate(blocks):
+        sig = (tuple(grid[i].tolist()), float(blk[0].sum()), float(blk[-1].sum()), float(blk.sum()))
+        j = next((u for u in first.get(sig, []) if torch.equal(blocks[uniq[u]], blk)), None)
+        if j is None:
+            j = len(uniq)
+            uniq.append(i)
+            first.setdefault(sig, []).append(j)
+        index.append(j)
+    if len(uniq) == len(blocks):
+        return extra
+    feats = backbone.get_image_features(torch.cat([blocks[i] for i in uniq]), grid[uniq], return_dict=True).pooler_output  # one per distinct image
+    out = {k: v for k, v in extra.items() if k != "pixel_values"}
+    out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=tuple(feats[j] for j in index))}
+    return out
 
 
 def _chunk_logps(x: torch.Tensor, targets: torch.Tensor, temperature: float, head: torch.nn.Module | None) -> tuple[torch.Tensor, torch.Tensor]:

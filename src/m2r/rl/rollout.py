@@ -121,13 +121,17 @@ def generate_rollouts(
     seed: int | None = None,
     synced_gpus: bool = False,
     max_prompt_length: int | None = None,
+    share_prefill: bool = True,
 ) -> Rollouts:
+    """G sampled responses per prompt. With `share_prefill`, each prompt (its images included) is prefilled once and
+    its KV cache repeated to its G rows, so the vision tower and the prompt's forward run B times, not B x G."""
     device = next(model.parameters()).device
-    inputs = prompt_inputs(processor, batch, G, system_prompt)
-    lengths = check_prompt_lengths(inputs, batch, G, max_prompt_length)
-    inputs = {k: v.to(device) for k, v in inputs.items()}
-    if "pixel_values" in inputs:
-        inputs["pixel_values"] = inputs["pixel_values"].to(next(model.parameters()).dtype)
+    once = prompt_inputs(processor, batch, 1, system_prompt)
+    lengths = check_prompt_lengths(once, batch, 1, max_prompt_length)
+    rows = [b for b in range(len(batch)) for _ in range(G)]
+    inputs = select_rows(once, rows, [len(imgs) for _, imgs in batch]) if G > 1 else once
+    dtype = next(model.parameters()).dtype
+    once, inputs = ({k: (v.to(device, dtype) if k == "pixel_values" else v.to(device)) for k, v in x.items()} for x in (once, inputs))
     tok = processor.tokenizer
     gen_eos = model.generation_config.eos_token_id
     gen_eos = [gen_eos] if isinstance(gen_eos, int) else list(gen_eos or [])
@@ -138,8 +142,10 @@ def generate_rollouts(
     model.eval()
     try:
         with root_gathered(model):
+            prefilled = _prefill(model, once, G) if share_prefill and G > 1 else None
+            gen_inputs = {k: v for k, v in inputs.items() if k not in ("pixel_values", "image_grid_thw")} if prefilled is not None else inputs
             out = model.generate(
-                **inputs, do_sample=True, temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
+                **gen_inputs, past_key_values=prefilled, do_sample=True, temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
                 eos_token_id=sorted(set(eos)), pad_token_id=tok.pad_token_id, use_cache=True, suppress_tokens=vision_token_ids(model, processor) or None,
                 synced_gpus=synced_gpus,  # sharded parameters: every rank runs a forward until all ranks are done
             )
@@ -153,6 +159,26 @@ def generate_rollouts(
     texts = tok.batch_decode(completion, skip_special_tokens=True)
     images_per_row = [len(imgs) for _, imgs in batch for _ in range(G)]
     return Rollouts([s for s, _ in batch], inputs, completion, mask, truncated, texts, images_per_row, G, lengths)
+
+
+def _prefill(model: torch.nn.Module, once: dict[str, torch.Tensor], G: int):
+    """The KV cache of every prompt but its last token, one row per prompt, repeated to G rows per prompt (None where the
+    model's cache cannot be repeated: generate then prefills all rows itself). The last prompt token is left to
+    `generate`, which starts from the cache. Models with 3D rotary positions (Qwen2.5-VL) keep per-row offsets from
+    the prefill (`rope_deltas`); they are repeated with the cache."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=getattr(model, "config", None))
+    if not hasattr(cache, "batch_repeat_interleave"):
+        return None
+    head = {k: (v[:, :-1] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v) for k, v in once.items()}
+    model(**head, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    cache.batch_repeat_interleave(G)
+    for m in model.modules():
+        deltas = getattr(m, "rope_deltas", None)
+        if isinstance(deltas, torch.Tensor) and deltas.shape[0] == once["input_ids"].shape[0]:
+            m.rope_deltas = deltas.repeat_interleave(G, dim=0)
+    return cache
 
 
 def select_rows(inputs: dict[str, torch.Tensor], rows: Sequence[int], images_per_row: Sequence[int]) -> dict[str, torch.Tensor]:

@@ -46,3 +46,71 @@ def test_prompt_over_the_bound_is_an_error_naming_it(processor, shard_root):
     assert n == int(ro.prompt_inputs["attention_mask"][0].sum())
     with pytest.raises(ValueError, match=rf"{batch[0][0].id}.*{n} tokens, over grpo.module.max_prompt_length={n - 1}"):
         generate_rollouts(model, processor, batch, G=2, max_new_tokens=2, seed=0, max_prompt_length=n - 1)
+
+
+def test_prefill_and_vision_once_per_prompt_with_the_unshared_log_probs(processor, shard_root):
+    """Each prompt is prefilled once (the vision tower runs once per prompt, not G times) and its cache repeated to G
+    rows; the responses' log-probs under the policy equal those of the unshared path to 1e-5, and greedy decoding
+    gives the same tokens."""
+    from m2r.rl.core import token_logps
+
+    batch, G = _batch(shard_root, 2), 4
+    model = build_model(ModelConfig(), processor).eval()
+    calls = []
+    handle = model.model.visual.register_forward_hook(lambda m, a, out: calls.append(a[0].shape[0]))  # image patches encoded
+    try:
+        shared = generate_rollouts(model, processor, batch, G, 8, seed=3)
+        n_shared = sum(calls)
+        calls.clear()
+        plain = generate_rollouts(model, processor, batch, G, 8, seed=3, share_prefill=False)
+        n_plain = sum(calls)
+    finally:
+        handle.remove()
+    images = sum(len(imgs) for _, imgs in batch)
+    assert images and n_shared > 0 and n_plain == G * n_shared  # the B prompts' images once, not their B x G copies
+    with torch.no_grad():
+        a = token_logps(model, shared.prompt_inputs, shared.completion_ids)
+        b = token_logps(model, plain.prompt_inputs, shared.completion_ids)
+    assert torch.allclose(a, b, atol=1e-5)
+    assert n_plain == int(shared.prompt_inputs["image_grid_thw"].prod(-1).sum())  # every row's copy, in the plain path
+    # greedy (temperature -> 0) decoding: the same tokens from the shared cache as from the full prefill
+    g1 = generate_rollouts(model, processor, batch, G, 8, temperature=1e-4, seed=0)
+    g2 = generate_rollouts(model, processor, batch, G, 8, temperature=1e-4, seed=0, share_prefill=False)
+    assert torch.equal(g1.completion_ids, g2.completion_ids)
+
+
+def test_log_prob_passes_encode_each_prompts_images_once_with_the_same_values_and_gradients(processor, shard_root):
+    from m2r.rl.core import token_logps
+
+    batch, G = _batch(shard_root, 2), 3
+    model = build_model(ModelConfig(), processor).train()
+    ro = generate_rollouts(model, processor, batch, G, 6, seed=1)
+    calls = []
+    handle = model.model.visual.register_forward_hook(lambda m, a, out: calls.append(a[0].shape[0]))
+    try:
+        shared = token_logps(model, ro.prompt_inputs, ro.completion_ids)
+        shared.sum().backward()
+        n_shared = sum(calls)
+    finally:
+        handle.remove()
+    g_shared = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    import m2r.rl.core as core
+
+    real = core._share_images
+    core._share_images = lambda backbone, model, extra: extra  # the unshared path
+    try:
+        calls.clear()
+        handle = model.model.visual.register_forward_hook(lambda m, a, out: calls.append(a[0].shape[0]))
+        plain = token_logps(model, ro.prompt_inputs, ro.completion_ids)
+        plain.sum().backward()
+        n_plain = sum(calls)
+        handle.remove()
+    finally:
+        core._share_images = real
+    assert n_plain == G * n_shared > 0  # each prompt's images once, not once per row
+    assert torch.allclose(shared, plain, atol=1e-5)
+    for k, p in model.named_parameters():
+        if p.grad is not None:
+            assert torch.allclose(g_shared[k], p.grad, atol=1e-5, rtol=1e-4), k
+    assert any("visual" in k for k in g_shared)  # the vision tower is trained through the shared features

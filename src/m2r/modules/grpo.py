@@ -164,13 +164,26 @@ class GRPOModule(L.LightningModule):
         (`{"task", "samples", "cursor"}`) or a plain list of (Sample, images) pairs."""
         t0 = time.perf_counter()
         samples = batch["samples"] if isinstance(batch, dict) else batch
-        traj = self.generate(samples)
-        self.score(traj)
-        self.advantages(traj)
-        self.reference(traj)
-        stats = self.update(traj)
+        phases: dict[str, float] = {}
+        traj = self._timed(phases, "generate", self.generate, samples)
+        self._timed(phases, "score", self.score, traj)
+        self._timed(phases, "advantages", self.advantages, traj)
+        self._timed(phases, "reference", self.reference, traj)
+        stats = self._timed(phases, "update", self.update, traj)
         self._log_step(traj.rollouts, traj.scores, traj.rewards, traj.accuracy, traj.weights, traj.advantages.cpu(), stats, traj.beta,
                        time.perf_counter() - t0)
+        for name, seconds in phases.items():
+            self.log(f"train/time/{name}", seconds, batch_size=len(traj.rollouts.texts))
+
+    def _timed(self, phases: dict[str, float], name: str, fn, *args):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t = time.perf_counter()
+        out = fn(*args)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        phases[name] = time.perf_counter() - t
+        return out
 
     def generate(self, samples) -> Trajectory:
         """G responses per prompt from the rollout engine, seeded by (seed, step, rank)."""

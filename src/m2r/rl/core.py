@@ -13,6 +13,7 @@ Departures from the reference algorithm, each a choice the seeds leave open:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -148,20 +149,26 @@ def sequence_logps(
     return _chunk_logps(logits, targets, temperature, None)
 
 
+@functools.lru_cache(maxsize=None)
+def _takes_encoder_outputs(cls: type) -> bool:
+    """Whether a backbone class's forward takes `mm_encoder_outputs` (asked once per class, not per micro-batch)."""
+    import inspect
+
+    return "mm_encoder_outputs" in inspect.signature(cls.forward).parameters
+
+
 def _share_images(backbone: torch.nn.Module, model: torch.nn.Module, extra: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """`extra` with each distinct image encoded once: the G rows of a prompt carry G copies of its patches, and the
     vision tower would encode every copy. Where the backbone takes precomputed encoder outputs (transformers'
     `mm_encoder_outputs`), the distinct images are encoded once and their features handed to every row that shows
     them; gradients from all rows add up in the shared features. Unchanged where there is nothing to share, the
     backbone cannot take them, or the parameters are sharded (ZeRO-3 gathers per module call, FSDP2 in the root's forward)."""
-    import inspect
-
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
     pixels, grid = extra.get("pixel_values"), extra.get("image_grid_thw")
     if pixels is None or grid is None or grid.shape[0] < 2 or hasattr(next(model.parameters()), "ds_id") or is_fsdp2(model):
         return extra
-    if "mm_encoder_outputs" not in inspect.signature(backbone.forward).parameters or not hasattr(backbone, "get_image_features"):
+    if not _takes_encoder_outputs(type(backbone)) or not hasattr(backbone, "get_image_features"):
         return extra
     sizes = grid.prod(-1).tolist()
     blocks = list(torch.split(pixels, sizes))

@@ -211,7 +211,7 @@ def _check_trainer(cfg: DictConfig) -> None:
         if not ok:
             raise ConfigError(f"{key}={v!r}: must be an integer >= {low} ({what}) or a fraction in {'(0' if low else '[0'}, 1]")
     devices = _get(cfg, "trainer.devices")
-    if isinstance(devices, str) and re.fullmatch(r"\s*(?:-1|\d+(?:\s*,\s*\d+)*\s*,?)\s*", devices) and devices.strip() not in ("0", "0,"):
+    if isinstance(devices, str) and re.fullmatch(r"\s*(?:-1|\d+(?:\s*,\s*\d+)*\s*,?)\s*", devices) and devices.strip() != "0":
         devices = "auto"  # Lightning's string forms: "2" (a count), "0,1" (device ids)
     if devices is not _MISSING and not (devices == "auto" or isinstance(devices, ListConfig) or
                                         (isinstance(devices, int) and not isinstance(devices, bool) and (devices >= 1 or devices == -1))):

@@ -118,6 +118,8 @@ def step_key(cfg: DictConfig, step: str) -> tuple[str, dict[str, Any]]:
 def device_count(devices: Any) -> Any:
     """How many devices `trainer.devices` means on this machine (-1 and auto: every visible GPU, or 1 process on CPU; a list
     or "0,1": its length), so that a key records the ranks a run has, not how they were written."""
+    if isinstance(devices, str):
+        devices = devices.strip()
     if devices in (-1, "-1", "auto"):
         import torch
 

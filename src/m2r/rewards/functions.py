@@ -526,6 +526,9 @@ _PERCENT = re.compile(r"\s*\\?%\s*$")
 _CLOSER_NUMBER = re.compile(r"[)\]]\s*\{?\s*(?:\d|\\frac)|\}\s*\d|[\^_]\s*\d+\s*\{\s*-?\d")  # `(2) - 3` is a difference; `\sin^2{x}` a power
 
 
+_SCRIPT_BRACE = re.compile(r"[\^_]\s*\d+\s*\{\s*-?\d")  # `10^2{3}`: unbraced it would read 10^23
+
+
 def _closer_number(s: str) -> bool:
     """A number right after a closing bracket or a non-script group (`(2)3`, `\frac{4}{2}3`), or a braced number after a
     script digit (`10^2{3}`); a script group before an argument is fine (`\log_{2} 8`, `x^{2}3` reads as a product)."""
@@ -625,8 +628,9 @@ def _expression_pair(response: str, sample: Sample, extraction: str) -> tuple[st
     ans = re.sub(r"\\(left|right)\s+", r"\\\1", re.sub(r"\s+", " ", ans))
     raw_ans, raw_gold = ans, gold
     ans, gold = _tex_args(ans), _tex_args(gold)
-    if (_closer_number(raw_ans) or _closer_number(ans)) and not (_closer_number(raw_gold) or _closer_number(gold)):
-        return 0.0  # checked again once braces are off: `(2){3}` is `(2)3`
+    # after the rewrites (`(2){3}` is `(2)3`, `\frac{1}{2}3` is a product); a braced digit after a script digit before them
+    if (_SCRIPT_BRACE.search(raw_ans) or _closer_number(ans)) and not (_SCRIPT_BRACE.search(raw_gold) or _closer_number(gold)):
+        return 0.0
     if _unknown_commands(ans) - _unknown_commands(gold):
         return 0.0  # `\le 3`, `3\star`, `\to 3`: latex2sympy cannot read it, and math-verify would grade the first number
     ans, gold = _tex_products(ans), _tex_products(gold)

@@ -241,6 +241,7 @@ CLEAN = [  # (name, response, sample, expected accuracy)
     ("expression squared sine of a braced argument", W("\\sin^2{x}+\\cos^2{x}"), Sample(id="one2", task="general/algebra", question="q", answer="1", answer_type="expression"), 1.0),
     ("expression unicode degrees", W("60°"), Sample(id="deg", task="general/geometry", question="q", answer="60^\\circ", answer_type="expression"), 1.0),
     ("expression cube root", W("\\sqrt[3]{8}"), Sample(id="two2", task="general/algebra", question="q", answer="2", answer_type="expression"), 1.0),
+    ("expression braced fraction times a digit", W("\\frac{1}{2}3"), Sample(id="f32b", task="general/algebra", question="q", answer="\\frac{3}{2}", answer_type="expression"), 1.0),
     ("expression difference after a group", W("3(\\frac{1}{2}) - 2(\\frac{1}{2})"), EX, 1.0),
 ]
 

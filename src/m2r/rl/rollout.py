@@ -172,9 +172,12 @@ def _prefill(model: torch.nn.Module, once: dict[str, torch.Tensor], G: int):
     if not hasattr(cache, "batch_repeat_interleave"):
         return None
     head = {k: (v[:, :-1] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v) for k, v in once.items()}
+    holders = [m for m in model.modules() if hasattr(m, "rope_deltas")]
+    for m in holders:  # a previous call's offsets (another batch size) must not survive a text-only prefill, which sets none
+        m.rope_deltas = None
     model(**head, past_key_values=cache, use_cache=True, logits_to_keep=1)
     cache.batch_repeat_interleave(G)
-    for m in model.modules():
+    for m in holders:
         deltas = getattr(m, "rope_deltas", None)
         if isinstance(deltas, torch.Tensor) and deltas.shape[0] == once["input_ids"].shape[0]:
             m.rope_deltas = deltas.repeat_interleave(G, dim=0)

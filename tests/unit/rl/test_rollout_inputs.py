@@ -114,3 +114,16 @@ def test_log_prob_passes_encode_each_prompts_images_once_with_the_same_values_an
         if p.grad is not None:
             assert torch.allclose(g_shared[k], p.grad, atol=1e-5, rtol=1e-4), k
     assert any("visual" in k for k in g_shared)  # the vision tower is trained through the shared features
+
+
+def test_text_only_prompts_after_an_image_batch_of_another_size(processor, shard_root):
+    """Qwen2.5-VL keeps its rope offsets between calls; a text-only prefill sets none, so the previous batch's (another
+    size) must not be reused: the embedded pipeline's difficulty step crashed on exactly this."""
+    from m2r.data.schema import Sample
+
+    model = build_model(ModelConfig(), processor).eval()
+    generate_rollouts(model, processor, _batch(shard_root, 2), 4, 3, seed=0)  # offsets for 2 prompts
+    text = [(Sample(id=f"t{i}", task="general/arithmetic", question=f"What is {i} + 2?", answer=str(i + 2), answer_type="number"), []) for i in range(3)]
+    shared = generate_rollouts(model, processor, text, 4, 3, temperature=1e-4, seed=0)
+    plain = generate_rollouts(model, processor, text, 4, 3, temperature=1e-4, seed=0, share_prefill=False)
+    assert torch.equal(shared.completion_ids, plain.completion_ids)

@@ -46,26 +46,23 @@ def _prompts(B: int, images: int):
     return out
 
 
-def _forced(model: torch.nn.Module, tokens: int) -> torch.nn.Module:
-    model.generation_config.min_new_tokens = tokens  # no EOS before `tokens`: every completion is that long
-    return model
-
-
 def run_m2r(args, processor, base, batch) -> dict:
     import lightning as L
 
     from m2r.callbacks.history import MetricHistory
     from m2r.modules.grpo import GRPOModule
     from m2r.rewards.router import Scored
+    from m2r.rl.engine import HFEngine
 
     class Constant:  # rewards cost nothing here (their cost is benchmarks/reward_latency.py's)
         def score(self, response, sample):
             v = float(len(response) % 2)
             return Scored(total=v, accuracy=v, values={"acc": v})
 
-    factory = lambda: _forced(copy.deepcopy(base), args.tokens).train()  # noqa: E731
+    factory = lambda: copy.deepcopy(base).train()  # noqa: E731
     module = GRPOModule(factory, processor, Constant(), ref_factory=lambda: copy.deepcopy(base), G=args.G, beta=0.01, aggregation="token",
-                        max_new_tokens=args.tokens, micro_batch_size=args.B * args.G, lr=1e-6, scheduler="constant", max_prompt_length=None)
+                        max_new_tokens=args.tokens, micro_batch_size=args.B * args.G, lr=1e-6, scheduler="constant", max_prompt_length=None,
+                        engine=HFEngine(min_new_tokens=args.tokens))  # no end token before `tokens`: every completion is that long
     history = MetricHistory()
     steps = args.warmup + args.steps
     trainer = L.Trainer(max_steps=steps, accelerator=args.device, logger=False, enable_checkpointing=False, enable_progress_bar=False,

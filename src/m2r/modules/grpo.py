@@ -50,6 +50,7 @@ class Trajectory:
     divisor: torch.Tensor | None = None  # [N] loss aggregation
     chunks: list[list[int]] = field(default_factory=list)  # micro-batches of row indices
     inputs: list[dict] = field(default_factory=list)  # each micro-batch's prompt inputs (its own image patches)
+    prompts: list[tuple[dict, torch.Tensor]] = field(default_factory=list)  # each micro-batch's distinct prompts' inputs, each row's prompt
     old: list[torch.Tensor] | None = None  # sampling policy's log-probs per micro-batch (mu > 1)
     ref: list[torch.Tensor] | None = None  # reference log-probs per micro-batch (KL coefficient > 0)
     beta: float = 0.0  # the KL coefficient of this step
@@ -134,12 +135,12 @@ class GRPOModule(L.LightningModule):
         else:
             self.ref_model.to(self.device)
 
-    def _ref_logps(self, x, rows) -> torch.Tensor:
+    def _ref_logps(self, x, rows, prompts) -> torch.Tensor:
         h = self.hparams
         if self.ref_model is not None:
-            return token_logps(self.ref_model, x, rows, h.temperature, h.logprob_chunk)
+            return token_logps(self.ref_model, x, rows, h.temperature, h.logprob_chunk, prompts)
         with self.model.disable_adapter():  # LoRA: the base model is the reference
-            return token_logps(self.model, x, rows, h.temperature, h.logprob_chunk)
+            return token_logps(self.model, x, rows, h.temperature, h.logprob_chunk, prompts)
 
     def _grad_sync(self, last: bool):
         """Sync gradients on the last micro-batch of an optimizer step only."""
@@ -218,17 +219,25 @@ class GRPOModule(L.LightningModule):
         traj.divisor = aggregation_normalizer(mask, h.aggregation, h.max_new_tokens).to(self.device)  # [N]
         traj.chunks = [list(range(s, min(s + h.micro_batch_size, N))) for s in range(0, N, h.micro_batch_size)]
         traj.inputs = [select_rows(ro.prompt_inputs, rows, ro.images_per_row) for rows in traj.chunks]
+        traj.prompts = [self._distinct_prompts(ro, rows) for rows in traj.chunks]
+
+    def _distinct_prompts(self, ro, rows: list[int]) -> tuple[dict, torch.Tensor]:
+        """A micro-batch's distinct prompts (each one's first row of the rollout record) and each row's index among them."""
+        G = self.hparams.G
+        firsts = list(dict.fromkeys(r // G for r in rows))
+        index = torch.tensor([firsts.index(r // G) for r in rows], dtype=torch.long)
+        return select_rows(ro.prompt_inputs, [b * G for b in firsts], ro.images_per_row), index
 
     @torch.no_grad()
     def reference(self, traj: Trajectory) -> None:
         """The sampling policy's log-probs (mu > 1) and the reference model's (KL coefficient > 0), per micro-batch."""
         h, ids = self.hparams, traj.rollouts.completion_ids
         traj.beta = float(self.kl_coef)
-        pairs = list(zip(traj.inputs, traj.chunks))
-        traj.old = [token_logps(self.model, x, ids[r], h.temperature, h.logprob_chunk) for x, r in pairs] if h.mu > 1 else None
+        triples = list(zip(traj.inputs, traj.chunks, traj.prompts))
+        traj.old = [token_logps(self.model, x, ids[r], h.temperature, h.logprob_chunk, p) for x, r, p in triples] if h.mu > 1 else None
         if traj.beta != 0.0 and self.ref_model is None and not h.ref_from_base:
             raise RuntimeError("kl_coef > 0 but no reference model was built; set needs_reference (the grpo stage does this from algo.beta and the KL callback)")
-        traj.ref = [self._ref_logps(x, ids[r]) for x, r in pairs] if traj.beta != 0.0 else None
+        traj.ref = [self._ref_logps(x, ids[r], p) for x, r, p in triples] if traj.beta != 0.0 else None
 
     def update(self, traj: Trajectory) -> dict[str, list]:
         """`mu` optimizer steps over the trajectory, each accumulating gradients over its micro-batches."""
@@ -240,7 +249,7 @@ class GRPOModule(L.LightningModule):
         for _ in range(h.mu):
             for k, (x, rows) in enumerate(zip(traj.inputs, traj.chunks)):
                 with self._grad_sync(last=k == len(traj.chunks) - 1):
-                    logps = token_logps(self.model, x, ids[rows], h.temperature, h.logprob_chunk)  # [n, L]
+                    logps = token_logps(self.model, x, ids[rows], h.temperature, h.logprob_chunk, traj.prompts[k])  # [n, L]
                     loss, st = policy_loss(
                         logps, traj.old[k] if traj.old is not None else logps.detach(), traj.advantages[rows], traj.mask[rows], traj.divisor[rows],
                         h.eps_low, h.eps_high, traj.beta, traj.ref[k] if traj.ref is not None else None,

@@ -102,18 +102,78 @@ def token_logps(
     completion_ids: torch.Tensor,  # [n, L]
     temperature: float = 1.0,
     chunk: int = 256,
+    prompts: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Log-probabilities [n, L] of `completion_ids`, which follow the prompt `inputs` (left-padded).
 
     The backbone runs once over prompt + completion; the LM head and log-softmax run over chunks
     of `chunk` positions (`head_logps`), so the float32 logits held at once are [n, chunk, V], and
-    none is kept for backward: each chunk's are recomputed there from its hidden states."""
+    none is kept for backward: each chunk's are recomputed there from its hidden states.
+
+    `prompts` = (the distinct prompts' inputs, each row's prompt index [n]): where the backbone allows it
+    (`shared_prompt_hidden`), each distinct prompt (its images included) runs through the backbone once and its
+    keys and values serve all its rows, gradients included; otherwise the rows run whole, as without it."""
+    if prompts is not None:
+        hidden = shared_prompt_hidden(model, prompts[0], prompts[1], completion_ids)
+        if hidden is not None:
+            core = model.get_base_model() if hasattr(model, "get_base_model") else model
+            return head_logps(core.get_output_embeddings(), hidden, completion_ids, temperature, chunk)[0]
     ids = torch.cat([inputs["input_ids"], completion_ids], dim=1)
     attn = torch.cat([inputs["attention_mask"], torch.ones_like(completion_ids)], dim=1)
     extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
     if "mm_token_type_ids" in inputs:
         extra["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(completion_ids)], dim=1)
     return sequence_logps(model, ids, attn, extra, completion_ids, completion_ids.shape[1], temperature, chunk)[0]
+
+
+def shared_prompt_hidden(
+    model: torch.nn.Module,
+    once: dict[str, torch.Tensor],  # processor inputs of the U distinct prompts (left-padded, their images once)
+    index: torch.Tensor,  # [n] each row's prompt in `once`
+    completion_ids: torch.Tensor,  # [n, L]
+) -> torch.Tensor | None:
+    """Final hidden states [n, L, H] at the positions that predict `completion_ids`, with each prompt run once.
+
+    The prompts but their last token go through the backbone once (U rows, images encoded once) into a KV cache;
+    the cache's rows are selected out to the n rows (a differentiable index, so each row's gradient reaches its
+    prompt's keys and values and adds up there), and the rows' last prompt token and completion run on top of it.
+    Equal to running each row whole (tested to 1e-5, log-probs and gradients); at G = 8 and prompts as long as the
+    completions it is about half the backbone's work. None where it does not apply, and the caller runs rows whole:
+    a backbone without a separable head or a cache that can select rows, sharded parameters (FSDP2 and ZeRO-3
+    gather in the root's forward), gradient checkpointing while training (transformers' checkpointed layers drop
+    the cache), or a model whose positions we do not know how to continue (1D rotary, or Qwen-VL's 3D rotary with
+    its per-row offsets, `rope_deltas`)."""
+    from transformers import DynamicCache
+
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    backbone, head = getattr(core, "model", None), core.get_output_embeddings()
+    if backbone is None or head is None or is_fsdp2(model) or type(model).__name__ == "DeepSpeedEngine" or hasattr(next(model.parameters()), "ds_id"):
+        return None
+    if core.training and getattr(core, "is_gradient_checkpointing", False):
+        return None
+    P = once["input_ids"].shape[1]
+    if P < 2 or not hasattr(backbone, "rope_deltas") or int(index.numel()) <= int(once["input_ids"].shape[0]):
+        return None  # nothing to share, or no positions to continue from
+    cache = DynamicCache(config=getattr(core, "config", None))
+    if not hasattr(cache, "batch_select_indices"):
+        return None
+    head_inputs = {k: (v[:, :-1] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v) for k, v in once.items()}
+    backbone.rope_deltas = None  # offsets of another batch must not survive a text-only prefill, which sets none
+    backbone(**head_inputs, past_key_values=cache, use_cache=True)
+    deltas = backbone.rope_deltas
+    backbone.rope_deltas = None
+    index = index.to(once["input_ids"].device)
+    cache.batch_select_indices(index)
+    L = completion_ids.shape[1]
+    ids = torch.cat([once["input_ids"][index, -1:], completion_ids[:, :-1]], dim=1)  # [n, L]: the last prompt token predicts the first
+    attn = torch.cat([once["attention_mask"][index], torch.ones_like(completion_ids[:, :-1])], dim=1)  # [n, P - 1 + L]
+    position_ids = None  # no offsets: a text-only prefill took positions 0.., and the continuation follows on
+    if isinstance(deltas, torch.Tensor):  # 3D rotary: a text position counts the row's real tokens, plus the row's offset
+        text = (attn.cumsum(dim=1) - 1)[:, -L:]  # [n, L]
+        position_ids = text[None].expand(3, -1, -1) + deltas[index].to(text.device).view(1, -1, 1)
+    out = backbone(input_ids=ids, attention_mask=attn, past_key_values=cache, use_cache=True, position_ids=position_ids)
+    backbone.rope_deltas = None
+    return out.last_hidden_state  # [n, L, H]
 
 
 def sequence_logps(

@@ -122,9 +122,15 @@ def generate_rollouts(
     synced_gpus: bool = False,
     max_prompt_length: int | None = None,
     share_prefill: bool = True,
+    min_new_tokens: int = 0,
 ) -> Rollouts:
     """G sampled responses per prompt. With `share_prefill`, each prompt (its images included) is prefilled once and
-    its KV cache repeated to its G rows, so the vision tower and the prompt's forward run B times, not B x G."""
+    its KV cache repeated to its G rows, so the vision tower and the prompt's forward run B times, not B x G.
+
+    Each token is drawn from softmax(logits / temperature), restricted to the top-p mass, with the vision tokens (and,
+    before `min_new_tokens`, the end tokens) excluded: `RolloutSampler`, nothing else. The checkpoint's own generation
+    settings (a Qwen2.5-VL release asks for repetition_penalty=1.05, top_k=1) are not applied: they would sample from a
+    distribution other than the policy's, and the importance ratios would be wrong. Only its end tokens are read."""
     device = next(model.parameters()).device
     once = prompt_inputs(processor, batch, 1, system_prompt)
     lengths = check_prompt_lengths(once, batch, 1, max_prompt_length)
@@ -138,15 +144,21 @@ def generate_rollouts(
     eos = [tok.eos_token_id, *gen_eos]  # the chat end-of-turn and whatever the checkpoint's generation config adds
     if seed is not None:
         torch.manual_seed(seed)
+    from transformers import GenerationConfig, LogitsProcessorList
+
+    eos = sorted(set(eos))
+    sampler = RolloutSampler(temperature, top_p, vision_token_ids(model, processor), eos, min_new_tokens, inputs["input_ids"].shape[1])
+    # Greedy over the sampler's output is the sample: transformers adds no warpers, and its multinomial (about 1 ms a
+    # call on CPU at any vocabulary) is replaced by one uniform per row.
+    config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=tok.pad_token_id, use_cache=True)
     was_training = model.training
     model.eval()
     try:
-        with root_gathered(model):
+        with root_gathered(model), _without_checkpoint_generation_settings(model):
             prefilled = _prefill(model, once, G) if share_prefill and G > 1 else None
             gen_inputs = {k: v for k, v in inputs.items() if k not in ("pixel_values", "image_grid_thw")} if prefilled is not None else inputs
             out = model.generate(
-                **gen_inputs, past_key_values=prefilled, do_sample=True, temperature=temperature, top_p=top_p, top_k=0, max_new_tokens=max_new_tokens,
-                eos_token_id=sorted(set(eos)), pad_token_id=tok.pad_token_id, use_cache=True, suppress_tokens=vision_token_ids(model, processor) or None,
+                **gen_inputs, past_key_values=prefilled, generation_config=config, logits_processor=LogitsProcessorList([sampler]),
                 synced_gpus=synced_gpus,  # sharded parameters: every rank runs a forward until all ranks are done
             )
     finally:
@@ -154,11 +166,73 @@ def generate_rollouts(
     completion = out[:, inputs["input_ids"].shape[1] :]
     if completion.shape[1] == 0:  # nothing generated at all
         completion = torch.full((completion.shape[0], 1), tok.eos_token_id, device=device)
-    mask, truncated = response_mask(completion, sorted(set(eos)))
+    mask, truncated = response_mask(completion, eos)
     completion = torch.where(mask.bool(), completion, torch.full_like(completion, tok.pad_token_id))
     texts = tok.batch_decode(completion, skip_special_tokens=True)
     images_per_row = [len(imgs) for _, imgs in batch for _ in range(G)]
     return Rollouts([s for s, _ in batch], inputs, completion, mask, truncated, texts, images_per_row, G, lengths)
+
+
+class RolloutSampler:
+    """A transformers logits processor that samples the next token and returns scores that are -inf everywhere but
+    there, so greedy decoding emits the sample. The draw: softmax(logits / temperature) with `banned` ids (and `eos`
+    before `min_new_tokens` new tokens) removed, cut to the smallest set of most likely tokens whose mass reaches
+    `top_p` (at least one), sampled by inverse CDF with one uniform per row from torch's generator. A token of zero
+    probability is never drawn: the CDF's first index at or above a draw in (0, total] has positive mass."""
+
+    def __init__(self, temperature: float, top_p: float, banned: Sequence[int], eos: Sequence[int], min_new_tokens: int, prompt_length: int):
+        if temperature <= 0:
+            raise ValueError(f"temperature={temperature}: sampling needs a temperature above 0")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"top_p={top_p}: must be in (0, 1]")
+        self.temperature, self.top_p = temperature, top_p
+        self.banned, self.eos = list(banned), list(eos)
+        self.min_new_tokens, self.prompt_length = min_new_tokens, prompt_length
+        self._index: dict[tuple, torch.Tensor] = {}
+
+    def _ids(self, ids: list[int], device: torch.device) -> torch.Tensor:
+        key = (tuple(ids), device)
+        if key not in self._index:
+            self._index[key] = torch.tensor(ids, dtype=torch.long, device=device)
+        return self._index[key]
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        logits = scores.float()
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        V = logits.shape[-1]
+        banned = [i for i in self.banned if i < V]
+        if input_ids.shape[1] - self.prompt_length < self.min_new_tokens:
+            banned += [i for i in self.eos if i < V]
+        if banned:
+            logits = logits.index_fill(1, self._ids(banned, logits.device), float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        if self.top_p < 1.0:
+            sorted_p, order = probs.sort(dim=-1, descending=True)
+            drop = (sorted_p.cumsum(dim=-1) - sorted_p) >= self.top_p  # mass before a token already reaches top_p
+            probs = probs.scatter(1, order, sorted_p.masked_fill(drop, 0.0))
+        cdf = probs.cumsum(dim=-1)
+        u = (1.0 - torch.rand(cdf.shape[0], 1, device=cdf.device, dtype=cdf.dtype)) * cdf[:, -1:]  # in (0, total]
+        token = torch.searchsorted(cdf, u).clamp_(max=V - 1)
+        return torch.full_like(scores, float("-inf")).scatter_(1, token, 0.0)
+
+
+@contextmanager
+def _without_checkpoint_generation_settings(model: torch.nn.Module):
+    """transformers fills every generation setting a call leaves unset from `model.generation_config` (a checkpoint's
+    repetition penalty, bad words, forced tokens, ...). While rolling out, that is transformers' defaults instead."""
+    from transformers import GenerationConfig
+
+    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    saved = getattr(core, "generation_config", None)
+    if saved is None:
+        yield
+        return
+    core.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        core.generation_config = saved
 
 
 def _prefill(model: torch.nn.Module, once: dict[str, torch.Tensor], G: int):

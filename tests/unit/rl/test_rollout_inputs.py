@@ -127,3 +127,71 @@ def test_text_only_prompts_after_an_image_batch_of_another_size(processor, shard
     shared = generate_rollouts(model, processor, text, 4, 3, temperature=1e-4, seed=0)
     plain = generate_rollouts(model, processor, text, 4, 3, temperature=1e-4, seed=0, share_prefill=False)
     assert torch.equal(shared.completion_ids, plain.completion_ids)
+
+
+def _mixed_batch(shard_root):
+    """Two image prompts and a text-only one: the shared prefill must give each its own positions."""
+    from m2r.data.schema import Sample
+
+    return [*_batch(shard_root, 2), (Sample(id="t0", task="general/arithmetic", question="What is 3 + 2?", answer="5", answer_type="number"), [])]
+
+
+@pytest.mark.parametrize("rows", [list(range(9)), [2, 3, 4, 5, 7]], ids=["whole-groups", "split-groups"])
+def test_log_prob_passes_run_each_prompt_once_with_the_same_values_and_gradients(processor, shard_root, rows):
+    """With the micro-batch's distinct prompts given, each prompt (its images included) runs through the backbone once
+    and its keys and values serve its rows: the log-probs and every gradient equal running each row whole (1e-5),
+    for groups whole or cut by the micro-batch, image and text-only prompts mixed; the vision tower sees each
+    prompt's patches once."""
+    from m2r.rl.core import shared_prompt_hidden, token_logps
+    from m2r.rl.rollout import select_rows
+
+    batch, G = _mixed_batch(shard_root), 3
+    model = build_model(ModelConfig(), processor).train()
+    ro = generate_rollouts(model, processor, batch, G, 6, seed=1)
+    x = select_rows(ro.prompt_inputs, rows, ro.images_per_row)
+    firsts = list(dict.fromkeys(r // G for r in rows))
+    prompts = (select_rows(ro.prompt_inputs, [b * G for b in firsts], ro.images_per_row), torch.tensor([firsts.index(r // G) for r in rows]))
+    ids = ro.completion_ids[rows]
+    with torch.no_grad():
+        assert shared_prompt_hidden(model, prompts[0], prompts[1], ids) is not None  # the shared path is the one taken
+
+    def run(p):
+        calls = []
+        handle = model.model.visual.register_forward_hook(lambda m, a, out: calls.append(a[0].shape[0]))
+        try:
+            model.zero_grad()
+            lp = token_logps(model, x, ids, 0.7, 4, p)  # chunks of 4 positions: the checkpointed head too
+            (lp * torch.linspace(0.5, 2.0, lp.numel()).view_as(lp)).sum().backward()
+        finally:
+            handle.remove()
+        return lp.detach(), {k: q.grad.clone() for k, q in model.named_parameters() if q.grad is not None}, sum(calls)
+
+    shared, g_shared, n_shared = run(prompts)
+    plain, g_plain, _ = run(None)
+    assert torch.allclose(shared, plain, atol=1e-5), (shared - plain).abs().max()
+    assert g_shared.keys() == g_plain.keys() and any("visual" in k for k in g_shared)
+    for k in g_plain:
+        assert torch.allclose(g_shared[k], g_plain[k], atol=1e-5, rtol=1e-4), k
+    image_prompts = [b for b in firsts if batch[b][1]]
+    assert n_shared == int(prompts[0]["image_grid_thw"].prod(-1).sum()) and len(prompts[0]["image_grid_thw"]) == len(image_prompts)
+    with torch.no_grad():  # the reference pass (no gradients) takes the same path
+        assert torch.allclose(token_logps(model.eval(), x, ids, 1.0, 256, prompts), token_logps(model, x, ids), atol=1e-5)
+
+
+def test_shared_prompts_fall_back_where_the_cache_cannot_carry_gradients(processor, shard_root):
+    """transformers' checkpointed layers drop the KV cache while training: under gradient checkpointing the rows
+    run whole (the same values), never a continuation that silently lost its prompt."""
+    from m2r.rl.core import shared_prompt_hidden, token_logps
+    from m2r.rl.rollout import select_rows
+
+    batch, G = _batch(shard_root, 2), 2
+    model = build_model(ModelConfig(), processor).train()
+    ro = generate_rollouts(model, processor, batch, G, 4, seed=2)
+    prompts = (select_rows(ro.prompt_inputs, [0, G], ro.images_per_row), torch.tensor([0, 0, 1, 1]))
+    with torch.no_grad():
+        expected = token_logps(model, ro.prompt_inputs, ro.completion_ids)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    assert shared_prompt_hidden(model, prompts[0], prompts[1], ro.completion_ids) is None
+    got = token_logps(model, ro.prompt_inputs, ro.completion_ids, prompts=prompts)
+    assert torch.allclose(got.detach(), expected, atol=1e-5)
+    got.sum().backward()

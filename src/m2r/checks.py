@@ -173,6 +173,9 @@ def _check_pairs(cfg: DictConfig) -> None:
         if a is not _MISSING and b is not _MISSING and a is not None and b is not None and a > b:
             raise ConfigError(f"{lo}={a} exceeds {hi}={b}")
     beta, beta_min = _get(cfg, "algo.beta"), _get(cfg, "callbacks.kl_annealing.beta_min")
+    if _get(cfg, "rollout.compile") is True and _get(cfg, "rollout.cache") != "static":
+        raise ConfigError("rollout.compile=true needs rollout.cache=static: transformers compiles the decode step only over a "
+                          "preallocated cache (add rollout.cache=static)")
     if beta is not _MISSING and beta_min not in (_MISSING, None) and beta_min > beta:
         raise ConfigError(f"callbacks.kl_annealing.beta_min={beta_min} exceeds algo.beta={beta}, the peak of the KL schedule: "
                           "the KL coefficient is set by algo.beta (callbacks=m2 anneals it down to beta_min)")
@@ -190,6 +193,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "algo.aggregation": ("token", "sequence", "constant"),
     "curriculum.order": ("ordered", "random"),
     "curriculum.end_policy": ("repeat_hardest", "drop"),
+    "rollout.cache": ("dynamic", "static"),
 }
 
 

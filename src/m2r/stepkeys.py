@@ -47,7 +47,7 @@ STEP_CONFIG: dict[str, list[str]] = {
 NOT_KEYED = frozenset({
     "grpo.module.micro_batch_size", "grpo.module.logprob_chunk", "grpo.module.rollout_log_rows", "sft.module.loss_chunk",
     "model.gradient_checkpointing", "model.attn_implementation", "reward.expression.workers", "grpo.module.max_prompt_length",
-    "rollout.max_rows",
+    "rollout.max_rows", "rollout.cache", "rollout.compile",
 })
 UPSTREAM: dict[str, list[str]] = {
     "quality": ["build"], "sft": ["build", "quality"], "difficulty": ["build", "sft"], "curriculum": ["build", "difficulty"],

@@ -43,6 +43,8 @@ from m2r.checks import ConfigError, check_config
     ("algo.aggregation=bogus", "algo.aggregation"),
     ("curriculum.end_policy=bogus", "curriculum.end_policy"),
     ("curriculum.order=bogus", "curriculum.order"),
+    ("rollout.cache=paged", "rollout.cache"),
+    ("rollout.compile=true", "rollout.compile"),  # over the default dynamic cache
 ])
 def test_bad_numeric_value_names_its_key(override, key, tmp_path):
     cfg = compose([override], tmp_path, tmp_path)

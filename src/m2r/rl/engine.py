@@ -35,19 +35,25 @@ class HFEngine:
 
     max_rows: int | None = None
     min_new_tokens: int = 0  # end tokens banned before this many new tokens (benchmarks force a length with it)
+    cache: str = "dynamic"  # dynamic (grows each step) | static (preallocated, written in place)
+    compile: bool = False  # transformers compiles the decode step over a static cache (CUDA only)
 
     def __post_init__(self) -> None:
         if self.max_rows is not None and self.max_rows < 1:
             raise ValueError(f"rollout.max_rows={self.max_rows}: at least 1 row per generate call (or null for all rows at once)")
         if self.min_new_tokens < 0:
             raise ValueError(f"rollout.min_new_tokens={self.min_new_tokens}: must be 0 or more")
+        if self.cache not in ("dynamic", "static"):
+            raise ValueError(f"rollout.cache={self.cache!r}: must be dynamic or static")
+        if self.compile and self.cache != "static":
+            raise ValueError("rollout.compile=true needs rollout.cache=static: transformers compiles the decode step only over a preallocated cache")
 
     def generate(self, model, processor, batch, G, max_new_tokens, temperature=1.0, top_p=1.0, seed=None, synced_gpus=False, max_prompt_length=None) -> Rollouts:
         per = len(batch) if self.max_rows is None else max(1, self.max_rows // G)
         parts = [
             generate_rollouts(model, processor, batch[i : i + per], G, max_new_tokens, temperature, top_p,
                               seed=None if seed is None else seed + 7_919 * i, synced_gpus=synced_gpus, max_prompt_length=max_prompt_length,
-                              min_new_tokens=self.min_new_tokens)
+                              min_new_tokens=self.min_new_tokens, cache=self.cache, compile=self.compile)
             for i in range(0, len(batch), per)
         ]
         return parts[0] if len(parts) == 1 else concat_rollouts(parts, processor.tokenizer.pad_token_id)

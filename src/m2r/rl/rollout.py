@@ -123,6 +123,8 @@ def generate_rollouts(
     max_prompt_length: int | None = None,
     share_prefill: bool = True,
     min_new_tokens: int = 0,
+    cache: str = "dynamic",
+    compile: bool = False,
 ) -> Rollouts:
     """G sampled responses per prompt. With `share_prefill`, each prompt (its images included) is prefilled once and
     its KV cache repeated to its G rows, so the vision tower and the prompt's forward run B times, not B x G.
@@ -130,7 +132,15 @@ def generate_rollouts(
     Each token is drawn from softmax(logits / temperature), restricted to the top-p mass, with the vision tokens (and,
     before `min_new_tokens`, the end tokens) excluded: `RolloutSampler`, nothing else. The checkpoint's own generation
     settings (a Qwen2.5-VL release asks for repetition_penalty=1.05, top_k=1) are not applied: they would sample from a
-    distribution other than the policy's, and the importance ratios would be wrong. Only its end tokens are read."""
+    distribution other than the policy's, and the importance ratios would be wrong. Only its end tokens are read.
+
+    `cache="static"` preallocates the KV cache for the prompt and `max_new_tokens` (a shared prefill is copied into
+    it), so each decode step writes in place instead of growing the cache; with `compile`, transformers compiles the
+    decode step (on CUDA only; it is ignored on CPU)."""
+    if cache not in ("dynamic", "static"):
+        raise ValueError(f"rollout.cache={cache!r}: must be dynamic or static")
+    if compile and cache != "static":
+        raise ValueError("rollout.compile=true needs rollout.cache=static: transformers compiles the decode step only over a preallocated cache")
     device = next(model.parameters()).device
     once = prompt_inputs(processor, batch, 1, system_prompt)
     lengths = check_prompt_lengths(once, batch, 1, max_prompt_length)
@@ -150,12 +160,16 @@ def generate_rollouts(
     sampler = RolloutSampler(temperature, top_p, vision_token_ids(model, processor), eos, min_new_tokens, inputs["input_ids"].shape[1])
     # Greedy over the sampler's output is the sample: transformers adds no warpers, and its multinomial (about 1 ms a
     # call on CPU at any vocabulary) is replaced by one uniform per row.
-    config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=tok.pad_token_id, use_cache=True)
+    config = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=tok.pad_token_id, use_cache=True,
+                              disable_compile=not compile)
+    static_len = inputs["input_ids"].shape[1] + max_new_tokens if cache == "static" else None
+    if static_len is not None and not (share_prefill and G > 1):
+        config.cache_implementation = "static"
     was_training = model.training
     model.eval()
     try:
         with root_gathered(model), _without_checkpoint_generation_settings(model):
-            prefilled = _prefill(model, once, G) if share_prefill and G > 1 else None
+            prefilled = _prefill(model, once, G, static_len) if share_prefill and G > 1 else None
             gen_inputs = {k: v for k, v in inputs.items() if k not in ("pixel_values", "image_grid_thw")} if prefilled is not None else inputs
             out = model.generate(
                 **gen_inputs, past_key_values=prefilled, generation_config=config, logits_processor=LogitsProcessorList([sampler]),
@@ -235,12 +249,13 @@ def _without_checkpoint_generation_settings(model: torch.nn.Module):
         core.generation_config = saved
 
 
-def _prefill(model: torch.nn.Module, once: dict[str, torch.Tensor], G: int):
+def _prefill(model: torch.nn.Module, once: dict[str, torch.Tensor], G: int, static_len: int | None = None):
     """The KV cache of every prompt but its last token, one row per prompt, repeated to G rows per prompt (None where the
     model's cache cannot be repeated: generate then prefills all rows itself). The last prompt token is left to
     `generate`, which starts from the cache. Models with 3D rotary positions (Qwen2.5-VL) keep per-row offsets from
-    the prefill (`rope_deltas`); they are repeated with the cache."""
-    from transformers import DynamicCache
+    the prefill (`rope_deltas`); they are repeated with the cache. With `static_len`, the repeated cache is copied into a
+    preallocated (static) cache of that many positions."""
+    from transformers import DynamicCache, StaticCache
 
     cache = DynamicCache(config=getattr(model, "config", None))
     if not hasattr(cache, "batch_repeat_interleave"):
@@ -255,7 +270,13 @@ def _prefill(model: torch.nn.Module, once: dict[str, torch.Tensor], G: int):
         deltas = getattr(m, "rope_deltas", None)
         if isinstance(deltas, torch.Tensor) and deltas.shape[0] == once["input_ids"].shape[0]:
             m.rope_deltas = deltas.repeat_interleave(G, dim=0)
-    return cache
+    if static_len is None:
+        return cache
+    static = StaticCache(config=model.config, max_cache_len=static_len)
+    n = once["input_ids"].shape[1] - 1
+    for i, layer in enumerate(cache.layers):
+        static.update(layer.keys, layer.values, i, {"cache_position": torch.arange(n, device=layer.keys.device)})
+    return static
 
 
 def select_rows(inputs: dict[str, torch.Tensor], rows: Sequence[int], images_per_row: Sequence[int]) -> dict[str, torch.Tensor]:

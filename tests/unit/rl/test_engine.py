@@ -75,3 +75,23 @@ def test_each_phase_runs_alone_on_a_trajectory(processor, shard_root):
     module.kl_coef = 0.0
     module.reference(traj)
     assert traj.old is None and traj.ref is None  # mu = 1 and no KL: nothing to compute
+
+
+@pytest.mark.parametrize("share_prefill", [True, False])
+def test_static_cache_gives_the_dynamic_caches_rollouts(processor, shard_root, share_prefill):
+    """rollout.cache=static (preallocated, the shared prefill copied into it) samples the same tokens from the same seed
+    as the growing cache, for image and text-only prompts; compile without a static cache is refused."""
+    from m2r.data.schema import Sample
+
+    stream = sample_stream(shard_urls(shard_root, "rl", ["spatial/count"]), shuffle_shards=False)
+    batch = [x for _, x in zip(range(2), stream)]
+    batch.append((Sample(id="t0", task="general/arithmetic", question="What is 3 + 2?", answer="5", answer_type="number"), []))
+    model = build_model(ModelConfig(), processor).eval()
+    dynamic = generate_rollouts(model, processor, batch, 3, 7, seed=4, share_prefill=share_prefill)
+    static = generate_rollouts(model, processor, batch, 3, 7, seed=4, share_prefill=share_prefill, cache="static")
+    assert torch.equal(dynamic.completion_ids, static.completion_ids) and dynamic.texts == static.texts
+    assert HFEngine(cache="static").generate(model, processor, batch, 3, 7, seed=4).texts == HFEngine().generate(model, processor, batch, 3, 7, seed=4).texts
+    with pytest.raises(ValueError, match="rollout.compile=true needs rollout.cache=static"):
+        HFEngine(compile=True)
+    with pytest.raises(ValueError, match="rollout.cache='paged'"):
+        HFEngine(cache="paged")

@@ -77,3 +77,22 @@ def test_sft_loss_is_the_models_own_loss_without_full_logits(processor):
     logps, hits = sequence_logps(model, ids, batch["attention_mask"], {}, target.masked_fill(target == IGNORE, 0), target.shape[1])
     pred = model(input_ids=ids, attention_mask=batch["attention_mask"]).logits[:, :-1].argmax(-1)
     assert torch.equal(hits, pred == target.masked_fill(target == IGNORE, 0))
+
+
+def test_shared_prompt_pass_keeps_no_full_vocabulary_tensor(processor):
+    """The pass that runs each distinct prompt once (GRPO's micro-batches) ends in the same chunked head."""
+    from m2r.rl.core import shared_prompt_hidden
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(), processor).train()
+    V = model.get_output_embeddings().weight.shape[0]
+    once, completion = _inputs(processor, n=2)
+    index = torch.tensor([0, 0, 1, 1])
+    rows = {k: v[index] for k, v in once.items()}
+    completion = torch.cat([completion, completion.flip(0)])
+    L = completion.shape[1]
+    assert shared_prompt_hidden(model, once, index, completion) is not None
+    logps, kept = _saved_shapes(lambda: token_logps(model, rows, completion, temperature=0.7, chunk=L, prompts=(once, index)))
+    assert not [(s, d) for s, d in kept if d == torch.float32 and len(s) == 3 and s[-1] == V]
+    with torch.no_grad():
+        assert torch.allclose(logps, token_logps(model, rows, completion, temperature=0.7, chunk=L), atol=1e-5)

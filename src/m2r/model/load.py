@@ -114,7 +114,7 @@ def build_model(cfg: ModelConfig, processor) -> torch.nn.Module:
 
     freeze(model, vision=cfg.freeze_vision, projector=cfg.freeze_projector, language=cfg.freeze_language)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
         model.config.use_cache = False
     if cfg.lora.enabled:
         from peft import LoraConfig, get_peft_model
@@ -141,3 +141,12 @@ def freeze(model: torch.nn.Module, vision: bool = False, projector: bool = False
                 p.requires_grad_(False)
     if vision and projector and language:
         raise ModelConfigError("model.freeze_vision, freeze_projector and freeze_language are all true: nothing would train")
+
+
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """transformers' activation checkpointing of every decoder layer, non-reentrant (`activation_checkpointing_enable`
+    since transformers 5.2x; `gradient_checkpointing_enable`, its deprecated name, before)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

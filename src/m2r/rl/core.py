@@ -149,7 +149,7 @@ def shared_prompt_hidden(
     backbone, head = getattr(core, "model", None), core.get_output_embeddings()
     if backbone is None or head is None or is_fsdp2(model) or type(model).__name__ == "DeepSpeedEngine" or hasattr(next(model.parameters()), "ds_id"):
         return None
-    if core.training and getattr(core, "is_gradient_checkpointing", False):
+    if core.training and any(getattr(m, "gradient_checkpointing", False) is True for m in core.modules()):
         return None
     P = once["input_ids"].shape[1]
     if P < 2 or not hasattr(backbone, "rope_deltas") or int(index.numel()) <= int(once["input_ids"].shape[0]):

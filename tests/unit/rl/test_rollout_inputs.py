@@ -9,7 +9,7 @@ import torch
 from m2r.config import ModelConfig
 from m2r.data.collate import M2_SYSTEM_PROMPT, build_messages
 from m2r.data.shards import sample_stream, shard_urls
-from m2r.model.load import build_model
+from m2r.model.load import build_model, enable_checkpointing
 from m2r.rl.rollout import generate_rollouts, prompt_inputs
 
 
@@ -190,7 +190,7 @@ def test_shared_prompts_fall_back_where_the_cache_cannot_carry_gradients(process
     prompts = (select_rows(ro.prompt_inputs, [0, G], ro.images_per_row), torch.tensor([0, 0, 1, 1]))
     with torch.no_grad():
         expected = token_logps(model, ro.prompt_inputs, ro.completion_ids)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable_checkpointing(model)
     assert shared_prompt_hidden(model, prompts[0], prompts[1], ro.completion_ids) is None
     got = token_logps(model, ro.prompt_inputs, ro.completion_ids, prompts=prompts)
     assert torch.allclose(got.detach(), expected, atol=1e-5)

@@ -3,6 +3,7 @@ length, beta (with a reference model) and token-level loss.
 
     python benchmarks/grpo_throughput.py                                  # tiny model, CPU, B=4, G=8, 128 tokens
     python benchmarks/grpo_throughput.py --G 16 --images 2                # G=16, two images per prompt
+    python benchmarks/grpo_throughput.py --rounds 5                       # both sides 5 times, median ratio
     python benchmarks/grpo_throughput.py --device cuda --model 3b --B 4 --G 16 --tokens 512   # shape-real 3B, random weights
 
 Every completion is forced to `--tokens` tokens (EOS suppressed by `min_new_tokens` on both sides), and the number of
@@ -133,6 +134,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--only", choices=["m2r", "trl"], default=None)
+    ap.add_argument("--rounds", type=int, default=1, help="run both sides this many times, alternating which goes first; "
+                    "the ratio reported is the median of the rounds' ratios (a shared CPU's speed drifts over minutes)")
     ap.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "m2r"))
     args = ap.parse_args()
 
@@ -141,18 +144,29 @@ def main() -> None:
     processor = load_processor(cfg, args.cache_dir)
     base = build_model(cfg, processor)
     batch = _prompts(args.B, args.images)
-    result = {"device": args.device, "model": args.model, "B": args.B, "G": args.G, "tokens": args.tokens, "images": args.images}
-    for name, fn in (("m2r", run_m2r), ("trl", run_trl)):
-        if args.only in (None, name):
+    result = {"device": args.device, "model": args.model, "B": args.B, "G": args.G, "tokens": args.tokens, "images": args.images, "rounds": []}
+    sides = [(name, fn) for name, fn in (("m2r", run_m2r), ("trl", run_trl)) if args.only in (None, name)]
+    for k in range(args.rounds):
+        row = {}
+        for name, fn in sides if k % 2 == 0 else sides[::-1]:
             if args.device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            result[name] = fn(args, processor, base, batch)
-            result[name]["peak_mb"] = _peak_mb(args.device)
-            r = result[name]
+            r = fn(args, processor, base, batch)
+            r["peak_mb"] = _peak_mb(args.device)
             r["tokens_per_s"] = r["completion_tokens_per_step"] / r["seconds_per_step"]
-    if "m2r" in result and "trl" in result:
-        result["m2r_over_trl_time"] = result["m2r"]["seconds_per_step"] / result["trl"]["seconds_per_step"]
-        result["same_tokens"] = abs(result["m2r"]["completion_tokens_per_step"] - result["trl"]["completion_tokens_per_step"]) < 0.5
+            row[name] = r
+        if len(row) == 2:
+            row["m2r_over_trl_time"] = row["m2r"]["seconds_per_step"] / row["trl"]["seconds_per_step"]
+            row["same_tokens"] = abs(row["m2r"]["completion_tokens_per_step"] - row["trl"]["completion_tokens_per_step"]) < 0.5
+            print(f"round {k + 1}: m2r {row['m2r']['seconds_per_step']:.3f} s, TRL {row['trl']['seconds_per_step']:.3f} s, "
+                  f"m2r/TRL {row['m2r_over_trl_time']:.3f}, same tokens {row['same_tokens']}", flush=True)
+        result["rounds"].append(row)
+    for name, _ in sides:  # the round whose step time is the median, per side
+        runs = sorted((r[name] for r in result["rounds"]), key=lambda r: r["seconds_per_step"])
+        result[name] = runs[(len(runs) - 1) // 2]
+    if len(sides) == 2:
+        result["m2r_over_trl_time"] = statistics.median(r["m2r_over_trl_time"] for r in result["rounds"])
+        result["same_tokens"] = all(r["same_tokens"] for r in result["rounds"])
     out = ROOT / "benchmarks" / "results" / f"grpo_throughput-{args.device}-{args.model}-G{args.G}-img{args.images}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

@@ -141,9 +141,11 @@ def shared_prompt_hidden(
     completions it is about half the backbone's work. None where it does not apply, and the caller runs rows whole:
     a backbone without a separable head or a cache that can select rows, sharded parameters (FSDP2 and ZeRO-3
     gather in the root's forward), gradient checkpointing while training (transformers' checkpointed layers drop
-    the cache), or a model whose positions we do not know how to continue (1D rotary, or Qwen-VL's 3D rotary with
-    its per-row offsets, `rope_deltas`)."""
+    the cache), a cache of other than plain attention layers (linear-attention hybrids), or a backbone outside the
+    Qwen-VL family (`rope_deltas` and a `language_model`), the one whose positions were checked. The continuation's
+    positions are read off the prefill's own (one past each row's last prompt token, per rotary axis)."""
     from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
 
     core = model.get_base_model() if hasattr(model, "get_base_model") else model
     backbone, head = getattr(core, "model", None), core.get_output_embeddings()
@@ -154,23 +156,39 @@ def shared_prompt_hidden(
     P = once["input_ids"].shape[1]
     if P < 2 or not hasattr(backbone, "rope_deltas") or int(index.numel()) <= int(once["input_ids"].shape[0]):
         return None  # nothing to share, or no positions to continue from
-    cache = DynamicCache(config=getattr(core, "config", None))
-    if not hasattr(cache, "batch_select_indices"):
+    language_model = getattr(backbone, "language_model", None)
+    if language_model is None:
         return None
+    cache = DynamicCache(config=getattr(core, "config", None))
     head_inputs = {k: (v[:, :-1] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v) for k, v in once.items()}
-    backbone.rope_deltas = None  # offsets of another batch must not survive a text-only prefill, which sets none
-    backbone(**head_inputs, past_key_values=cache, use_cache=True)
-    deltas = backbone.rope_deltas
-    backbone.rope_deltas = None
+    seen: dict[str, torch.Tensor | None] = {}
+
+    def positions(module, args, kwargs):  # the positions the prefill's decoder gets (None: it counts from 0 itself)
+        seen["position_ids"] = kwargs.get("position_ids")
+
+    handle = language_model.register_forward_pre_hook(positions, with_kwargs=True)
+    backbone.rope_deltas = None  # offsets of another batch must not survive into this prefill
+    try:
+        backbone(**head_inputs, past_key_values=cache, use_cache=True)
+    finally:
+        handle.remove()
+        backbone.rope_deltas = None
+    if not all(type(layer) is DynamicLayer for layer in cache.layers):  # linear-attention or sliding layers: rows run whole
+        return None
     index = index.to(once["input_ids"].device)
     cache.batch_select_indices(index)
     L = completion_ids.shape[1]
     ids = torch.cat([once["input_ids"][index, -1:], completion_ids[:, :-1]], dim=1)  # [n, L]: the last prompt token predicts the first
     attn = torch.cat([once["attention_mask"][index], torch.ones_like(completion_ids[:, :-1])], dim=1)  # [n, P - 1 + L]
-    position_ids = None  # no offsets: a text-only prefill took positions 0.., and the continuation follows on
-    if isinstance(deltas, torch.Tensor):  # 3D rotary: a text position counts the row's real tokens, plus the row's offset
-        text = (attn.cumsum(dim=1) - 1)[:, -L:]  # [n, L]
-        position_ids = text[None].expand(3, -1, -1) + deltas[index].to(text.device).view(1, -1, 1)
+    position_ids = None  # the prefill counted from 0 (a text-only prompt): the continuation counts on from the cache
+    prefill = seen.get("position_ids")
+    if isinstance(prefill, torch.Tensor):
+        # Each row continues one past its last prefilled token's position, in every rotary axis (3D for Qwen-VL, whose
+        # text after images goes on from the images' largest position): read off the prefill, no version's convention assumed.
+        axes = prefill[1:] if prefill.ndim == 3 and prefill.shape[0] == 4 else prefill  # [4, U, P-1]: text positions first
+        axes = axes if axes.ndim == 3 else axes[None]  # [A, U, P - 1]
+        step = torch.arange(1, L + 1, device=axes.device)
+        position_ids = (axes[:, index, -1:] + step).squeeze(0) if axes.shape[0] == 1 else axes[:, index, -1:] + step  # [A, n, L] or [n, L]
     out = backbone(input_ids=ids, attention_mask=attn, past_key_values=cache, use_cache=True, position_ids=position_ids)
     backbone.rope_deltas = None
     return out.last_hidden_state  # [n, L, H]
@@ -245,7 +263,10 @@ def _share_images(backbone: torch.nn.Module, model: torch.nn.Module, extra: dict
         index.append(j)
     if len(uniq) == len(blocks):
         return extra
-    feats = backbone.get_image_features(torch.cat([blocks[i] for i in uniq]), grid[uniq], return_dict=True).pooler_output  # one per distinct image
+    encoded = backbone.get_image_features(torch.cat([blocks[i] for i in uniq]), grid[uniq], return_dict=True)
+    if getattr(encoded, "deepstack_features", None) is not None:  # Qwen3-VL: per-layer features too, not shared here
+        return extra
+    feats = encoded.pooler_output  # one per distinct image
     out = {k: v for k, v in extra.items() if k != "pixel_values"}
     out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=tuple(feats[j] for j in index))}
     return out

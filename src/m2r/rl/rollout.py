@@ -226,6 +226,11 @@ class RolloutSampler:
             drop = (sorted_p.cumsum(dim=-1) - sorted_p) >= self.top_p  # mass before a token already reaches top_p
             probs = probs.scatter(1, order, sorted_p.masked_fill(drop, 0.0))
         cdf = probs.cumsum(dim=-1)
+        total = cdf[:, -1]
+        if not bool((torch.isfinite(total) & (total > 0)).all()):
+            bad = (~(torch.isfinite(total) & (total > 0))).nonzero().flatten().tolist()
+            raise ValueError(f"rollout rows {bad[:8]} have no token to sample: their logits are NaN or infinite, or every token is banned "
+                             f"(vision tokens, and end tokens before min_new_tokens={self.min_new_tokens})")
         u = (1.0 - torch.rand(cdf.shape[0], 1, device=cdf.device, dtype=cdf.dtype)) * cdf[:, -1:]  # in (0, total]
         token = torch.searchsorted(cdf, u).clamp_(max=V - 1)
         return torch.full_like(scores, float("-inf")).scatter_(1, token, 0.0)
@@ -256,15 +261,25 @@ def _prefill(model: torch.nn.Module, once: dict[str, torch.Tensor], G: int, stat
     the prefill (`rope_deltas`); they are repeated with the cache. With `static_len`, the repeated cache is copied into a
     preallocated (static) cache of that many positions."""
     from transformers import DynamicCache, StaticCache
+    from transformers.cache_utils import DynamicLayer
 
     cache = DynamicCache(config=getattr(model, "config", None))
     if not hasattr(cache, "batch_repeat_interleave"):
         return None
     head = {k: (v[:, :-1] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v) for k, v in once.items()}
+    if "image_grid_thw" not in head and "video_grid_thw" not in head:
+        # Text only: the positions `generate` continues from are the attention mask's (a left-padded row's first real
+        # token at 0); a plain prefill would put it at its padded index, and the padded rows would decode shifted.
+        mask = head["attention_mask"].long()
+        head["position_ids"] = (mask.cumsum(dim=1) - 1).masked_fill(mask == 0, 1)
     holders = [m for m in model.modules() if hasattr(m, "rope_deltas")]
     for m in holders:  # a previous call's offsets (another batch size) must not survive a text-only prefill, which sets none
         m.rope_deltas = None
     model(**head, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    if not all(type(layer) is DynamicLayer for layer in cache.layers):  # linear-attention or sliding layers: generate prefills
+        for m in holders:
+            m.rope_deltas = None
+        return None
     cache.batch_repeat_interleave(G)
     for m in holders:
         deltas = getattr(m, "rope_deltas", None)

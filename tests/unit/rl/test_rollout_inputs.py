@@ -195,3 +195,26 @@ def test_shared_prompts_fall_back_where_the_cache_cannot_carry_gradients(process
     got = token_logps(model, ro.prompt_inputs, ro.completion_ids, prompts=prompts)
     assert torch.allclose(got.detach(), expected, atol=1e-5)
     got.sum().backward()
+
+
+def test_shared_prefill_decodes_left_padded_text_prompts_at_their_positions(processor, monkeypatch):
+    """Text-only prompts of different lengths (left padding): the first two decode steps' scores from the shared prefill
+    equal those of the full prefill (the padded rows used to continue `pad` positions off)."""
+    from m2r.data.schema import Sample
+    from m2r.rl import rollout
+
+    model = build_model(ModelConfig(), processor).eval()
+    text = [(Sample(id=f"t{i}", task="general/arithmetic", question=q, answer="1", answer_type="number"), [])
+            for i, q in enumerate(["What is 3 + 2?", "A train leaves at noon going 40 km per hour; a second train leaves an hour "
+                                   "later at 60 km per hour. After how many hours does the second catch up?"])]
+    seen = []
+    real = rollout.RolloutSampler.__call__
+    monkeypatch.setattr(rollout.RolloutSampler, "__call__", lambda self, ids, scores: (seen.append(scores.clone()), real(self, ids, scores))[1])
+    shared = generate_rollouts(model, processor, text, 3, 2, temperature=1e-4, seed=0)
+    first = seen[:]
+    seen.clear()
+    generate_rollouts(model, processor, text, 3, 2, temperature=1e-4, seed=0, share_prefill=False)
+    pad = int((shared.prompt_inputs["attention_mask"] == 0).sum(dim=1).max())
+    assert pad > 10 and len(first) == len(seen) == 2
+    for a, b in zip(first, seen):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()

@@ -87,3 +87,12 @@ def test_checkpoint_generation_settings_do_not_change_the_rollouts(processor, sh
     assert model.generation_config is gc and gc.repetition_penalty == 50.0
     forced = generate_rollouts(model, processor, batch, G=4, max_new_tokens=12, seed=3, min_new_tokens=12)
     assert bool(forced.completion_mask.all()) and bool(forced.truncated.all())  # no end token before the 12th
+
+
+def test_a_row_with_nothing_to_sample_is_an_error_not_a_token():
+    """NaN logits, or every token banned: transformers' multinomial raised here; the sampler must not emit an id."""
+    sampler = RolloutSampler(1.0, 1.0, banned=[0, 1], eos=[], min_new_tokens=0, prompt_length=1)
+    with pytest.raises(ValueError, match=r"rollout rows \[1\] have no token to sample"):
+        sampler(torch.zeros(2, 3, dtype=torch.long), torch.tensor([[0.0, 1.0, 2.0], [float("nan")] * 3]))
+    with pytest.raises(ValueError, match=r"rollout rows \[0, 1\]"):
+        RolloutSampler(1.0, 1.0, banned=[0, 1, 2], eos=[], min_new_tokens=0, prompt_length=1)(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3))

@@ -116,14 +116,27 @@ def token_logps(
     if prompts is not None:
         hidden = shared_prompt_hidden(model, prompts[0], prompts[1], completion_ids)
         if hidden is not None:
-            core = model.get_base_model() if hasattr(model, "get_base_model") else model
-            return head_logps(core.get_output_embeddings(), hidden, completion_ids, temperature, chunk)[0]
+            return head_logps(base_model(model).get_output_embeddings(), hidden, completion_ids, temperature, chunk)[0]
     ids = torch.cat([inputs["input_ids"], completion_ids], dim=1)
     attn = torch.cat([inputs["attention_mask"], torch.ones_like(completion_ids)], dim=1)
     extra = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "mm_token_type_ids")}
     if "mm_token_type_ids" in inputs:
         extra["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(completion_ids)], dim=1)
     return sequence_logps(model, ids, attn, extra, completion_ids, completion_ids.shape[1], temperature, chunk)[0]
+
+
+def base_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model under a PEFT wrapper (the model itself otherwise)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def plain_attention_cache(cache) -> bool:
+    """Whether every layer of a KV cache is a plain growing attention layer, whose rows can be repeated and selected
+    (not linear-attention or sliding-window layers). transformers builds the layers from the config up front, so this
+    can be asked before a prefill; a cache whose layers come lazily answers again after it."""
+    from transformers.cache_utils import DynamicLayer
+
+    return all(type(layer) is DynamicLayer for layer in getattr(cache, "layers", []))
 
 
 def shared_prompt_hidden(
@@ -145,9 +158,8 @@ def shared_prompt_hidden(
     Qwen-VL family (`rope_deltas` and a `language_model`), the one whose positions were checked. The continuation's
     positions are read off the prefill's own (one past each row's last prompt token, per rotary axis)."""
     from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
 
-    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    core = base_model(model)
     backbone, head = getattr(core, "model", None), core.get_output_embeddings()
     if backbone is None or head is None or is_fsdp2(model) or type(model).__name__ == "DeepSpeedEngine" or hasattr(next(model.parameters()), "ds_id"):
         return None
@@ -160,6 +172,8 @@ def shared_prompt_hidden(
     if language_model is None:
         return None
     cache = DynamicCache(config=getattr(core, "config", None))
+    if not plain_attention_cache(cache):  # linear-attention or sliding layers: rows run whole
+        return None
     head_inputs = {k: (v[:, :-1] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v) for k, v in once.items()}
     seen: dict[str, torch.Tensor | None] = {}
 
@@ -173,7 +187,7 @@ def shared_prompt_hidden(
     finally:
         handle.remove()
         backbone.rope_deltas = None
-    if not all(type(layer) is DynamicLayer for layer in cache.layers):  # linear-attention or sliding layers: rows run whole
+    if not plain_attention_cache(cache):
         return None
     index = index.to(once["input_ids"].device)
     cache.batch_select_indices(index)
@@ -207,7 +221,7 @@ def sequence_logps(
     """(log-probabilities [n, L] of `targets`, whether each is the argmax [n, L]) over the last L positions of a
     sequence: the backbone once, the head per chunk of positions (see `head_logps`). Every strategy: the root's
     forward where FSDP2 or a ZeRO-3 engine must gather the root's weights; the model's own head where it is not separable."""
-    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    core = base_model(model)
     backbone, head = getattr(core, "model", None), core.get_output_embeddings()
     fsdp2 = is_fsdp2(model)
     through_root = fsdp2 or type(model).__name__ == "DeepSpeedEngine"
@@ -235,6 +249,9 @@ def _takes_encoder_outputs(cls: type) -> bool:
     return "mm_encoder_outputs" in inspect.signature(cls.forward).parameters
 
 
+_DEEPSTACK: set[type] = set()  # backbone classes whose image features carry per-layer parts
+
+
 def _share_images(backbone: torch.nn.Module, model: torch.nn.Module, extra: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """`extra` with each distinct image encoded once: the G rows of a prompt carry G copies of its patches, and the
     vision tower would encode every copy. Where the backbone takes precomputed encoder outputs (transformers'
@@ -246,7 +263,7 @@ def _share_images(backbone: torch.nn.Module, model: torch.nn.Module, extra: dict
     pixels, grid = extra.get("pixel_values"), extra.get("image_grid_thw")
     if pixels is None or grid is None or grid.shape[0] < 2 or hasattr(next(model.parameters()), "ds_id") or is_fsdp2(model):
         return extra
-    if not _takes_encoder_outputs(type(backbone)) or not hasattr(backbone, "get_image_features"):
+    if not _takes_encoder_outputs(type(backbone)) or not hasattr(backbone, "get_image_features") or type(backbone) in _DEEPSTACK:
         return extra
     sizes = grid.prod(-1).tolist()
     blocks = list(torch.split(pixels, sizes))
@@ -265,6 +282,7 @@ def _share_images(backbone: torch.nn.Module, model: torch.nn.Module, extra: dict
         return extra
     encoded = backbone.get_image_features(torch.cat([blocks[i] for i in uniq]), grid[uniq], return_dict=True)
     if getattr(encoded, "deepstack_features", None) is not None:  # Qwen3-VL: per-layer features too, not shared here
+        _DEEPSTACK.add(type(backbone))  # asked once per class: later passes do not encode twice
         return extra
     feats = encoded.pooler_output  # one per distinct image
     out = {k: v for k, v in extra.items() if k != "pixel_values"}

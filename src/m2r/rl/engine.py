@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from m2r.data.schema import Sample
-from m2r.rl.rollout import Rollouts, generate_rollouts
+from m2r.rl.rollout import Rollouts, check_cache_settings, generate_rollouts
 
 
 class RolloutEngine(Protocol):
@@ -43,10 +43,7 @@ class HFEngine:
             raise ValueError(f"rollout.max_rows={self.max_rows}: at least 1 row per generate call (or null for all rows at once)")
         if self.min_new_tokens < 0:
             raise ValueError(f"rollout.min_new_tokens={self.min_new_tokens}: must be 0 or more")
-        if self.cache not in ("dynamic", "static"):
-            raise ValueError(f"rollout.cache={self.cache!r}: must be dynamic or static")
-        if self.compile and self.cache != "static":
-            raise ValueError("rollout.compile=true needs rollout.cache=static: transformers compiles the decode step only over a preallocated cache")
+        check_cache_settings(self.cache, self.compile)
 
     def generate(self, model, processor, batch, G, max_new_tokens, temperature=1.0, top_p=1.0, seed=None, synced_gpus=False, max_prompt_length=None) -> Rollouts:
         per = len(batch) if self.max_rows is None else max(1, self.max_rows // G)

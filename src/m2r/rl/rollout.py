@@ -18,7 +18,7 @@ from PIL import Image
 
 from m2r.data.collate import M2_SYSTEM_PROMPT, build_messages
 from m2r.data.schema import Sample
-from m2r.rl.core import is_fsdp2
+from m2r.rl.core import base_model, is_fsdp2, plain_attention_cache
 
 
 @dataclass
@@ -137,10 +137,7 @@ def generate_rollouts(
     `cache="static"` preallocates the KV cache for the prompt and `max_new_tokens` (a shared prefill is copied into
     it), so each decode step writes in place instead of growing the cache; with `compile`, transformers compiles the
     decode step (on CUDA only; it is ignored on CPU)."""
-    if cache not in ("dynamic", "static"):
-        raise ValueError(f"rollout.cache={cache!r}: must be dynamic or static")
-    if compile and cache != "static":
-        raise ValueError("rollout.compile=true needs rollout.cache=static: transformers compiles the decode step only over a preallocated cache")
+    check_cache_settings(cache, compile)
     device = next(model.parameters()).device
     once = prompt_inputs(processor, batch, 1, system_prompt)
     lengths = check_prompt_lengths(once, batch, 1, max_prompt_length)
@@ -185,6 +182,14 @@ def generate_rollouts(
     texts = tok.batch_decode(completion, skip_special_tokens=True)
     images_per_row = [len(imgs) for _, imgs in batch for _ in range(G)]
     return Rollouts([s for s, _ in batch], inputs, completion, mask, truncated, texts, images_per_row, G, lengths)
+
+
+def check_cache_settings(cache: str, compile: bool) -> None:
+    """rollout.cache and rollout.compile: a ValueError naming the key for a value generate cannot take."""
+    if cache not in ("dynamic", "static"):
+        raise ValueError(f"rollout.cache={cache!r}: must be dynamic or static")
+    if compile and cache != "static":
+        raise ValueError("rollout.compile=true needs rollout.cache=static: transformers compiles the decode step only over a preallocated cache")
 
 
 class RolloutSampler:
@@ -242,7 +247,7 @@ def _without_checkpoint_generation_settings(model: torch.nn.Module):
     repetition penalty, bad words, forced tokens, ...). While rolling out, that is transformers' defaults instead."""
     from transformers import GenerationConfig
 
-    core = model.get_base_model() if hasattr(model, "get_base_model") else model
+    core = base_model(model)
     saved = getattr(core, "generation_config", None)
     if saved is None:
         yield
@@ -261,10 +266,9 @@ def _prefill(model: torch.nn.Module, once: dict[str, torch.Tensor], G: int, stat
     the prefill (`rope_deltas`); they are repeated with the cache. With `static_len`, the repeated cache is copied into a
     preallocated (static) cache of that many positions."""
     from transformers import DynamicCache, StaticCache
-    from transformers.cache_utils import DynamicLayer
 
     cache = DynamicCache(config=getattr(model, "config", None))
-    if not hasattr(cache, "batch_repeat_interleave"):
+    if not hasattr(cache, "batch_repeat_interleave") or not plain_attention_cache(cache):  # linear-attention or sliding layers
         return None
     head = {k: (v[:, :-1] if k in ("input_ids", "attention_mask", "mm_token_type_ids") else v) for k, v in once.items()}
     if "image_grid_thw" not in head and "video_grid_thw" not in head:
@@ -276,7 +280,7 @@ def _prefill(model: torch.nn.Module, once: dict[str, torch.Tensor], G: int, stat
     for m in holders:  # a previous call's offsets (another batch size) must not survive a text-only prefill, which sets none
         m.rope_deltas = None
     model(**head, past_key_values=cache, use_cache=True, logits_to_keep=1)
-    if not all(type(layer) is DynamicLayer for layer in cache.layers):  # linear-attention or sliding layers: generate prefills
+    if not plain_attention_cache(cache):  # layers built lazily by the prefill: generate prefills all rows itself
         for m in holders:
             m.rope_deltas = None
         return None

@@ -60,6 +60,8 @@ class ModelConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     min_pixels: int = 3136  # 56*56
     max_pixels: int = 28224  # 168*168: 144 patches, 36 image tokens after the 2x2 merge
+    video_min_pixels: int = 3136  # per video frame (the M2-Reasoning release: 128*28*28)
+    video_max_pixels: int = 12544  # per video frame, 112*112 (the release: 768*28*28); two frames make one temporal patch
 
 
 class DataSource(str, Enum):
@@ -86,6 +88,9 @@ class DataConfig:
     noisy_trace_ratio: float = 0.0  # synthetic: share of SFT traces given one failure for the quality filter to find
     mc_ratio: float = 0.3  # share of numeric questions posed as multiple choice
     image_size: int = 168
+    num_frames: int = 8  # frames per video: rendered per camera walk (synthetic), sampled uniformly from imported videos
+    video_fps: Optional[float] = None  # imported videos: sample at this rate instead (capped at num_frames frames, evenly over the video)
+    video_frame_size: int = 112  # synthetic camera walks: frame side, pixels
     samples_per_shard: int = 64
     on_bad_sample: str = "raise"  # raise | skip (skips are counted, logged and kept in the manifest)
     llava_target: str = "wrap"  # conversations: the assistant turn as SFT target, wrap (in the M2 format) | keep

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 # The global batch (per-device sizes times ranks), the data stream's split and the checkpoint format follow these.
 _RANKS = ["trainer.devices", "trainer.num_nodes", "strategy"]
-_EVAL = ["eval.max_new_tokens", "eval.batch_size", "eval.greedy", "eval.limit", "eval.heldout_split", "model.min_pixels", "model.max_pixels"]
+_EVAL = ["eval.max_new_tokens", "eval.batch_size", "eval.greedy", "eval.limit", "eval.heldout_split", "model.min_pixels", "model.max_pixels", "model.video_min_pixels", "model.video_max_pixels"]
 STEP_CONFIG: dict[str, list[str]] = {
     "quality": ["quality"],
     "sft": ["sft", "quality.enabled", "model", "data.batch_size", "data.max_length", "data.shuffle_buffer", "data.num_workers", "seed",

@@ -47,7 +47,7 @@ def _check_policy(cfg: DataConfig) -> None:
 
 
 def _build_key(cfg: DataConfig, seed: int) -> str:
-    fields = {k: getattr(cfg, k) for k in ("source", "train_files", "val_files", "rl_files", "test_files", "image_root", "format", "tasks", "train_per_task", "val_per_task", "rl_per_task", "test_per_task", "noisy_trace_ratio", "mc_ratio", "image_size", "samples_per_shard", "on_bad_sample",
+    fields = {k: getattr(cfg, k) for k in ("source", "train_files", "val_files", "rl_files", "test_files", "image_root", "format", "tasks", "train_per_task", "val_per_task", "rl_per_task", "test_per_task", "noisy_trace_ratio", "mc_ratio", "image_size", "num_frames", "video_fps", "video_frame_size", "samples_per_shard", "on_bad_sample",
                                         "llava_target", "max_question_chars", "max_answer_chars", "max_cot_chars", "max_image_pixels")}
     fields["source"] = str(getattr(cfg.source, "value", cfg.source))
     if fields["source"] == "jsonl":  # the contents too: fixing a row and re-running rebuilds
@@ -85,18 +85,26 @@ def build_data(cfg: DataConfig, out_root: str | Path, seed: int, force: bool = F
 # Embedded data
 
 
+def media_bytes(media: list) -> list[bytes]:
+    """PNG bytes of a sample's media members, in `Sample.members()` order (images, then frames)."""
+    from m2r.data.media import split_media
+
+    images, videos = split_media(media)
+    return [image_bytes(im) for im in images] + [image_bytes(f) for v in videos for f in v.frames]
+
+
 def _gen_one(args: tuple) -> tuple[dict, list[bytes]]:
     from m2r.data.tasks import generate
 
-    task, i, seed, split, size, mc, noise = args
-    sample, images = generate(task, i, seed, split, size, mc)
+    task, i, seed, split, size, mc, noise, frames, frame_size = args
+    sample, media = generate(task, i, seed, split, size, mc, num_frames=frames, frame_size=frame_size)
     if noise > 0 and sample.cot:
         rng = random.Random(f"{seed}/noise/{sample.id}")
         if rng.random() < noise:
             kind = rng.choice(TRACE_NOISE)
             sample.cot = corrupt_trace(sample.cot, sample, kind)
             sample.meta["trace_noise"] = kind
-    return sample.to_dict(), [image_bytes(im) for im in images]
+    return sample.to_dict(), media_bytes(media)
 
 
 # Raw reasoning traces from a model are not all good (paper section 2.1.1); the embedded data
@@ -130,16 +138,19 @@ def corrupt_trace(cot: str, sample: Sample, kind: str) -> str:
 
 
 def _build_synthetic(cfg: DataConfig, root: Path, seed: int, key: str) -> None:
-    from m2r.data.tasks import TASKS
+    from m2r.data.tasks import all_tasks
 
-    tasks = list(cfg.tasks) or list(TASKS)
-    unknown = [t for t in tasks if t not in TASKS]
+    known = all_tasks()
+    tasks = list(cfg.tasks) or list(known)
+    unknown = [t for t in tasks if t not in known]
     if unknown:
-        raise ValueError(f"data.tasks has unknown task(s) {unknown}; the embedded tasks are {list(TASKS)}")
+        raise ValueError(f"data.tasks has unknown task(s) {unknown}; the embedded tasks are {list(known)}")
+    if cfg.num_frames < 1 or cfg.video_frame_size < 28:
+        raise ValueError(f"data.num_frames={cfg.num_frames}, data.video_frame_size={cfg.video_frame_size}: camera walks need at least 1 frame of at least 28 px")
     for split, n in (("train", cfg.train_per_task), ("val", cfg.val_per_task), ("rl", cfg.rl_per_task), ("test", cfg.test_per_task)):
         writer = SplitWriter(root, split, cfg.samples_per_shard)
         noise = cfg.noisy_trace_ratio if split == "train" else 0.0
-        jobs = [(t, i, seed, split, cfg.image_size, cfg.mc_ratio, noise) for t in tasks for i in range(n)]
+        jobs = [(t, i, seed, split, cfg.image_size, cfg.mc_ratio, noise, cfg.num_frames, cfg.video_frame_size) for t in tasks for i in range(n)]
         with progress() as bar:
             bar_id = bar.add_task(f"build {split}", total=len(jobs))
             for args in jobs:

@@ -165,7 +165,7 @@ def write_curriculum(
                 raw = reader.record(path, pos)
                 sample = Sample.from_dict(json.loads(raw["json"]))
                 sample.difficulty = d
-                writer.write(sample, [raw[name] for name in sample.images])
+                writer.write(sample, [raw[name] for name in sample.members()])
                 bar.advance(bar_id)
     if missing:
         writer.abort()

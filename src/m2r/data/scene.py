@@ -5,6 +5,16 @@ World frame: x to the right, y up, z forward (metres); the floor is the plane y 
 camera sits at (0, camera_height, 0), looking along +z, pitched down by `pitch_deg`.
 Every object stands on the floor, so its centre is at height `height / 2`.
 
+A camera may also stand elsewhere and turn (`Camera.x`, `Camera.z`, `Camera.yaw_deg`; the
+camera walks of `walk.py`). Yaw is the rotation about the vertical axis: 0 looks along +z and a
+positive yaw turns the view towards +x, i.e. to the right, so yaw 90 looks along +x; the heading
+of a floor direction (dx, dz) is atan2(dx, dz). With all three at 0 the camera is the one above.
+A camera inside the room sees part of the floor behind or beside it, so the floor and its grid
+are clipped in camera space at the near plane z_cam = NEAR before projection. Objects are not
+clipped: an object with any point nearer than NEAR (behind or beside the camera) is left out of
+that frame entirely, in the image and the id buffer alike, so visibility read off the id buffer
+always agrees with the pixels.
+
 The renderer paints far objects first (painter's algorithm). Each object's front faces carry
 its exact base colour and its top face a fixed lighter shade, with no anti-aliasing, so a
 render can be checked pixel by pixel. An object-id buffer drawn alongside says how many pixels
@@ -36,6 +46,7 @@ SHAPES = ("cube", "sphere", "cylinder")
 WALL_RGB = (200, 205, 215)
 FLOOR_RGB = (150, 140, 125)
 GRID_RGB = (120, 112, 100)
+NEAR = 0.1  # near plane, m in front of the camera; nearer geometry is clipped (floor) or dropped (objects)
 
 
 def top_shade(rgb: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -49,6 +60,9 @@ class Camera:
     pitch_deg: float  # downward tilt
     image_size: int  # square images, pixels
     hfov_deg: float = 60.0
+    x: float = 0.0  # position on the floor, m
+    z: float = 0.0
+    yaw_deg: float = 0.0  # about the vertical axis: 0 looks along +z, positive turns right (towards +x)
 
     @property
     def focal(self) -> float:
@@ -56,17 +70,22 @@ class Camera:
 
     def to_camera(self, p: np.ndarray) -> np.ndarray:
         """World points [N, 3] -> camera frame [N, 3] (x right, y down, z forward)."""
-        t = math.radians(self.pitch_deg)
-        d = p - np.array([0.0, self.height, 0.0])
-        forward = np.array([0.0, -math.sin(t), math.cos(t)])
-        up = np.array([0.0, math.cos(t), math.sin(t)])
-        return np.stack([d[:, 0], -(d @ up), d @ forward], axis=1)
+        t, a = math.radians(self.pitch_deg), math.radians(self.yaw_deg)
+        d = p - np.array([self.x, self.height, self.z])
+        # At yaw 0 these are exactly (1, 0, 0), (0, -sin t, cos t), (0, cos t, sin t): unchanged renders.
+        right = d[:, 0] * math.cos(a) - d[:, 2] * math.sin(a)
+        forward = np.array([math.sin(a) * math.cos(t), -math.sin(t), math.cos(a) * math.cos(t)])
+        up = np.array([math.sin(a) * math.sin(t), math.cos(t), math.cos(a) * math.sin(t)])
+        return np.stack([right, -(d @ up), d @ forward], axis=1)
+
+    def to_pixels(self, c: np.ndarray) -> np.ndarray:
+        """Camera-frame points [N, 3] (z > 0) -> pixel coordinates [N, 2]."""
+        f, half = self.focal, self.image_size / 2
+        return np.stack([f * c[:, 0] / c[:, 2] + half, f * c[:, 1] / c[:, 2] + half], axis=1)
 
     def project(self, p: np.ndarray) -> np.ndarray:
         """World points [N, 3] -> pixel coordinates [N, 2]; points must be in front of the camera."""
-        c = self.to_camera(p)
-        f, half = self.focal, self.image_size / 2
-        return np.stack([f * c[:, 0] / c[:, 2] + half, f * c[:, 1] / c[:, 2] + half], axis=1)
+        return self.to_pixels(self.to_camera(p))
 
 
 @dataclass
@@ -143,35 +162,71 @@ def _hull(points: np.ndarray) -> list[tuple[float, float]]:
     return lower[:-1] + upper[:-1]
 
 
-def _object_polygons(obj: SceneObject, cam: Camera) -> tuple[list, list | None]:
-    """(silhouette polygon, top-face polygon or None) in pixels."""
+def _sphere_directions() -> np.ndarray:
+    """Unit vectors [432, 3] sampling a sphere on great circles; dense enough for its silhouette at these sizes."""
+    dirs = []
+    for a in np.linspace(0, 2 * math.pi, 48, endpoint=False):
+        for b in np.linspace(-math.pi / 2, math.pi / 2, 9):
+            dirs.append([math.cos(b) * math.cos(a), math.sin(b), math.cos(b) * math.sin(a)])
+    return np.array(dirs)
+
+
+_SPHERE_DIRS = _sphere_directions()
+
+
+def _object_points(obj: SceneObject) -> tuple[np.ndarray, np.ndarray | None]:
+    """(points [N, 3] whose convex hull in the image is the object's silhouette, top-face outline or None)."""
     if obj.shape == "sphere":
-        r = obj.width / 2
-        c = obj.centre
-        # Sample the sphere's silhouette from points on great circles; dense enough at these sizes.
-        angles = np.linspace(0, 2 * math.pi, 48, endpoint=False)
-        ring = []
-        for a in angles:
-            for b in np.linspace(-math.pi / 2, math.pi / 2, 9):
-                ring.append(c + r * np.array([math.cos(b) * math.cos(a), math.sin(b), math.cos(b) * math.sin(a)]))
-        return _hull(cam.project(np.array(ring))), None
+        return obj.centre + (obj.width / 2) * _SPHERE_DIRS, None
     if obj.shape == "cylinder":
         angles = np.linspace(0, 2 * math.pi, 32, endpoint=False)
         rx, rz = obj.width / 2, obj.depth / 2
         circle = np.stack([obj.x + rx * np.cos(angles), np.zeros_like(angles), obj.z + rz * np.sin(angles)], axis=1)
         top = circle + np.array([0.0, obj.height, 0.0])
-        sil = _hull(cam.project(np.concatenate([circle, top])))
-        return sil, [tuple(p) for p in cam.project(top)]
+        return np.concatenate([circle, top]), top
     # cube / box
     hx, hz = obj.width / 2, obj.depth / 2
     base = np.array([[obj.x - hx, 0, obj.z - hz], [obj.x + hx, 0, obj.z - hz], [obj.x + hx, 0, obj.z + hz], [obj.x - hx, 0, obj.z + hz]])
     top = base + np.array([0.0, obj.height, 0.0])
-    sil = _hull(cam.project(np.concatenate([base, top])))
-    return sil, [tuple(p) for p in cam.project(top)]
+    return np.concatenate([base, top]), top
+
+
+def _object_polygons(obj: SceneObject, cam: Camera) -> tuple[list, list | None] | None:
+    """(silhouette polygon, top-face polygon or None) in pixels; None when nothing of the object
+    can reach the image: a point nearer than NEAR (the object is then not drawn at all, see the
+    module docstring), or a silhouette wholly outside the frame (drawing it would paint nothing)."""
+    points, top = _object_points(obj)
+    c = cam.to_camera(points)
+    if c[:, 2].min() < NEAR:
+        return None
+    px = cam.to_pixels(c)
+    lo, hi = px.min(axis=0), px.max(axis=0)
+    if (hi < -2).any() or (lo > cam.image_size + 2).any():  # 2 px slack for PIL's rounding of vertices
+        return None
+    return _hull(px), None if top is None else [tuple(p) for p in cam.project(top)]
+
+
+def _clip_near(c: np.ndarray, closed: bool) -> np.ndarray:
+    """Clip a camera-frame polygon (`closed`) or segment [N, 3] to z >= NEAR (Sutherland-Hodgman)."""
+    if (c[:, 2] >= NEAR).all():
+        return c
+    out = []
+    n = len(c)
+    for i in range(n if closed else n - 1):
+        p, q = c[i], c[(i + 1) % n]
+        if p[2] >= NEAR:
+            out.append(p)
+        if (p[2] >= NEAR) != (q[2] >= NEAR):
+            out.append(p + (q - p) * (NEAR - p[2]) / (q[2] - p[2]))
+    if not closed and c[-1, 2] >= NEAR:
+        out.append(c[-1])
+    return np.array(out).reshape(-1, 3)
 
 
 def render(scene: Scene) -> tuple[Image.Image, np.ndarray]:
-    """Render the scene. Returns (RGB image, id buffer [H, W] with object index + 1, 0 = none)."""
+    """Render the scene. Returns (RGB image, id buffer [H, W] with object index + 1, 0 = none).
+
+    Objects with a point nearer than NEAR are in neither (see the module docstring)."""
     cam = scene.camera
     size = cam.image_size
     img = Image.new("RGB", (size, size), WALL_RGB)
@@ -180,20 +235,25 @@ def render(scene: Scene) -> tuple[Image.Image, np.ndarray]:
 
     x0, x1 = -scene.room_width / 2, scene.room_width / 2
     z0, z1 = scene.room_near, scene.room_near + scene.room_depth
-    floor = cam.project(np.array([[x0, 0, z0], [x1, 0, z0], [x1, 0, z1], [x0, 0, z1]]))
-    draw.polygon([tuple(p) for p in floor], fill=FLOOR_RGB)
+    floor = _clip_near(cam.to_camera(np.array([[x0, 0, z0], [x1, 0, z0], [x1, 0, z1], [x0, 0, z1]])), closed=True)
+    if len(floor) >= 3:
+        draw.polygon([tuple(p) for p in cam.to_pixels(floor)], fill=FLOOR_RGB)
     # A 1 m grid on the floor: the metric cue a model can use for absolute distances.
-    for gx in np.arange(math.ceil(x0), x1 + 1e-9, 1.0):
-        p = cam.project(np.array([[gx, 0, z0], [gx, 0, z1]]))
-        draw.line([tuple(p[0]), tuple(p[1])], fill=GRID_RGB, width=1)
-    for gz in np.arange(math.ceil(z0), z1 + 1e-9, 1.0):
-        p = cam.project(np.array([[x0, 0, gz], [x1, 0, gz]]))
-        draw.line([tuple(p[0]), tuple(p[1])], fill=GRID_RGB, width=1)
+    lines = [((gx, z0), (gx, z1)) for gx in np.arange(math.ceil(x0), x1 + 1e-9, 1.0)]
+    lines += [((x0, gz), (x1, gz)) for gz in np.arange(math.ceil(z0), z1 + 1e-9, 1.0)]
+    for (ax, az), (bx, bz) in lines:
+        seg = _clip_near(cam.to_camera(np.array([[ax, 0, az], [bx, 0, bz]])), closed=False)
+        if len(seg) == 2:
+            p = cam.to_pixels(seg)
+            draw.line([tuple(p[0]), tuple(p[1])], fill=GRID_RGB, width=1)
 
     depth = [float(cam.to_camera(o.centre[None])[0, 2]) for o in scene.objects]
     for i in sorted(range(len(scene.objects)), key=lambda k: -depth[k]):  # far to near
         obj = scene.objects[i]
-        sil, top = _object_polygons(obj, cam)
+        polygons = _object_polygons(obj, cam)
+        if polygons is None:
+            continue
+        sil, top = polygons
         rgb = PALETTE[obj.colour]
         draw.polygon(sil, fill=rgb)
         idraw.polygon(sil, fill=i + 1)

@@ -1,7 +1,10 @@
 """The m2r sample schema (DESIGN.md section 3) and its validation.
 
 A sample is a JSON object in a shard; its images are separate tar members named
-`<id>.<member>` where `<member>` is one of the names in `images` (e.g. `img0.png`).
+`<id>.<member>` where `<member>` is one of the names in `images` (e.g. `img0.png`). A sample may
+also carry videos (`videos`), each a list of frame members (e.g. `vid0_f003.png`) with the rate
+of those frames (`fps`) or the time of each (`timestamps`, seconds); `members()` lists a sample's
+image members first, then every video's frames in order.
 Validation happens at build time so a training run never meets a bad sample; every error
 names where the sample came from, its id, the field, and how to fix it.
 """
@@ -38,6 +41,7 @@ class Sample:
     answer: str
     answer_type: str
     images: list[str] = field(default_factory=list)  # member names inside the shard, e.g. ["img0.png"]
+    videos: list[dict[str, Any]] = field(default_factory=list)  # [{"frames": ["vid0_f000.png", ...], "fps": 2.0}] (or "timestamps": [...])
     choices: list[str] = field(default_factory=list)  # option texts; `answer` is then a letter
     cot: str | None = None  # reasoning trace in the M2 response format (SFT target)
     quality: float | None = None
@@ -47,6 +51,17 @@ class Sample:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def members(self) -> list[str]:
+        """Every media member of the sample: its images, then each video's frames."""
+        return list(self.images) + [f for v in self.videos for f in (v.get("frames") or [])]
+
+    def video_fps(self, i: int) -> float:
+        """The frame rate of video `i`: its `fps`, or the mean rate of its `timestamps`."""
+        from m2r.data.media import fps_from_timestamps
+
+        v = self.videos[i]
+        return float(v["fps"]) if v.get("fps") else fps_from_timestamps(v["timestamps"])
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Sample":
@@ -91,16 +106,39 @@ def validate_sample(sample: Sample, images: list[bytes], where: str, require_cot
         letters = LETTERS[: len(sample.choices)]
         if str(sample.answer).strip() not in letters:
             bad("answer", f"multiple-choice answer {sample.answer!r} is not one of the letters {letters}", "give the letter of the correct option")
-    if len(images) != len(sample.images):
-        bad("images", f"lists {len(sample.images)} image(s) but {len(images)} were provided", "make 'images' match the image data")
-    for name, data in zip(sample.images, images):
+    if not isinstance(sample.videos, list):
+        bad("videos", "is not a list", 'give videos as a list of {"frames": [...], "fps": ...}')
+    for i, v in enumerate(sample.videos):
+        if not isinstance(v, dict) or not isinstance(v.get("frames"), list) or not v["frames"]:
+            bad("videos", f"video {i} has no frames", 'give each video its frame members, {"frames": ["vid0_f000.png", ...], "fps": 2.0}')
+        ts = v.get("timestamps")
+        if ts is not None:
+            if not isinstance(ts, list) or len(ts) != len(v["frames"]):
+                bad("videos", f"video {i} has {len(v['frames'])} frames but timestamps {ts!r}", "give one timestamp (seconds) per frame, or drop them and give fps")
+            try:
+                sample.video_fps(i)
+            except (TypeError, ValueError) as e:
+                bad("videos", f"video {i}: {e}", "list the frames in time order with increasing timestamps")
+        fps = v.get("fps")
+        if ts is None and not (isinstance(fps, (int, float)) and not isinstance(fps, bool) and fps > 0):
+            bad("videos", f"video {i} has fps {fps!r} and no timestamps", "give the rate of the stored frames as fps > 0 (e.g. 8 frames sampled from a 16 s clip: fps 0.5), or per-frame timestamps")
+        if len(set(v["frames"])) != len(v["frames"]) or set(v["frames"]) & set(sample.images):
+            bad("videos", f"video {i} repeats a member name", "give every frame and image its own member name")
+    members = sample.members()
+    if len(images) != len(members):
+        what = f"{len(sample.images)} image(s)" + (f" and {len(members) - len(sample.images)} video frame(s)" if sample.videos else "")
+        bad("images", f"lists {what} but {len(images)} were provided", "make 'images' (and 'videos') match the image data")
+    for name, data in zip(members, images):
+        field_name = "images" if name in sample.images else "videos"
         if "." in name and not name.split(".")[-1].lower() in ("png", "jpg", "jpeg", "webp"):
-            bad("images", f"member {name!r} is not a png/jpg/webp name", "name image members like 'img0.png'")
+            bad(field_name, f"member {name!r} is not a png/jpg/webp name", "name image members like 'img0.png' and frames like 'vid0_f000.jpg'")
+        if name.count(".") > 1:
+            bad(field_name, f"member {name!r} has more than one dot", "use one dot, before the extension ('vid0_f000.jpg')")
         try:
             with Image.open(io.BytesIO(data)) as im:
                 im.verify()
         except Exception as e:  # PIL raises many types for bad bytes
-            bad("images", f"image {name!r} cannot be decoded ({type(e).__name__}: {e})", "replace the file with a valid PNG/JPEG or drop the row")
+            bad(field_name, f"{'image' if field_name == 'images' else 'frame'} {name!r} cannot be decoded ({type(e).__name__}: {e})", "replace the file with a valid PNG/JPEG or drop the row")
     if require_cot and not (sample.cot and sample.cot.strip()):
         bad("cot", "missing reasoning trace, which SFT needs as its target", "add a 'cot' in the M2 format (<think>...</think><answer>...</answer>)")
 

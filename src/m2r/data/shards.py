@@ -3,7 +3,8 @@
 Layout (DESIGN.md section 3): `root/<split>/<task slug>/<task slug>-%06d.tar` and
 `root/<split>/manifest.json`, which lists per task its shards in order with sample counts and
 each shard's difficulty range. In a tar, sample `<id>` is `<id>.json` plus one member
-`<id>.<name>` per entry of its `images` list (e.g. `<id>.img0.png`).
+`<id>.<name>` per entry of its `images` list (e.g. `<id>.img0.png`) and per frame of its
+`videos` (e.g. `<id>.vid0_f000.png`).
 
 Departure from DESIGN.md: the task folder and file prefix use the task's slug (`spatial_count`)
 rather than the task name itself, because a task name holds a `/`.
@@ -73,7 +74,7 @@ class SplitWriter:
     def write(self, sample: Sample, images: list[bytes]) -> None:
         writer, info = self._shard(sample.task)
         record = {"__key__": sample.id, "json": json.dumps(sample.to_dict()).encode()}
-        for name, data in zip(sample.images, images):
+        for name, data in zip(sample.members(), images):
             record[name] = data
         writer.write(record)
         info["count"] += 1
@@ -144,14 +145,20 @@ def shard_urls(root: str | Path, split: str, tasks: Iterable[str] | None = None)
     return [str(Path(root) / split / s["path"]) for t in wanted for s in manifest["tasks"][t]["shards"]]
 
 
-def decode(record: dict[str, Any]) -> tuple[Sample, list[Image.Image]]:
-    """A raw tar record -> (Sample, RGB images in `images` order)."""
+def _rgb(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as im:
+        return im.convert("RGB")
+
+
+def decode(record: dict[str, Any]) -> tuple[Sample, list]:
+    """A raw tar record -> (Sample, media): RGB images in `images` order, then one `Video` per video."""
+    from m2r.data.media import Video
+
     sample = Sample.from_dict(json.loads(record["json"]))
-    images = []
-    for name in sample.images:
-        with Image.open(io.BytesIO(record[name])) as im:
-            images.append(im.convert("RGB"))
-    return sample, images
+    media: list = [_rgb(record[name]) for name in sample.images]
+    for i, v in enumerate(sample.videos):
+        media.append(Video([_rgb(record[name]) for name in v["frames"]], sample.video_fps(i), v.get("timestamps")))
+    return sample, media
 
 
 def _worker() -> tuple[int, int]:

@@ -357,13 +357,26 @@ TASKS: dict[str, Callable[[random.Random, int, bool], Generated]] = {
 }
 
 
-def generate(task: str, index: int, seed: int, split: str, image_size: int, mc_ratio: float) -> Generated:
-    """The `index`-th sample of `task` in `split`: a pure function of its arguments."""
-    if task not in TASKS:
-        raise KeyError(f"unknown embedded task {task!r}; known tasks: {', '.join(TASKS)}")
+def all_tasks() -> dict[str, Callable]:
+    """Every embedded task: the still-image tasks above and the camera-walk video tasks (`walk.py`)."""
+    from m2r.data.walk import VIDEO_TASKS
+
+    return {**TASKS, **VIDEO_TASKS}
+
+
+def generate(task: str, index: int, seed: int, split: str, image_size: int, mc_ratio: float, num_frames: int = 8, frame_size: int | None = None) -> Generated:
+    """The `index`-th sample of `task` in `split`: a pure function of its arguments.
+
+    Video tasks render `num_frames` frames of `frame_size` pixels (default: `image_size`)."""
+    video = {} if task in TASKS else all_tasks()
+    if task not in TASKS and task not in video:
+        raise KeyError(f"unknown embedded task {task!r}; known tasks: {', '.join(all_tasks())}")
     rng = random.Random(f"{seed}/{split}/{task}/{index}")
     mc = rng.random() < mc_ratio
-    sample, images = TASKS[task](rng, image_size, mc)
+    if task in video:
+        sample, images = video[task](rng, frame_size or image_size, mc, num_frames)
+    else:
+        sample, images = TASKS[task](rng, image_size, mc)
     sample.id = f"{split}-{task.replace('/', '-')}-{index:06d}"
     sample.source = f"m2r-embedded/{task}"
     return sample, images

@@ -59,8 +59,8 @@ def aggregate(items: list[EvalItem], scores: list[float]) -> dict[str, Any]:
         by_task.setdefault(it.meta["task"], []).append(s)
         by_type.setdefault(it.meta["sample"]["answer_type"], []).append(s)
     out: dict[str, Any] = {f"task/{t}": sum(v) / len(v) for t, v in sorted(by_task.items())}
-    for family in ("spatial", "general"):
-        vals = [v for k, v in out.items() if k.startswith(f"task/{family}/")]
+    for family, prefix in (("spatial", "spatial/"), ("general", "general/"), ("video", "spatial/video/")):  # video: the camera-walk tasks, also in spatial
+        vals = [v for k, v in out.items() if k.startswith(f"task/{prefix}")]
         out[family] = sum(vals) / len(vals) if vals else None
     tasks = [v for k, v in out.items() if k.startswith("task/")]
     out["overall"] = sum(tasks) / len(tasks)

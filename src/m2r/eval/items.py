@@ -23,11 +23,27 @@ class EvalItem:
     images: list[Any] = field(default_factory=list)  # Path | bytes | PIL image | a video reference; opened by `open_images`
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def open_media(self) -> list:
+        """The row's media for the model: images (PIL) and videos (`m2r.data.media.Video`, through the processor's video
+        path), in order."""
+        out: list = []
+        for r in self.images:
+            if hasattr(r, "video"):  # a video reference: its sampled frames, as a video
+                out.append(r.video())
+            elif type(r).__name__ == "Video":  # already a Video (the embedded shards)
+                out.append(r)
+            else:
+                out.extend(self._open([r]))
+        return out
+
+    def _open(self, refs: list) -> list[Image.Image]:
+        return [r.convert("RGB") if isinstance(r, Image.Image) else Image.open(io.BytesIO(r) if isinstance(r, bytes) else r).convert("RGB") for r in refs]
+
     def open_images(self) -> list[Image.Image]:
         out: list[Image.Image] = []
         for r in self.images:
             if hasattr(r, "frames"):  # a video: uniformly sampled frames
-                out.extend(r.frames())
+                out.extend(r.frames() if callable(r.frames) else r.frames)
             elif isinstance(r, Image.Image):  # already decoded (the embedded shards)
                 out.append(r.convert("RGB"))
             else:

@@ -96,6 +96,7 @@ def read_predictions(path: str | Path, items: list[EvalItem]) -> list[str | None
 @torch.no_grad()
 def generate_responses(model, processor, items: list[EvalItem], prompt_style: str, batch_size: int, max_new_tokens: int, greedy: bool = True, temperature: float = 1.0) -> list[str]:
     """Batched generation for the benchmark rows (left-padded, KV cache)."""
+    from m2r.data.media import content_parts, processor_inputs
     from m2r.rl.rollout import vision_token_ids
 
     device = next(model.parameters()).device
@@ -107,17 +108,17 @@ def generate_responses(model, processor, items: list[EvalItem], prompt_style: st
         task = bar.add_task("generate", total=len(items))
         for s in range(0, len(items), batch_size):
             chunk = items[s : s + batch_size]
-            texts, images = [], []
+            texts, media = [], []
             for it in chunk:
-                imgs = it.open_images()
+                m = it.open_media()  # images, and videos through the processor's video path
                 text = module.prompt(it) if module is not None else _m2_prompt(it)
                 msgs = ([] if module is not None else [{"role": "system", "content": [{"type": "text", "text": M2_SYSTEM_PROMPT}]}]) + [
-                    {"role": "user", "content": [{"type": "image"} for _ in imgs] + [{"type": "text", "text": text}]}]
+                    {"role": "user", "content": content_parts(m) + [{"type": "text", "text": text}]}]
                 texts.append(processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
-                images.extend(imgs)
+                media.append(m)
             side, tok.padding_side = tok.padding_side, "left"
             try:
-                inputs = processor(text=texts, images=images or None, padding=True, return_tensors="pt").to(device)
+                inputs = processor_inputs(processor, texts, media, padding=True, return_tensors="pt").to(device)
             finally:
                 tok.padding_side = side
             gen = model.generate(**inputs, do_sample=not greedy, temperature=temperature if not greedy else None, max_new_tokens=max_new_tokens,

@@ -57,12 +57,43 @@ NUMERIC = ("object_counting", "object_abs_distance", "object_size_estimation", "
 CHOICE = ("object_rel_distance", "object_rel_direction_easy", "object_rel_direction_medium", "object_rel_direction_hard", "route_planning", "obj_appearance_order")
 TASKS = ("object_counting", "object_abs_distance", "object_size_estimation", "room_size_estimation", "object_rel_distance", "object_rel_direction", "route_planning", "obj_appearance_order")
 THRESHOLDS = np.linspace(0.5, 0.95, 10)
+PRE_PROMPT = "These are frames of a video."
 POST_PROMPT = {"numeric": "Please answer the question using a single word or phrase.", "choice": "Answer with the option's letter from the given choices directly."}
 
 
 def uniform_indices(n: int, k: int) -> list[int]:
     """`k` frame indices spread uniformly over `n` frames, first and last included (k >= n: all)."""
     return np.linspace(0, n - 1, min(k, n)).round().astype(int).tolist()
+
+
+def frame_count(n: int, rate: float | None, num_frames: int, fps: float | None) -> int:
+    """How many frames to sample from `n` frames at `rate` per second: `num_frames`, or with `fps` the video's length
+    times `fps`, at most `num_frames` and at least 2 (qwen-vl-utils' rule with max_frames = num_frames)."""
+    if fps is None or not rate:
+        return min(num_frames, n)
+    return max(min(2, n), min(num_frames, n, round(n / rate * fps)))
+
+
+def read_video(path: str | Path, num_frames: int, fps: float | None = None, stats: dict[str, int] | None = None):
+    """The model's video input (`m2r.data.media.Video`) from a video file: `frame_count` frames sampled uniformly by
+    seeking (`sample_video`), with their timestamps, so the model sees the real time between them."""
+    import av
+
+    from m2r.data.media import Video, fps_from_timestamps
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        n = stream.frames or _frames_from_duration(stream, container, rate)
+    rate = float(rate) if rate else None
+    if not n or not rate:  # unknown length or rate: uniform frames, 1 s apart as a guess
+        frames = sample_video(path, num_frames, stats)
+        return Video(frames, 1.0)
+    k = frame_count(n, rate, num_frames, fps)
+    frames = sample_video(path, k, stats)
+    idx = uniform_indices(n, k)[: len(frames)]
+    ts = [i / rate for i in idx]
+    return Video(frames, fps_from_timestamps(ts) if len(ts) > 1 else rate, ts)
 
 
 def sample_video(path: str | Path, num_frames: int, stats: dict[str, int] | None = None) -> list:
@@ -161,42 +192,57 @@ def _sample_sequentially(path: str | Path, k: int, stats: dict[str, int]) -> lis
 
 @dataclass
 class VideoRef:
-    """A video (or a folder of frames) to sample `num_frames` frames from, uniformly."""
+    """A video (or a folder of frames extracted at `frames_fps` per second) to sample frames from, uniformly:
+    `num_frames` of them, or with `fps` the video's length times `fps`, at most `num_frames` (`frame_count`)."""
 
     path: Path
     num_frames: int
+    fps: float | None = None
+    frames_fps: float = 1.0
 
-    def frames(self):
+    def video(self):
+        """The sampled frames as the model's video input (`m2r.data.media.Video`), with their timestamps."""
         from PIL import Image
+
+        from m2r.data.media import Video, fps_from_timestamps
 
         if self.path.is_dir():
             files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
             if not files:
                 raise FileNotFoundError(f"no frames in {self.path}")
-            return [Image.open(files[i]).convert("RGB") for i in uniform_indices(len(files), self.num_frames)]
+            idx = uniform_indices(len(files), frame_count(len(files), self.frames_fps, self.num_frames, self.fps))
+            ts = [i / self.frames_fps for i in idx]
+            return Video([Image.open(files[i]).convert("RGB") for i in idx], fps_from_timestamps(ts) if len(ts) > 1 else self.frames_fps, ts)
         if importlib.util.find_spec("av") is None:
             raise ImportError(f"decoding {self.path} needs PyAV: pip install av (or pre-extract frames and set benchmark.frames_dir)")
         if not self.path.exists():
             raise FileNotFoundError(f"no video at {self.path}; check benchmark.root (videos at <root>/<dataset>/<scene_name>.mp4) or set benchmark.frames_dir")
-        return sample_video(self.path, self.num_frames)
+        return read_video(self.path, self.num_frames, self.fps)
+
+    def frames(self) -> list:
+        """The sampled frames alone, as separate images."""
+        return self.video().frames
 
 
-def load(root: str | Path, split: str = "test", num_frames: int = 8, frames_dir: str | Path | None = None) -> list[EvalItem]:
+def load(root: str | Path, split: str = "test", num_frames: int = 8, frames_dir: str | Path | None = None, fps: float | None = None, frames_fps: float = 1.0) -> list[EvalItem]:
+    """VSI-Bench rows, each with its video as a `VideoRef` (the model gets it through the processor's video path)."""
     root = Path(root)
+    if num_frames < 1 or (fps is not None and fps <= 0) or frames_fps <= 0:
+        raise ValueError(f"benchmark.num_frames={num_frames}, benchmark.fps={fps}, benchmark.frames_fps={frames_fps}: need num_frames >= 1 and rates > 0 (fps: null samples num_frames uniformly)")
     items = []
     for r in read_rows(root, split, "VSI-Bench"):
         media = Path(frames_dir) / r["dataset"] / r["scene_name"] if frames_dir else root / r["dataset"] / f"{r['scene_name']}.mp4"
         items.append(EvalItem(
             key={"id": r["id"]}, question=r["question"], options=list(r.get("options") or []), answer=str(r["ground_truth"]),
-            images=[VideoRef(media, num_frames)], meta={"question_type": r["question_type"], "subject": r["question_type"], "dataset": r.get("dataset")},
+            images=[VideoRef(media, num_frames, fps, frames_fps)], meta={"question_type": r["question_type"], "subject": r["question_type"], "dataset": r.get("dataset")},
         ))
     return items
 
 
 def prompt(item: EvalItem) -> str:
     if item.meta.get("question_type") in NUMERIC:
-        return f"These are frames of a video.\n{item.question}\n{POST_PROMPT['numeric']}"
-    return f"These are frames of a video.\n{item.question}\nOptions:\n" + "\n".join(item.options) + f"\n{POST_PROMPT['choice']}"
+        return f"{PRE_PROMPT}\n{item.question}\n{POST_PROMPT['numeric']}"
+    return f"{PRE_PROMPT}\n{item.question}\nOptions:\n" + "\n".join(item.options) + f"\n{POST_PROMPT['choice']}"
 
 
 def mra(pred: float, gt: float) -> float:

@@ -76,13 +76,30 @@ def load_processor(cfg: ModelConfig, cache_dir: str | os.PathLike):
     if cfg.source in ("tiny", "random") and cfg.processor_path is None:
         from m2r.model.tiny import load_tiny_processor
 
-        return load_tiny_processor(cfg, cache_dir)
+        return set_video_budget(load_tiny_processor(cfg, cache_dir), cfg)
     p = Path(os.path.expanduser(path))
     if not p.is_dir():
         _check_local(path, "model.processor_path" if cfg.processor_path else "model.path")
     # The pixel budget as the image and video processors' `size` (min_pixels/max_pixels given here would become
     # call-time arguments, deprecated in transformers 5.x).
     processor = AutoProcessor.from_pretrained(p, trust_remote_code=cfg.trust_remote_code, size={"shortest_edge": cfg.min_pixels, "longest_edge": cfg.max_pixels})
+    return set_video_budget(processor, cfg)
+
+
+def set_video_budget(processor, cfg: ModelConfig):
+    """Give the video processor its own per-frame pixel budget (`model.video_min_pixels`/`video_max_pixels`;
+    the `size` above set the image budget on both), bounded in total as qwen-vl-utils bounds it."""
+    vp = getattr(processor, "video_processor", None)
+    if vp is None:
+        return processor
+    if cfg.video_min_pixels > cfg.video_max_pixels:
+        raise ModelConfigError(f"model.video_min_pixels={cfg.video_min_pixels} is above model.video_max_pixels={cfg.video_max_pixels}; "
+                               "they bound the pixels of each video frame (the M2-Reasoning release: 100352 and 602112)")
+    from transformers.image_processing_utils import SizeDict
+
+    vp.size = SizeDict(shortest_edge=cfg.video_min_pixels, longest_edge=cfg.video_max_pixels)
+    if hasattr(vp, "cap_pixels_per_frame"):
+        vp.cap_pixels_per_frame = True  # the reference behaviour; transformers warns on every call while it is unset
     return processor
 
 

@@ -252,21 +252,12 @@ def _takes_encoder_outputs(cls: type) -> bool:
 _DEEPSTACK: set[type] = set()  # backbone classes whose image features carry per-layer parts
 
 
-def _share_images(backbone: torch.nn.Module, model: torch.nn.Module, extra: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`extra` with each distinct image encoded once: the G rows of a prompt carry G copies of its patches, and the
-    vision tower would encode every copy. Where the backbone takes precomputed encoder outputs (transformers'
-    `mm_encoder_outputs`), the distinct images are encoded once and their features handed to every row that shows
-    them; gradients from all rows add up in the shared features. Unchanged where there is nothing to share, the
-    backbone cannot take them, or the parameters are sharded (ZeRO-3 gathers per module call, FSDP2 in the root's forward)."""
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
+_MODALITIES = (("image", "pixel_values", "image_grid_thw", "get_image_features"), ("video", "pixel_values_videos", "video_grid_thw", "get_video_features"))
 
-    pixels, grid = extra.get("pixel_values"), extra.get("image_grid_thw")
-    if pixels is None or grid is None or grid.shape[0] < 2 or hasattr(next(model.parameters()), "ds_id") or is_fsdp2(model):
-        return extra
-    if not _takes_encoder_outputs(type(backbone)) or not hasattr(backbone, "get_image_features") or type(backbone) in _DEEPSTACK:
-        return extra
-    sizes = grid.prod(-1).tolist()
-    blocks = list(torch.split(pixels, sizes))
+
+def _distinct_blocks(pixels: torch.Tensor, grid: torch.Tensor) -> tuple[list[torch.Tensor], list[int], list[int]]:
+    """(the items' patch blocks, the first item of each distinct block, each item's index among the distinct)."""
+    blocks = list(torch.split(pixels, grid.prod(-1).tolist()))
     first: dict[tuple, list[int]] = {}
     index: list[int] = []
     uniq: list[int] = []
@@ -278,15 +269,38 @@ def _share_images(backbone: torch.nn.Module, model: torch.nn.Module, extra: dict
             uniq.append(i)
             first.setdefault(sig, []).append(j)
         index.append(j)
-    if len(uniq) == len(blocks):
+    return blocks, uniq, index
+
+
+def _share_images(backbone: torch.nn.Module, model: torch.nn.Module, extra: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`extra` with each distinct image and video encoded once: the G rows of a prompt carry G copies of its patches,
+    and the vision tower would encode every copy. Where the backbone takes precomputed encoder outputs (transformers'
+    `mm_encoder_outputs`), the distinct items are encoded once and their features handed to every row that shows
+    them; gradients from all rows add up in the shared features. The backbone takes either pixels or encoder outputs,
+    so when anything repeats, every modality present goes in as encoder outputs (grids and `second_per_grid_ts` stay:
+    the rotary positions are computed from them). Unchanged where nothing repeats, the backbone cannot take encoder
+    outputs, or the parameters are sharded (ZeRO-3 gathers per module call, FSDP2 in the root's forward)."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    present = [m for m in _MODALITIES if extra.get(m[1]) is not None and extra.get(m[2]) is not None]
+    if not present or hasattr(next(model.parameters()), "ds_id") or is_fsdp2(model):
         return extra
-    encoded = backbone.get_image_features(torch.cat([blocks[i] for i in uniq]), grid[uniq], return_dict=True)
-    if getattr(encoded, "deepstack_features", None) is not None:  # Qwen3-VL: per-layer features too, not shared here
-        _DEEPSTACK.add(type(backbone))  # asked once per class: later passes do not encode twice
+    if not _takes_encoder_outputs(type(backbone)) or type(backbone) in _DEEPSTACK or not all(hasattr(backbone, m[3]) for m in present):
         return extra
-    feats = encoded.pooler_output  # one per distinct image
-    out = {k: v for k, v in extra.items() if k != "pixel_values"}
-    out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=tuple(feats[j] for j in index))}
+    found = {m[0]: _distinct_blocks(extra[m[1]], extra[m[2]]) for m in present}
+    if all(len(uniq) == len(blocks) for blocks, uniq, _ in found.values()):
+        return extra
+    outputs = {}
+    for kind, pix, grid_key, encode in present:
+        blocks, uniq, index = found[kind]
+        encoded = getattr(backbone, encode)(torch.cat([blocks[i] for i in uniq]), extra[grid_key][uniq], return_dict=True)
+        if getattr(encoded, "deepstack_features", None) is not None:  # Qwen3-VL: per-layer features too, not shared here
+            _DEEPSTACK.add(type(backbone))  # asked once per class: later passes do not encode twice
+            return extra
+        feats = encoded.pooler_output  # one per distinct item
+        outputs[kind] = BaseModelOutputWithPooling(pooler_output=tuple(feats[j] for j in index))
+    out = {k: v for k, v in extra.items() if k not in ("pixel_values", "pixel_values_videos")}
+    out["mm_encoder_outputs"] = outputs
     return out
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from m2r.data.schema import Sample
-from m2r.rl.rollout import Rollouts, check_cache_settings, generate_rollouts
+from m2r.rl.rollout import VISION_KEYS, Rollouts, check_cache_settings, generate_rollouts
 
 
 class RolloutEngine(Protocol):
@@ -70,7 +70,7 @@ def concat_rollouts(parts: list[Rollouts], pad_id: int) -> Rollouts:
     L = max(p.completion_ids.shape[1] for p in parts)
     inputs: dict[str, torch.Tensor] = {}
     for k in dict.fromkeys(k for p in parts for k in p.prompt_inputs):
-        if k in ("pixel_values", "image_grid_thw"):
+        if k in VISION_KEYS:
             inputs[k] = torch.cat([p.prompt_inputs[k] for p in parts if k in p.prompt_inputs])
         else:
             inputs[k] = torch.cat([_left_pad(p.prompt_inputs[k], P, pad_id if k == "input_ids" else 0) for p in parts])
@@ -84,4 +84,5 @@ def concat_rollouts(parts: list[Rollouts], pad_id: int) -> Rollouts:
         images_per_row=[n for p in parts for n in p.images_per_row],
         G=parts[0].G,
         prompt_lengths=[n for p in parts for n in p.prompt_lengths],
+        videos_per_row=[n for p in parts for n in (p.videos_per_row or [0] * len(p.texts))] if any(p.videos_per_row for p in parts) else [],
     )

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from m2r.data.collate import M2_SYSTEM_PROMPT, build_messages
+from m2r.data.media import count_media, processor_inputs
 from m2r.data.schema import Sample
 from m2r.rl.core import base_model, is_fsdp2, plain_attention_cache
 
@@ -32,36 +33,43 @@ class Rollouts:
     images_per_row: list[int] = field(default_factory=list)  # [N] images in each row's prompt
     G: int = 1
     prompt_lengths: list[int] = field(default_factory=list)  # [B] prompt tokens (images included)
+    videos_per_row: list[int] = field(default_factory=list)  # [N] videos in each row's prompt (empty: none anywhere)
 
 
-def prompt_inputs(processor, batch: Sequence[tuple[Sample, list[Image.Image]]], G: int, system_prompt: str | None = M2_SYSTEM_PROMPT) -> dict[str, torch.Tensor]:
+def media_per_prompt(batch: Sequence[tuple[Sample, list]]) -> tuple[list[int], list[int]]:
+    """([images], [videos]) of each prompt of a batch of (Sample, media)."""
+    counts = [count_media(media) for _, media in batch]
+    return [i for i, _ in counts], [v for _, v in counts]
+
+
+def prompt_inputs(processor, batch: Sequence[tuple[Sample, list]], G: int, system_prompt: str | None = M2_SYSTEM_PROMPT) -> dict[str, torch.Tensor]:
     """Processor inputs for each prompt repeated G times, left-padded for generation. The processor runs once per
-    prompt (its images resized and patched once); the G copies are rows selected from that."""
-    texts, images = [], []
-    for sample, imgs in batch:
-        texts.append(processor.apply_chat_template(build_messages(sample, len(imgs), system_prompt), tokenize=False, add_generation_prompt=True))
-        images.extend(imgs)
+    prompt (its images and videos resized and patched once); the G copies are rows selected from that."""
+    texts = [processor.apply_chat_template(build_messages(sample, media, system_prompt), tokenize=False, add_generation_prompt=True) for sample, media in batch]
     side = processor.tokenizer.padding_side
     processor.tokenizer.padding_side = "left"
     try:
-        once = dict(processor(text=texts, images=images or None, padding=True, return_tensors="pt"))
+        once = dict(processor_inputs(processor, texts, [m for _, m in batch], padding=True, return_tensors="pt"))
     finally:
         processor.tokenizer.padding_side = side
     if G == 1:
         return once
-    return select_rows(once, [b for b in range(len(batch)) for _ in range(G)], [len(imgs) for _, imgs in batch])
+    return select_rows(once, [b for b in range(len(batch)) for _ in range(G)], *media_per_prompt(batch))
 
 
 def check_prompt_lengths(inputs: dict[str, torch.Tensor], batch: Sequence[tuple[Sample, list[Image.Image]]], G: int, bound: int | None) -> list[int]:
     """Each prompt's length in tokens (images included); a ValueError naming the prompt when one exceeds `bound`."""
     lengths = inputs["attention_mask"][::G].sum(dim=1).tolist()
     if bound is not None:
-        for (sample, imgs), n in zip(batch, lengths):
+        for (sample, media), n in zip(batch, lengths):
             if n > bound:
+                n_img, n_vid = count_media(media)
+                video = f" and {n_vid} video(s) of {sum(len(v) for v in media if hasattr(v, 'frames'))} frames" if n_vid else ""
+                fewer = ", fewer frames (data.num_frames) or a lower model.video_max_pixels (fewer video tokens)" if n_vid else ""
                 raise ValueError(
-                    f"RL prompt {sample.id!r} (task {sample.task}, {len(imgs)} image(s)) is {n} tokens, over grpo.module.max_prompt_length="
+                    f"RL prompt {sample.id!r} (task {sample.task}, {n_img} image(s){video}) is {n} tokens, over grpo.module.max_prompt_length="
                     f"{bound}. Raise the bound (e.g. grpo.module.max_prompt_length={n + 256}), lower model.max_pixels (fewer image "
-                    "tokens), or drop such prompts from the RL data")
+                    f"tokens){fewer}, or drop such prompts from the RL data")
     return [int(n) for n in lengths]
 
 
@@ -142,9 +150,10 @@ def generate_rollouts(
     once = prompt_inputs(processor, batch, 1, system_prompt)
     lengths = check_prompt_lengths(once, batch, 1, max_prompt_length)
     rows = [b for b in range(len(batch)) for _ in range(G)]
-    inputs = select_rows(once, rows, [len(imgs) for _, imgs in batch]) if G > 1 else once
+    n_img, n_vid = media_per_prompt(batch)
+    inputs = select_rows(once, rows, n_img, n_vid) if G > 1 else once
     dtype = next(model.parameters()).dtype
-    once, inputs = ({k: (v.to(device, dtype) if k == "pixel_values" else v.to(device)) for k, v in x.items()} for x in (once, inputs))
+    once, inputs = ({k: (v.to(device, dtype) if k in PIXEL_KEYS else v.to(device)) for k, v in x.items()} for x in (once, inputs))
     tok = processor.tokenizer
     gen_eos = model.generation_config.eos_token_id
     gen_eos = [gen_eos] if isinstance(gen_eos, int) else list(gen_eos or [])
@@ -167,7 +176,7 @@ def generate_rollouts(
     try:
         with root_gathered(model), _without_checkpoint_generation_settings(model):
             prefilled = _prefill(model, once, G, static_len) if share_prefill and G > 1 else None
-            gen_inputs = {k: v for k, v in inputs.items() if k not in ("pixel_values", "image_grid_thw")} if prefilled is not None else inputs
+            gen_inputs = {k: v for k, v in inputs.items() if k not in VISION_KEYS} if prefilled is not None else inputs
             out = model.generate(
                 **gen_inputs, past_key_values=prefilled, generation_config=config, logits_processor=LogitsProcessorList([sampler]),
                 synced_gpus=synced_gpus,  # sharded parameters: every rank runs a forward until all ranks are done
@@ -180,8 +189,9 @@ def generate_rollouts(
     mask, truncated = response_mask(completion, eos)
     completion = torch.where(mask.bool(), completion, torch.full_like(completion, tok.pad_token_id))
     texts = tok.batch_decode(completion, skip_special_tokens=True)
-    images_per_row = [len(imgs) for _, imgs in batch for _ in range(G)]
-    return Rollouts([s for s, _ in batch], inputs, completion, mask, truncated, texts, images_per_row, G, lengths)
+    images_per_row = [n for n in n_img for _ in range(G)]
+    videos_per_row = [n for n in n_vid for _ in range(G)] if any(n_vid) else []
+    return Rollouts([s for s, _ in batch], inputs, completion, mask, truncated, texts, images_per_row, G, lengths, videos_per_row)
 
 
 def check_cache_settings(cache: str, compile: bool) -> None:
@@ -298,23 +308,39 @@ def _prefill(model: torch.nn.Module, once: dict[str, torch.Tensor], G: int, stat
     return static
 
 
-def select_rows(inputs: dict[str, torch.Tensor], rows: Sequence[int], images_per_row: Sequence[int]) -> dict[str, torch.Tensor]:
-    """The processor inputs of some rows, with their images' patches (pixel_values is [patches, D])."""
+# Processor outputs that are per image or per video, not per row: (pixels [patches, D], grids [n, 3], other per-item keys).
+_ITEM_KEYS = {"image": ("pixel_values", "image_grid_thw", ()), "video": ("pixel_values_videos", "video_grid_thw", ("second_per_grid_ts",))}
+VISION_KEYS = frozenset(k for pix, grid, more in _ITEM_KEYS.values() for k in (pix, grid, *more))
+PIXEL_KEYS = frozenset(pix for pix, _, _ in _ITEM_KEYS.values())  # cast to the model's dtype
+
+
+def select_rows(inputs: dict[str, torch.Tensor], rows: Sequence[int], images_per_row: Sequence[int], videos_per_row: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+    """The processor inputs of some rows (repeats allowed), with their images' and videos' patches (pixel_values and
+    pixel_values_videos are [patches, D], in item order; grids and second_per_grid_ts one entry per item).
+    `images_per_row` / `videos_per_row` count each input row's items (videos: all zero when None)."""
     idx = torch.as_tensor(list(rows), device=inputs["input_ids"].device)
-    out = {k: v[idx] for k, v in inputs.items() if k not in ("pixel_values", "image_grid_thw")}
-    if "image_grid_thw" in inputs:
-        grid = inputs["image_grid_thw"]
-        patches = grid.prod(dim=-1).tolist()
-        img_start = [0]
-        for n in images_per_row:
-            img_start.append(img_start[-1] + n)
+    out = {k: v[idx] for k, v in inputs.items() if k not in VISION_KEYS}
+    counts = {"image": list(images_per_row), "video": list(videos_per_row) if videos_per_row is not None else [0] * len(images_per_row)}
+    for kind, (pix, grid_key, more) in _ITEM_KEYS.items():
+        if grid_key not in inputs:
+            continue
+        grid = inputs[grid_key]
+        if sum(counts[kind]) != len(grid):
+            raise ValueError(f"select_rows: the rows claim {sum(counts[kind])} {kind}(s) but {grid_key} has {len(grid)}")
+        item_start = [0]
+        for n in counts[kind]:
+            item_start.append(item_start[-1] + n)
         patch_start = [0]
-        for n in patches:
+        for n in grid.prod(dim=-1).tolist():
             patch_start.append(patch_start[-1] + n)
-        imgs = [i for r in rows for i in range(img_start[r], img_start[r + 1])]
-        if imgs:
-            out["image_grid_thw"] = grid[imgs]
-            out["pixel_values"] = torch.cat([inputs["pixel_values"][patch_start[i] : patch_start[i + 1]] for i in imgs])
+        items = [i for r in rows for i in range(item_start[r], item_start[r + 1])]
+        if items:
+            out[grid_key] = grid[items]
+            out[pix] = torch.cat([inputs[pix][patch_start[i] : patch_start[i + 1]] for i in items])
+            for k in more:
+                if k in inputs:
+                    v = inputs[k]
+                    out[k] = v[items] if isinstance(v, torch.Tensor) else [v[i] for i in items]
     return out
 
 

@@ -214,7 +214,7 @@ def filter_traces(src_root, split: str, out_root, cfg: QualityConfig | None = No
                                     "cognitive": round(q.cognitive, 4), "verification": q.verification, "kept": keep, "noise": kind}) + "\n")
                 if keep:
                     sample.quality = round(q.total, 4)
-                    writer.write(sample, [raw[name] for name in sample.images])
+                    writer.write(sample, [raw[name] for name in sample.members()])
             bar.advance(bar_id, len(raws))
     kept = sum(t["kept"] for t in by_task.values())
     total = sum(t["in"] for t in by_task.values())

@@ -14,6 +14,13 @@ else the whole turn (plain VQA data: `{"from": "gpt", "value": "rectangle"}`). I
 target: kept when already in the M2 format, else wrapped in it (`data.llava_target=wrap`) or kept
 as written (`keep`).
 
+Videos: `video` (or `videos`, a list) is a video file (mp4, webm, ... decoded with PyAV), a folder of
+frames, or `{"path": ..., "fps": ..., "timestamps": [...]}` / `{"frames": [paths], "fps": ...}`.
+`data.num_frames` frames are sampled uniformly (with `data.video_fps`, the video's length times that
+rate, at most `data.num_frames`) and stored as JPEG frame members with their rate, so training never
+decodes a video. A folder or list of frames needs the rate they were taken at (`fps`) or their
+`timestamps`. `<video>` tokens in the question, when present, must match the videos.
+
 Every field is checked for type and range and every image is decoded in full, so that a row
 which would crash training later is refused here: a `BadSampleError` naming file, line, id, field
 and fix, or under `data.on_bad_sample=skip` a counted skip (the manifest lists each one).
@@ -279,10 +286,12 @@ def row_to_sample(row: Any, where: str, split: str, cfg: Any) -> tuple[Sample, l
         raise r.bad("choices", f"has {len(choices)} options; at most {len(LETTERS)} can be lettered A-Z", "keep at most 26 options")
     choices = [r.text("choices", c, cfg.max_answer_chars, "max_answer_chars", numbers=True) for c in choices]
     refs = _image_refs(r, row.get("images", row.get("image")))
+    video_refs = _video_refs(r, row.get("videos", row.get("video")))
     if conversation:
         user, assistant = _turns(r)
         tokens = user.count("<image>")
-        question = re.sub(r"\s*<image>\s*", " ", user).strip()
+        video_tokens = user.count("<video>")
+        question = re.sub(r"\s*<(image|video)>\s*", " ", user).strip()
         answer = row.get("answer")
         if answer is None and assistant is not None:
             answer = answer_from_turn(assistant)
@@ -292,13 +301,16 @@ def row_to_sample(row: Any, where: str, split: str, cfg: Any) -> tuple[Sample, l
     else:
         question, answer, cot = row.get("question"), row.get("answer"), row.get("cot")
         tokens = question.count("<image>") if isinstance(question, str) else 0
+        video_tokens = question.count("<video>") if isinstance(question, str) else 0
         if isinstance(question, str):
-            question = re.sub(r"\s*<image>\s*", " ", question).strip()
+            question = re.sub(r"\s*<(image|video)>\s*", " ", question).strip()
     question = r.text("question", question, cfg.max_question_chars, "max_question_chars")
     answer = r.text("answer", answer, cfg.max_answer_chars, "max_answer_chars", numbers=True)
     cot = r.text("cot", cot, cfg.max_cot_chars, "max_cot_chars")
     if tokens and tokens != len(refs):
         raise r.bad("images", f"the question has {tokens} <image> token(s) but the row has {len(refs)} image(s)", "give one image per <image> token")
+    if video_tokens and video_tokens != len(video_refs):
+        raise r.bad("videos", f"the question has {video_tokens} <video> token(s) but the row has {len(video_refs)} video(s)", "give one video per <video> token")
     if answer is not None and answer.strip().startswith("\\boxed"):
         inner = _last_boxed(answer)
         if inner is None or f"\\boxed{{{inner}}}" != answer.strip():
@@ -336,11 +348,106 @@ def row_to_sample(row: Any, where: str, split: str, cfg: Any) -> tuple[Sample, l
         names.append(f"img{k}.{ext}")
         if path is not None:
             files.append(path)
+    videos = []
+    for v, ref in enumerate(video_refs):
+        frames, entry, read = _load_video(r, ref, base, v, cfg)
+        images.extend(frames)
+        videos.append(entry)
+        files.extend(read)
     sample = Sample(
-        id=sid, task=task, question=question or "", answer=answer, answer_type=answer_type, images=names, choices=choices, cot=cot,
+        id=sid, task=task, question=question or "", answer=answer, answer_type=answer_type, images=names, videos=videos, choices=choices, cot=cot,
         quality=r.fraction("quality"), difficulty=r.fraction("difficulty"), source=str(row.get("source") or where.rsplit(" ", 2)[0]), meta=meta,
     )
     return sample, images, files
+
+
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+
+def _video_refs(r: _Row, value: Any) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (str, dict)):
+        return [value]
+    if isinstance(value, list) and all(isinstance(x, (str, dict)) for x in value):
+        return value
+    raise r.bad("videos", f"is {_short(value)}, not a video path, a frames folder or a list of them",
+                'give \'video\' as a path (a video file or a folder of frames) or {"path": ..., "fps": ...}')
+
+
+def _load_video(r: _Row, ref: Any, base: Path, v: int, cfg: Any) -> tuple[list[bytes], dict, list[Path]]:
+    """(JPEG bytes of the sampled frames, the sample's `videos` entry, the files read) for one video reference."""
+    from m2r.data.media import fps_from_timestamps
+    from m2r.eval.vsibench import frame_count, uniform_indices
+
+    spec = ref if isinstance(ref, dict) else {"path": ref}
+    rate, stamps = spec.get("fps"), spec.get("timestamps")
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0):
+        raise r.bad("videos", f"video {v} has fps {_short(rate)}", "give the rate of the video's frames as a number > 0")
+
+    def resolve(x: Any) -> Path:
+        if not isinstance(x, str) or not x or "\x00" in x:
+            raise r.bad("videos", f"video {v}: {_short(x)} is not a path", "give paths relative to data.image_root")
+        p = Path(x) if os.path.isabs(x) else base / x
+        if not p.exists():
+            raise r.bad("videos", f"video {v}: {p} does not exist", "fix the path, or set data.image_root to the folder the relative paths start from")
+        return p
+
+    if spec.get("frames") is not None:
+        if not isinstance(spec["frames"], list) or not spec["frames"]:
+            raise r.bad("videos", f"video {v} has frames {_short(spec['frames'])}", "list the frame image paths in time order")
+        files = [resolve(f) for f in spec["frames"]]
+    else:
+        path = resolve(spec.get("path"))
+        files = sorted(f for f in path.iterdir() if f.suffix.lower() in FRAME_SUFFIXES) if path.is_dir() else None
+        if files is None:
+            if path.suffix.lower() not in VIDEO_SUFFIXES:
+                raise r.bad("videos", f"video {v}: {path} is neither a video file ({', '.join(VIDEO_SUFFIXES)}) nor a folder of frames", "give a video file or a folder of jpg/png frames")
+            try:
+                from m2r.eval.vsibench import read_video
+
+                video = read_video(path, cfg.num_frames, cfg.video_fps)
+            except ImportError:
+                raise r.bad("videos", f"video {v}: decoding {path} needs PyAV", "pip install av, or extract the frames into a folder and give that with its fps") from None
+            except Exception as e:  # PyAV raises many types for a broken file
+                raise r.bad("videos", f"video {v}: {path} cannot be decoded ({type(e).__name__}: {e})", "re-encode the video, or give its frames as a folder") from None
+            frames = [_jpeg(im) for im in video.frames]
+            for k, data in enumerate(frames):
+                check_image(r, data, k, cfg.max_image_pixels, "videos")
+            entry = {"frames": [f"vid{v}_f{k:03d}.jpg" for k in range(len(frames))], "fps": video.fps}
+            if video.timestamps:
+                entry["timestamps"] = [round(t, 6) for t in video.timestamps]
+            return frames, entry, [path]
+        if not files:
+            raise r.bad("videos", f"video {v}: the folder {path} holds no jpg/png/webp frames", "put the frames in it, named so that they sort in time order")
+    if stamps is not None:
+        if not isinstance(stamps, list) or len(stamps) != len(files) or not all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in stamps):
+            raise r.bad("videos", f"video {v} has {len(files)} frames but timestamps {_short(stamps)}", "give one timestamp (seconds) per frame")
+        try:
+            fps_from_timestamps(stamps)
+        except ValueError as e:
+            raise r.bad("videos", f"video {v}: {e}", "list the frames in time order") from None
+    elif rate is None:
+        raise r.bad("videos", f"video {v} is a set of frames without fps or timestamps", 'give the rate the frames were taken at, e.g. {"path": "scene0/", "fps": 2}, or their "timestamps"')
+    times = [float(t) for t in stamps] if stamps is not None else [k / float(rate) for k in range(len(files))]
+    src_rate = float(rate) if rate is not None else fps_from_timestamps(times)
+    idx = uniform_indices(len(files), frame_count(len(files), src_rate, cfg.num_frames, cfg.video_fps))
+    frames = []
+    for k, i in enumerate(idx):
+        data = files[i].read_bytes()
+        check_image(r, data, k, cfg.max_image_pixels, "videos")
+        frames.append(data)
+    ts = [times[i] for i in idx]
+    entry = {"frames": [f"vid{v}_f{k:03d}.{_ext(d, files[i].suffix.lstrip('.').lower())}" for k, (i, d) in enumerate(zip(idx, frames))],
+             "fps": fps_from_timestamps(ts) if len(ts) > 1 else src_rate, "timestamps": ts}
+    return frames, entry, [files[i] for i in idx]
+
+
+def _jpeg(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
 
 
 def _load_image(r: _Row, ref: Any, base: Path) -> tuple[bytes, str, Path | None]:
@@ -373,9 +480,10 @@ def _ext(data: bytes, fallback: str = "png") -> str:
     return fallback if fallback in ("png", "jpg", "jpeg", "webp") else "png"
 
 
-def check_image(r: _Row, data: bytes, k: int, max_pixels: int) -> None:
-    """Decode the image in full (a truncated or corrupt file fails here, not in training) and check
-    its size against `data.max_image_pixels` and what the vision processor accepts."""
+def check_image(r: _Row, data: bytes, k: int, max_pixels: int, field: str = "images") -> None:
+    """Decode the image (or video frame, `field="videos"`) in full (a truncated or corrupt file fails here, not in
+    training) and check its size against `data.max_image_pixels` and what the vision processor accepts."""
+    what = "image" if field == "images" else "frame"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size check below says it better
@@ -383,11 +491,11 @@ def check_image(r: _Row, data: bytes, k: int, max_pixels: int) -> None:
         with im:
             w, h = im.size
             if w * h > max_pixels:
-                raise r.bad("images", f"image {k} is {w}x{h} ({w * h:,} pixels; limit {max_pixels:,})", "downscale it, or raise data.max_image_pixels")
+                raise r.bad(field, f"{what} {k} is {w}x{h} ({w * h:,} pixels; limit {max_pixels:,})", "downscale it, or raise data.max_image_pixels")
             if min(w, h) < MIN_IMAGE_SIDE or max(w, h) / min(w, h) > MAX_ASPECT:
-                raise r.bad("images", f"image {k} is {w}x{h}: sides under {MIN_IMAGE_SIDE} px or an aspect ratio over {MAX_ASPECT} cannot be processed", "pad or resize it")
+                raise r.bad(field, f"{what} {k} is {w}x{h}: sides under {MIN_IMAGE_SIDE} px or an aspect ratio over {MAX_ASPECT} cannot be processed", "pad or resize it")
             im.load()
     except BadSampleError:
         raise
     except Exception as e:  # PIL raises many types for bad bytes (OSError, SyntaxError, DecompressionBombError, zlib.error, ...)
-        raise r.bad("images", f"image {k} cannot be decoded ({type(e).__name__}: {e})", "replace the file with a valid PNG/JPEG/WebP, or drop the row") from None
+        raise r.bad(field, f"{what} {k} cannot be decoded ({type(e).__name__}: {e})", "replace the file with a valid PNG/JPEG/WebP, or drop the row") from None

@@ -11,10 +11,12 @@ from m2r.eval.runner import BENCHMARKS, score_benchmark
 
 def test_embedded_benchmark_ground_truth_and_mra(shard_root):
     items = embedded.load(shard_root, "val")
-    assert len(items) == 2 * 12 and all(it.key["id"].startswith("val-") for it in items)
+    from m2r.data.tasks import all_tasks
+
+    assert len(items) == 2 * len(all_tasks()) and all(it.key["id"].startswith("val-") for it in items)
     traces = [it.meta["sample"]["cot"] for it in items]
     _, m = score_benchmark("embedded", items, traces)
-    assert m["overall"] == 1.0 and m["spatial"] == 1.0 and m["general"] == 1.0
+    assert m["overall"] == 1.0 and m["spatial"] == 1.0 and m["general"] == 1.0 and m["video"] == 1.0
     spatial_num = next(it for it in items if it.meta["task"] == "spatial/abs_distance" and it.meta["sample"]["answer_type"] == "number")
     gt = float(spatial_num.answer)
     s = embedded.score(spatial_num, f"<think>I estimate.</think><answer>\\boxed{{{gt * 1.1}}}</answer>")
@@ -38,6 +40,41 @@ def test_vsibench_decodes_videos(tmp_path):
     # Frames 0, 6, 13, 19 of 20 (uniform), grey levels 12 * index up to compression noise.
     assert len(frames) == 4
     assert [f.getpixel((16, 16))[0] for f in frames] == pytest.approx([0, 72, 156, 228], abs=12)
+
+
+def test_vsibench_rows_reach_the_model_as_a_video(tmp_path, processor):
+    """The sampled frames go in through the processor's video path (one video, its frames in temporal patches, the
+    real time between them), not as separate images; benchmark.fps samples the length times the rate."""
+    av = pytest.importorskip("av")
+    from m2r.config import ModelConfig
+    from m2r.data.media import Video
+    from m2r.eval.runner import generate_responses
+    from m2r.model.load import build_model
+
+    (tmp_path / "scannet").mkdir()
+    with av.open(str(tmp_path / "scannet" / "s0.mp4"), "w") as c:
+        stream = c.add_stream("mpeg4", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 56, 56, "yuv420p"
+        for i in range(20):  # 4 s
+            for p in stream.encode(av.VideoFrame.from_ndarray(np.full((56, 56, 3), i * 12, np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in stream.encode():
+            c.mux(p)
+    (tmp_path / "test.jsonl").write_text('{"id": 0, "dataset": "scannet", "scene_name": "s0", "question_type": "object_counting", "question": "How many?", "options": null, "ground_truth": "2"}\n')
+    items = vsibench.load(tmp_path, num_frames=4)
+    (video,) = items[0].open_media()
+    assert isinstance(video, Video) and video.timestamps == pytest.approx([0.0, 1.2, 2.6, 3.8]) and video.fps == pytest.approx(3 / 3.8)
+    assert len(vsibench.load(tmp_path, num_frames=16, fps=2.0)[0].open_media()[0]) == 8  # 4 s x 2 fps
+    with pytest.raises(ValueError, match="benchmark.fps"):
+        vsibench.load(tmp_path, fps=0)
+    model = build_model(ModelConfig(), processor).eval()
+    grids = []
+    handle = model.model.visual.register_forward_pre_hook(lambda m, a, kw: grids.append(kw["grid_thw"].tolist()), with_kwargs=True)
+    try:
+        (response,) = generate_responses(model, processor, items, "vsibench", batch_size=1, max_new_tokens=2)
+    finally:
+        handle.remove()
+    assert grids == [[[2, 4, 4]]]  # one video: 4 frames in 2 temporal patches of 56x56 px
 
 
 NASTY = ["", "a" * 1_000_000, "\\boxed{" * 20_000, "<answer></answer>", "\\boxed{10^{10^{10^{10}}}}", "{" * 50_000, "<Answer>: <<", "π" * 1000, '{"short answer": null}']

@@ -180,3 +180,29 @@ def test_sample_video_without_frame_count_or_timestamps(tmp_path):
     frames = vsibench.sample_video(mp4, 60, stats)
     assert [_frame_index(f) for f in frames] == np.linspace(0, 119, 60).round().astype(int).tolist()
     assert stats["decoded"] <= 120 + 12 and stats["seeks"] < 60
+
+
+def test_every_task_scored_and_aggregated_as_the_official_rules_do():
+    """Hand-written predictions over all ten question types through `score_benchmark`; each task's score and the
+    overall worked out by hand from the official rules (first token, exact match or MRA; the three direction levels
+    averaged into one task; overall the mean of the eight tasks)."""
+    from m2r.eval.runner import score_benchmark
+
+    rows = [  # (question_type, ground truth, response, official row score)
+        ("object_counting", "4", "4", 1.0), ("object_counting", "4", "5", 0.6),
+        ("object_abs_distance", "2.0", "2.2", 0.9), ("object_abs_distance", "2.0", "2.2m", 0.0),
+        ("object_size_estimation", "100", "95", 1.0),
+        ("room_size_estimation", "20", "12.5", 0.3),
+        ("object_rel_distance", "B", "B.", 1.0), ("object_rel_distance", "B", "(B)", 0.0),
+        ("object_rel_direction_easy", "A", "a", 1.0), ("object_rel_direction_medium", "C", "B", 0.0), ("object_rel_direction_hard", "D", "D", 1.0),
+        ("route_planning", "A", "A", 1.0), ("route_planning", "A", "B", 0.0),
+        ("obj_appearance_order", "C", "C. chair, table", 1.0),
+    ]
+    items = [EvalItem(key={"id": i}, question="q", options=[] if t in vsibench.NUMERIC else ["A. x", "B. y", "C. z", "D. w"], answer=gt, meta={"question_type": t})
+             for i, (t, gt, _, _) in enumerate(rows)]
+    samples, m = score_benchmark("vsibench", items, [r for _, _, r, _ in rows])
+    assert [s["score"] for s in samples] == pytest.approx([s for *_, s in rows])
+    expected = {"object_counting": 0.8, "object_abs_distance": 0.45, "object_size_estimation": 1.0, "room_size_estimation": 0.3,
+                "object_rel_distance": 0.5, "object_rel_direction": 2 / 3, "route_planning": 0.5, "obj_appearance_order": 1.0}
+    assert {t: m[f"task/{t}"] for t in vsibench.TASKS} == pytest.approx(expected)
+    assert m["overall"] == pytest.approx(sum(expected.values()) / 8)

@@ -10,6 +10,7 @@ import pytest
 os.environ.setdefault("M2R_NO_PROGRESS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
+N_TASKS = 20  # the embedded tasks conf/data/synthetic.yaml lists: 12 on still images, 8 camera walks (checked in test_tasks.py)
 CONF = ROOT / "conf"
 
 

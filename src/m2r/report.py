@@ -97,7 +97,7 @@ def _plots(run: Path, history: list[dict], batches: list[dict], before: dict | N
     if before or after:
         tasks = sorted({k[5:] for m in (before, after) if m for k in m if k.startswith("task/")})
         x = range(len(tasks))
-        fig, ax = plt.subplots(figsize=(10, 4.5))
+        fig, ax = plt.subplots(figsize=(max(10, 0.55 * len(tasks)), 4.5))
         for off, (m, label) in zip((-0.2, 0.2), ((before, "after SFT"), (after, "after RL"))):
             if m:
                 ax.bar([i + off for i in x], [100 * m.get(f"task/{t}", 0.0) for t in tasks], width=0.4, label=label)
@@ -162,7 +162,7 @@ def write_report(run: str | Path) -> dict[str, Any]:
         L.append("## Held-out accuracy per task (`eval/heldout_sft`, `eval/heldout_grpo`; %, greedy)\n\n"
                  "Multiple choice by letter, general numbers exact, numeric spatial answers by mean relative accuracy (VSI-Bench's metric, not the EDNM training reward).\n")
         L.append("| task | after SFT | after RL | change |\n|:---|---:|---:|---:|")
-        keys = sorted({k for m in (before, after) if m for k in m if k.startswith("task/")}) + ["spatial", "general", "overall"]
+        keys = sorted({k for m in (before, after) if m for k in m if k.startswith("task/")}) + [k for k in ("spatial", "video", "general") if any(m and m.get(k) is not None for m in (before, after))] + ["overall"]
         for k in keys:
             b, a = (before or {}).get(k), (after or {}).get(k)
             ch = f"{100 * (a - b):+.1f}" if a is not None and b is not None else "-"

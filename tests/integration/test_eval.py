@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import m2r
-from conftest import compose
+from conftest import N_TASKS, compose
 
 BENCH = Path(__file__).resolve().parents[2].parent / "shared" / "benchmarks"
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (BENCH / "mathvision").exists(), reason="../shared/benchmarks not present")]
@@ -94,9 +94,9 @@ def test_embedded_benchmark_end_to_end(tmp_path, cache_dir):
     preds = tmp_path / "preds.jsonl"
     preds.write_text("\n".join(json.dumps({"id": s.id, "response": s.cot}) for s, _ in sample_stream(shard_urls(tmp_path / "build", "val"), shuffle_shards=False)) + "\n")
     summary = m2r.run(compose(["stage=eval", "benchmark=embedded", *FAST, f"eval.predictions={preds}"], tmp_path, cache_dir))["eval"]
-    assert summary["rows"] == 12 and summary["score"] == 1.0
+    assert summary["rows"] == N_TASKS and summary["score"] == 1.0
     summary = m2r.run(compose(["stage=eval", "benchmark=embedded", *FAST, "eval.max_new_tokens=8"], tmp_path, cache_dir))["eval"]
-    assert summary["rows"] == 12 and 0.0 <= summary["score"] <= 1.0
+    assert summary["rows"] == N_TASKS and 0.0 <= summary["score"] <= 1.0
     assert "spatial" in (tmp_path / "eval" / "embedded" / "table.md").read_text()
 
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import m2r
-from conftest import FAST, ROOT, compose
+from conftest import FAST, N_TASKS, ROOT, compose
 from m2r.data.curriculum import ShardReader, rank_streams
 
 pytestmark = pytest.mark.slow
@@ -151,7 +151,7 @@ def test_difficulty_and_heldout_on_two_ranks_equal_one_rank(tmp_path, cache_dir,
     def rows(run_dir):
         return {json.loads(x)["id"]: json.loads(x) for x in (run_dir / "score" / "difficulty.jsonl").read_text().splitlines()}
 
-    assert rows(two) == rows(one) and len(rows(one)) == 5 * 12
+    assert rows(two) == rows(one) and len(rows(one)) == 5 * N_TASKS
     m2, m1 = (json.loads((d / "eval" / "heldout_sft" / "metrics.json").read_text()) for d in (two, one))
     assert {k: v for k, v in m2.items() if k != "seconds"} == {k: v for k, v in m1.items() if k != "seconds"}
     s2, s1 = ((d / "eval" / "heldout_sft" / "samples.jsonl").read_text() for d in (two, one))

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import m2r
-from conftest import FAST, ROOT, compose
+from conftest import FAST, N_TASKS, ROOT, compose
 from m2r.data.curriculum import rank_streams, read_batches
 from m2r.data.shards import read_manifest
 
@@ -28,14 +28,14 @@ def test_pipeline_runs_every_step_writes_report_and_skips_when_done(tmp_path, ca
     assert list(results) == ["build", "quality", "sft", "difficulty", "curriculum", "heldout_sft", "grpo", "heldout_grpo", "report"]
     q = results["quality"]
     noisy = {k: v for k, v in q["by_noise"].items() if k != "clean"}
-    assert q["kept"] + q["dropped"] == q["in"] == 6 * 12
+    assert q["kept"] + q["dropped"] == q["in"] == 6 * N_TASKS
     assert all(v["dropped"] == v["n"] for v in noisy.values()) and q["by_noise"]["clean"]["dropped"] == 0
     assert read_manifest(tmp_path / "quality", "train")["count"] == q["kept"]
-    assert results["difficulty"]["in_file"] == 4 * 12
+    assert results["difficulty"]["in_file"] == 4 * N_TASKS
     assert results["grpo"]["steps"] == 3
     for which in ("sft", "grpo"):
         m = results[f"heldout_{which}"]
-        assert len([k for k in m if k.startswith("task/")]) == 12 and 0.0 <= m["overall"] <= 1.0
+        assert len([k for k in m if k.startswith("task/")]) == N_TASKS and 0.0 <= m["overall"] <= 1.0
     report = (tmp_path / "report.md").read_text()
     for section in ("Wall time per step", "Quality filter", "Difficulty and curriculum", "Held-out accuracy per task", "after RL"):
         assert section in report
@@ -165,6 +165,6 @@ def test_recipe_under_ddp_two_cpu_processes(tmp_path, processor):
     assert run.returncode == 0, run.stderr[-3000:]
     out = tmp_path / "run"
     ids = [json.loads(x)["id"] for x in (out / "score" / "difficulty.jsonl").read_text().splitlines()]
-    assert len(ids) == len(set(ids)) == 4 * 12
+    assert len(ids) == len(set(ids)) == 4 * N_TASKS
     assert json.loads((out / "grpo" / "summary.json").read_text())["steps"] == 2 and (out / "report.md").exists()
     assert "rank 1 waits for rank 0 to finish step difficulty" in (out / "train_ddp_process_1.log").read_text()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import m2r
-from conftest import CONF, FAST, ROOT, compose
+from conftest import CONF, FAST, N_TASKS, ROOT, compose
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +83,7 @@ def test_cli_build_and_bad_override(tmp_path):
     ok = subprocess.run([sys.executable, "run.py", "stage=build", "data.train_per_task=2", "data.val_per_task=1", f"hydra.run.dir={tmp_path}/run"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert ok.returncode == 0, ok.stderr[-2000:]
     manifest = json.loads((tmp_path / "run" / "build" / "train" / "manifest.json").read_text())
-    assert manifest["count"] == 2 * 12 and (tmp_path / "run" / ".hydra" / "config.yaml").exists()
+    assert manifest["count"] == 2 * N_TASKS and (tmp_path / "run" / ".hydra" / "config.yaml").exists()
     bad = subprocess.run([sys.executable, "run.py", "stage=build", "model.max_pixels=lots", f"hydra.run.dir={tmp_path}/bad"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode != 0 and "max_pixels" in bad.stderr
 

@@ -49,13 +49,13 @@ _BASE_TEXT = (
 
 def _corpus(cfg: ModelConfig) -> list[str]:
     from m2r.data.schema import format_question
-    from m2r.data.tasks import TASKS, generate
+    from m2r.data.tasks import all_tasks, generate
 
     texts = [_BASE_TEXT]
-    for task in TASKS:
+    for task in all_tasks():
         for i in range(cfg.tiny.corpus_samples_per_task):
-            # image_size 56 keeps corpus generation fast; the texts do not depend on it much.
-            s, _ = generate(task, i, seed=12345, split="tokenizer", image_size=56, mc_ratio=0.5)
+            # 56 px images and frames keep corpus generation fast; the texts do not depend on them much.
+            s, _ = generate(task, i, seed=12345, split="tokenizer", image_size=56, mc_ratio=0.5, num_frames=8)
             texts.append(format_question(s))
             texts.append(s.cot or "")
     return texts
@@ -114,8 +114,10 @@ def build_tiny_processor(cfg: ModelConfig):
 
 
 def tiny_processor_key(cfg: ModelConfig) -> str:
+    from m2r.data.tasks import all_tasks
+
     blob = json.dumps(
-        {"tiny": {k: getattr(cfg.tiny, k) for k in ("vocab_size", "corpus_samples_per_task")}, "min_pixels": cfg.min_pixels, "max_pixels": cfg.max_pixels, "template": CHAT_TEMPLATE, "base": _BASE_TEXT, "v": 1},
+        {"tiny": {k: getattr(cfg.tiny, k) for k in ("vocab_size", "corpus_samples_per_task")}, "min_pixels": cfg.min_pixels, "max_pixels": cfg.max_pixels, "template": CHAT_TEMPLATE, "base": _BASE_TEXT, "tasks": sorted(all_tasks()), "v": 2},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

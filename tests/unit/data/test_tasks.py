@@ -166,3 +166,14 @@ def test_generation_is_seeded_and_reproducible():
     assert a.to_dict() == b.to_dict() and image_bytes(ia[0]) == image_bytes(ib[0])
     assert a.to_dict() != c.to_dict()
     assert "." not in a.id
+
+
+def test_the_default_config_lists_every_embedded_task():
+    """conf/data/synthetic.yaml generates every embedded task, the camera walks included (tests count on N_TASKS)."""
+    from omegaconf import OmegaConf
+
+    from conftest import CONF, N_TASKS
+    from m2r.data.tasks import all_tasks
+
+    listed = list(OmegaConf.load(CONF / "data" / "synthetic.yaml").tasks)
+    assert sorted(listed) == sorted(all_tasks()) and len(listed) == N_TASKS

@@ -141,9 +141,27 @@ class Scene:
         return next(o for o in self.objects if o.name == name)
 
 
+def _deep_inside(pts: np.ndarray, margin: float = 1e-3) -> np.ndarray:
+    """[N] bool: points of [N, 2] more than `margin` inside the polygon of their extreme points in
+    eight directions. Such points are inside the convex hull, so never among its vertices."""
+    dirs = np.array([[1, 0], [1, 1], [0, 1], [-1, 1], [-1, 0], [-1, -1], [0, -1], [1, -1]], dtype=float)  # counter-clockwise
+    ext = pts[np.argmax(pts @ dirs.T, axis=0)]  # [8, 2]
+    ext = ext[np.any(ext != np.roll(ext, 1, axis=0), axis=1)]  # drop repeated corners
+    if len(ext) < 3:
+        return np.zeros(len(pts), dtype=bool)
+    inside = np.ones(len(pts), dtype=bool)
+    for a, b in zip(ext, np.roll(ext, -1, axis=0)):
+        edge = b - a
+        inside &= (edge[0] * (pts[:, 1] - a[1]) - edge[1] * (pts[:, 0] - a[0])) > margin * math.hypot(*edge)
+    return inside
+
+
 def _hull(points: np.ndarray) -> list[tuple[float, float]]:
     """Convex hull (monotone chain) of 2D points [N, 2], counter-clockwise."""
-    pts = sorted(set(map(tuple, np.round(points, 3))))
+    pts = np.round(points, 3)
+    if len(pts) > 16:  # spheres and cylinders: skip points that cannot be vertices (saves time, same hull)
+        pts = pts[~_deep_inside(pts)]
+    pts = sorted(set(map(tuple, pts.tolist())))  # Python floats: the same values as float64, faster arithmetic
     if len(pts) <= 2:
         return pts
 

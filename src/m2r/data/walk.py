@@ -21,7 +21,7 @@ Conventions (shared with `scene.Camera`):
 - Every object is seen in at least one frame: walks where one is not are filmed again on a new
   path, and rooms where that keeps failing are redrawn. So "the objects in this room" and "the
   objects seen in the video" are the same set, and counting counts each object once however many
-  frames show it.
+  frames show it. Counting asks for a shape: colours are unique, so a colour count is always 1.
 
 Tasks differ from VSI-Bench in that rooms are synthetic, categories are shape/colour names,
 positions are object centres (rel. direction, route planning) and distances are box to box.
@@ -83,14 +83,15 @@ def bearing(stand: SceneObject, face: SceneObject, target: SceneObject) -> float
 def box_gaps(a: SceneObject, b: SceneObject) -> tuple[float, float, float]:
     """Gaps between two objects' boxes along x, y, z (0 where their extents overlap)."""
     gx = max(0.0, abs(a.x - b.x) - (a.width + b.width) / 2)
-    gy = max(0.0, abs(a.height - b.height) / 2 * 0.0)  # both stand on the floor: their heights overlap from y = 0
+    gy = max(0.0, abs(a.height - b.height) / 2 - (a.height + b.height) / 2)  # always 0: both stand on the floor
     gz = max(0.0, abs(a.z - b.z) - (a.depth + b.depth) / 2)
     return gx, gy, gz
 
 
 def box_distance(a: SceneObject, b: SceneObject) -> float:
     """Distance between the closest points of two objects' boxes, m."""
-    return math.hypot(*box_gaps(a, b))
+    gx, gy, gz = box_gaps(a, b)
+    return math.sqrt(gx * gx + gy * gy + gz * gz)
 
 
 def _point_box_distance(x: np.ndarray, z: np.ndarray, o: SceneObject) -> np.ndarray:
@@ -114,10 +115,6 @@ class Walk:
     frames: list[Image.Image]
     visible_px: np.ndarray  # [F, N] pixels of object n in frame f
     min_seen_px: int
-
-    @property
-    def area(self) -> float:
-        return self.room_width * self.room_depth
 
     @property
     def seen(self) -> np.ndarray:
@@ -283,7 +280,9 @@ def _frame_list(frames: list[int]) -> str:
 
 def _sample(task: str, vsi_type: str, walk: Walk, question: str, answer: str, answer_type: str, cot: str, fields: dict[str, Any], choices: list[str] | None = None) -> Generated:
     video_entry, video = walk.video()
-    meta = walk.to_meta() | {"vsi_type": vsi_type} | fields
+    meta = walk.to_meta() | {"vsi_type": vsi_type}
+    assert not set(fields) & set(meta), f"task fields {sorted(set(fields) & set(meta))} would overwrite the walk's meta"
+    meta |= fields
     s = Sample(id="", task=task, question=question, answer=answer, answer_type=answer_type, choices=choices or [], images=[], videos=[video_entry], cot=cot, meta=meta)
     return s, [video]
 
@@ -303,7 +302,7 @@ def _at(o: SceneObject) -> str:
     return f"the {o.name} at about ({o.x:.1f}, {o.z:.1f})"
 
 
-GRID_NOTE = "Reading positions off the 1 m floor grid as (x, z) in meters, x to the right and z forward of the first view's grid lines:"
+GRID_NOTE = "From the walk I place the objects on a floor plan using the 1 m grid, as (x, z) in meters from the middle of the room:"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,8 +318,8 @@ def video_obj_count(rng: random.Random, frame_size: int, mc: bool, num_frames: i
     seen_in = {o.name: np.flatnonzero(walk.seen[:, walk.objects.index(o)]).tolist() for o in walk.objects}
     steps = [f"I go through the {len(walk.frames)} frames and note each {shape} the first time it appears, so the same one seen again later is not counted twice."]
     steps += [f"The {o.name} is in frame(s) {_frame_list(seen_in[o.name])}." for o in match]
-    steps.append(f"They differ in colour, so these are {len(match)} different {shape}s.")
-    check = f"the other objects in the video ({', '.join(o.name for o in others) or 'none'}) are not {shape}s, so there are {len(match)} {shape}s."
+    steps.append(f"They differ in colour, so these are {len(match)} different {shape}s." if len(match) > 1 else f"No other {shape} appears in any frame.")
+    check = f"the other objects in the video ({', '.join(o.name for o in others) or 'none'}) are not {shape}s, so the count is {len(match)}."
     q = f"How many {shape}(s) are in this room?"
     return _numeric("spatial/video/obj_count", "object_counting", walk, q, str(len(match)), "", steps, check, {"category": shape, "matches": [o.name for o in match]})
 
@@ -393,8 +392,8 @@ def video_rel_distance(rng: random.Random, frame_size: int, mc: bool, num_frames
     return _choice("spatial/video/rel_distance", "object_rel_distance", walk, q, names, near.name, steps, check, {"target": target.name, "candidates": names, "distances": dist})
 
 
-REL_DIRECTION = {  # level: (question tail, options)
-    "easy": ("to my left or my right?", ["left", "right"]),
+REL_DIRECTION = {  # level: (question tail, options), worded as VSI-Bench's templates; {face}: the faced object
+    "easy": ("to the left or the right of the {face}?", ["left", "right"]),
     "medium": ("to my left, right, or back? An object is to my back if I would have to turn at least 135 degrees in order to face it.", ["left", "right", "back"]),
     "hard": ("to my front-left, front-right, back-left, or back-right? The directions refer to the quadrants of a Cartesian plane (if I am standing at the origin and facing along the positive y-axis).", ["front-left", "front-right", "back-left", "back-right"]),
 }
@@ -404,14 +403,14 @@ def direction_answer(level: str, angle: float, margin: float = 15.0) -> str | No
     """The answer of a rel-direction question of `level` for a target at signed bearing `angle`
     (degrees, positive = right), None within `margin` degrees of a boundary between answers."""
     a, side = abs(angle), "right" if angle > 0 else "left"
+    if level == "medium":  # left | right up to 135 degrees, back beyond: no boundary at 180
+        if abs(a - 135) < margin:
+            return None
+        return "back" if a > 135 else None if a < margin else side
     if a < margin or a > 180 - margin:  # straight ahead or behind: neither left nor right
         return None
     if level == "easy":
         return side
-    if level == "medium":
-        if abs(a - 135) < margin:
-            return None
-        return "back" if a > 135 else side
     if abs(a - 90) < margin:
         return None
     return ("front-" if a < 90 else "back-") + side
@@ -441,14 +440,14 @@ def video_rel_direction(rng: random.Random, frame_size: int, mc: bool, num_frame
     fx, fz, vx, vz = b.x - a.x, b.z - a.z, c.x - a.x, c.z - a.z
     cross, dot = fx * vz - fz * vx, fx * vx + fz * vz
     hb, hc = heading(fx, fz), heading(vx, vz)
-    steps = [GRID_NOTE, f"I stand by {_at(a)} and face {_at(b)}; the {c.name} is at about ({c.x:.1f}, {c.z:.1f}).", f"Measured clockwise from +z (towards +x), I face heading {hb:.0f} degrees and the {c.name} is at heading {hc:.0f} degrees.", f"So I would turn {abs(angle):.0f} degrees to my {'right' if angle > 0 else 'left'} to face the {c.name}: it is to my {answer}."]
+    steps = [GRID_NOTE, f"I stand by {_at(a)} and face {_at(b)}; the {c.name} is at about ({c.x:.1f}, {c.z:.1f}).", f"Measuring headings from +z turning towards +x, I face heading {hb:.0f} degrees and the {c.name} is at heading {hc:.0f} degrees.", f"So I would turn {abs(angle):.0f} degrees to my {'right' if angle > 0 else 'left'} to face the {c.name}: it is to my {answer}."]
     check = f"the cross product of my facing direction and the direction to the {c.name} is {cross:.2f} ({'negative: right' if cross < 0 else 'positive: left'}), and their dot product is {dot:.2f} ({'in front' if dot > 0 else 'behind'})."
-    q = f"If I am standing by the {a.name} and facing the {b.name}, is the {c.name} {tail}"
+    q = f"If I am standing by the {a.name} and facing the {b.name}, is the {c.name} {tail.format(face=b.name)}"
     vsi = f"object_rel_direction_{level}"
     return _choice("spatial/video/rel_direction", vsi, walk, q, options, answer, steps, check, {"level": level, "stand": a.name, "face": b.name, "target": c.name, "bearing_deg": angle})
 
 
-TURNS = ("turn left", "turn right", "turn back")
+TURNS = ("Turn Left", "Turn Right", "Turn Back")  # option texts as in VSI-Bench
 
 
 def turn_name(angle: float) -> str | None:
@@ -456,14 +455,14 @@ def turn_name(angle: float) -> str | None:
     ambiguous: nearly straight, between a side turn and turning back."""
     a = abs(angle)
     if 50 <= a <= 125:
-        return "turn right" if angle > 0 else "turn left"
+        return "Turn Right" if angle > 0 else "Turn Left"
     if a >= 150:
-        return "turn back"
+        return "Turn Back"
     return None
 
 
 def _leg_is_clear(p: SceneObject, q: SceneObject, objects: list[SceneObject]) -> bool:
-    """The straight walk from `p`'s centre to `q`'s passes no other object's box (by 0.1 m) and is >= 1 m long."""
+    """The straight walk from `p`'s centre to `q`'s is at least 1 m and passes no other object's box (by 0.1 m)."""
     if math.hypot(q.x - p.x, q.z - p.z) < 1.0:
         return False
     t = np.linspace(0.0, 1.0, 40)
@@ -471,74 +470,75 @@ def _leg_is_clear(p: SceneObject, q: SceneObject, objects: list[SceneObject]) ->
     return all((_point_box_distance(x, z, o) > 0.1).all() for o in objects if o is not p and o is not q)
 
 
+def route_turns(start: SceneObject, facing: SceneObject, stops: list[SceneObject], starts_with_turn: bool) -> list[tuple[SceneObject, SceneObject, float, float, float | None]]:
+    """The legs of a route: (from, to, heading before, heading of the leg, signed turn or None).
+
+    The robot stands at `start` facing `facing` and walks centre to centre through `stops`. Without
+    `starts_with_turn` the first stop is `facing` itself, reached straight ahead (turn None);
+    every other leg starts with a turn, a [please fill in] of the question."""
+    legs = []
+    h = heading(facing.x - start.x, facing.z - start.z)
+    for p, q in zip([start] + stops, stops):
+        h_next = heading(q.x - p.x, q.z - p.z)
+        angle = None if (p is start and not starts_with_turn) else turn(h, h_next)
+        legs.append((p, q, h, h_next, angle))
+        h = h_next
+    return legs
+
+
 def _pick_route(rng: random.Random, objects: list[SceneObject]):
-    """(start, facing, stops, turns, starts_with_turn): the robot starts at `start` facing
-    `facing`, walks to each of `stops` in turn (the last is the goal), and `turns[i]` is the fill-in
-    before the i-th leg that needs one."""
+    """(start, facing, stops, starts_with_turn) of a route with 1-2 unambiguous turns."""
     for _ in range(30):
-        fills = rng.choice([1, 2])
-        starts_with_turn = rng.random() < 0.5
-        n_stops = fills + (0 if starts_with_turn else 1)
-        need = 2 + n_stops - (0 if starts_with_turn else 1)  # start, facing (the first stop when walking straight off), stops
-        if need > len(objects):
-            continue
-        chosen = rng.sample(objects, need)
-        start, facing = chosen[0], chosen[1]
-        stops = chosen[2:] if starts_with_turn else chosen[1:]
+        fills, starts_with_turn = rng.choice([1, 2]), rng.random() < 0.5
+        if starts_with_turn:  # 1. [fill in] 2. Go forward until S1 ...: a facing object apart from the stops
+            if fills + 2 > len(objects):
+                continue
+            start, facing, *stops = rng.sample(objects, fills + 2)
+        else:  # 1. Go forward until the facing object 2. [fill in] ...
+            start, *stops = rng.sample(objects, fills + 2)
+            facing = stops[0]
         route = [start] + stops
         if not all(_leg_is_clear(p, q, objects) for p, q in zip(route, route[1:])):
             continue
-        h = heading(facing.x - start.x, facing.z - start.z)
-        names: list[str | None] = []
-        for p, q in zip(route, route[1:]):
-            h_next = heading(q.x - p.x, q.z - p.z)
-            if q is not facing or starts_with_turn:
-                names.append(turn_name(turn(h, h_next)))
-            h = h_next
-        if starts_with_turn and turn_name(turn(heading(facing.x - start.x, facing.z - start.z), heading(stops[0].x - start.x, stops[0].z - start.z))) is None:
-            continue
-        if all(n is not None for n in names) and len(names) == fills:
-            return start, facing, stops, names, starts_with_turn
+        legs = route_turns(start, facing, stops, starts_with_turn)
+        if all(turn_name(a) is not None for *_, a in legs if a is not None):
+            return start, facing, stops, starts_with_turn
     return None
 
 
 def video_route_plan(rng: random.Random, frame_size: int, mc: bool, num_frames: int) -> Generated:
-    """`route_planning`: fill in the turns of a route between objects."""
-    walk, (start, facing, stops, turns, starts_with_turn) = sample_walk(rng, frame_size, num_frames, _pick_route)
-    goal = stops[-1]
-    actions, k = [], 0
-    if starts_with_turn:
-        actions.append("[please fill in]")
-    for i, stop in enumerate(stops):
-        if i > 0:
+    """`route_planning`: fill in the turns (left, right, back) of a route between objects."""
+    walk, (start, facing, stops, starts_with_turn) = sample_walk(rng, frame_size, num_frames, _pick_route)
+    legs = route_turns(start, facing, stops, starts_with_turn)
+    turns = [turn_name(a) for *_, a in legs if a is not None]
+    actions = []
+    for p, q, _, _, angle in legs:
+        if angle is not None:
             actions.append("[please fill in]")
-        actions.append(f"Go forward until the {stop.name}.")
+        actions.append(f"Go forward until the {q.name}.")
     plan = " ".join(f"{i + 1}. {a}" for i, a in enumerate(actions))
+    goal = stops[-1]
     q = (f"You are a robot beginning at the {start.name} facing the {facing.name}. You want to navigate to the {goal.name}. "
          f"You will perform the following actions (Note: for each [please fill in], choose either 'turn back,' 'turn left,' or 'turn right.'): {plan} You have reached the final destination.")
     correct = ", ".join(turns)
     combos = [", ".join(c) for c in itertools.product(TURNS, repeat=len(turns))]
     choices, _ = _as_choice(rng, correct, rng.sample(combos, len(combos)))
-    route = [start] + stops
-    steps = [GRID_NOTE, f"I start at {_at(start)}, facing {_at(facing)} (heading {heading(facing.x - start.x, facing.z - start.z):.0f} degrees, clockwise from +z)."]
-    h = heading(facing.x - start.x, facing.z - start.z)
-    for p, q_ in zip(route, route[1:]):
-        h_next = heading(q_.x - p.x, q_.z - p.z)
-        angle = turn(h, h_next)
-        if abs(angle) > 1e-6 or starts_with_turn and p is start:
-            steps.append(f"At the {p.name}, {_at(q_)} is at heading {h_next:.0f}, a turn of {abs(angle):.0f} degrees to the {'right' if angle > 0 else 'left'} from heading {h:.0f}: {turn_name(angle)}.")
+    h0 = legs[0][2]
+    steps = [GRID_NOTE, f"I start at {_at(start)}, facing {_at(facing)}: heading {h0:.0f} degrees (measured from +z towards +x)."]
+    for p, q_, h, h_next, angle in legs:
+        if angle is None:
+            steps.append(f"The {q_.name} is straight ahead, so I go forward until it.")
         else:
-            steps.append(f"From the {p.name} I go straight ahead to {_at(q_)}.")
-        h = h_next
-        k += 1
-    check = f"following '{correct}' from heading {heading(facing.x - start.x, facing.z - start.z):.0f}, every 'go forward' leg then points at its object within 45 degrees."
+            steps.append(f"At the {p.name} I face heading {h:.0f} and {_at(q_)} is at heading {h_next:.0f}, {abs(angle):.0f} degrees to my {'right' if angle > 0 else 'left'}: {turn_name(angle).lower()}, then go forward until it.")
+    check = f"applying '{correct}' to my heading, each 'go forward' leg then points at its object within 45 degrees, and the last leg ends at the {goal.name}."
     fields = {"start": start.name, "facing": facing.name, "stops": [s.name for s in stops], "turns": turns, "starts_with_turn": starts_with_turn}
     return _choice("spatial/video/route_plan", "route_planning", walk, q, choices, correct, steps, check, fields)
 
 
 def video_appearance_order(rng: random.Random, frame_size: int, mc: bool, num_frames: int) -> Generated:
-    """`obj_appearance_order`: the order in which 3-4 objects first appear; their first frames
-    differ, and none shows a pixel before its first frame."""
+    """`obj_appearance_order`: the order in which four objects (three where a walk has no four
+    clean first appearances) first appear; their first frames differ, and none of them shows a
+    single pixel before its first frame."""
     for _ in range(100):
         walk, _ = sample_walk(rng, frame_size, num_frames)
         clear = []  # objects with a clean first appearance: no pixel at all before it
@@ -549,8 +549,8 @@ def video_appearance_order(rng: random.Random, frame_size: int, mc: bool, num_fr
         by_frame: dict[int, list[SceneObject]] = {}
         for o in clear:
             by_frame.setdefault(walk.first_seen(o), []).append(o)
-        n = rng.choice([3, 4])
-        if len(by_frame) >= n:
+        n = min(4, len(by_frame))  # VSI-Bench asks for four categories; three where the walk offers fewer
+        if n >= 3:
             frames = rng.sample(sorted(by_frame), n)
             picked = [rng.choice(by_frame[f]) for f in frames]
             break
@@ -564,7 +564,7 @@ def video_appearance_order(rng: random.Random, frame_size: int, mc: bool, num_fr
     steps.append("Sorting by first appearance: " + ", ".join(f"{o.name} (frame {walk.first_seen(o) + 1})" for o in order) + ".")
     check = "the frame numbers " + " < ".join(str(walk.first_seen(o) + 1) for o in order) + " increase, and none of these objects shows up before its frame."
     q = f"What will be the first-time appearance order of the following categories in the video: {', '.join(o.name for o in picked)}?"
-    fields = {"objects": [o.name for o in picked], "first_frames": {o.name: walk.first_seen(o) for o in picked}}
+    fields = {"categories": [o.name for o in picked], "first_frames": {o.name: walk.first_seen(o) for o in picked}}
     return _choice("spatial/video/appearance_order", "obj_appearance_order", walk, q, choices, correct, steps, check, fields)
 
 

@@ -362,7 +362,6 @@ def row_to_sample(row: Any, where: str, split: str, cfg: Any) -> tuple[Sample, l
 
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
-FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
 def _video_refs(r: _Row, value: Any) -> list:
@@ -378,7 +377,7 @@ def _video_refs(r: _Row, value: Any) -> list:
 
 def _load_video(r: _Row, ref: Any, base: Path, v: int, cfg: Any) -> tuple[list[bytes], dict, list[Path]]:
     """(JPEG bytes of the sampled frames, the sample's `videos` entry, the files read) for one video reference."""
-    from m2r.data.media import fps_from_timestamps
+    from m2r.data.media import fps_from_timestamps, frame_files, sampled_fps
     from m2r.eval.vsibench import frame_count, uniform_indices
 
     spec = ref if isinstance(ref, dict) else {"path": ref}
@@ -400,8 +399,10 @@ def _load_video(r: _Row, ref: Any, base: Path, v: int, cfg: Any) -> tuple[list[b
         files = [resolve(f) for f in spec["frames"]]
     else:
         path = resolve(spec.get("path"))
-        files = sorted(f for f in path.iterdir() if f.suffix.lower() in FRAME_SUFFIXES) if path.is_dir() else None
+        files = frame_files(path) if path.is_dir() else None
         if files is None:
+            if rate is not None or stamps is not None:
+                raise r.bad("videos", f"video {v}: fps/timestamps given for the video file {path}", "leave them out: a video file carries its own; they describe a folder or list of frames")
             if path.suffix.lower() not in VIDEO_SUFFIXES:
                 raise r.bad("videos", f"video {v}: {path} is neither a video file ({', '.join(VIDEO_SUFFIXES)}) nor a folder of frames", "give a video file or a folder of jpg/png frames")
             try:
@@ -440,8 +441,10 @@ def _load_video(r: _Row, ref: Any, base: Path, v: int, cfg: Any) -> tuple[list[b
         frames.append(data)
     ts = [times[i] for i in idx]
     entry = {"frames": [f"vid{v}_f{k:03d}.{_ext(d, files[i].suffix.lstrip('.').lower())}" for k, (i, d) in enumerate(zip(idx, frames))],
-             "fps": fps_from_timestamps(ts) if len(ts) > 1 else src_rate, "timestamps": ts}
-    return frames, entry, [files[i] for i in idx]
+             "fps": sampled_fps(ts, src_rate), "timestamps": ts}
+    # The folder too: adding or removing a frame changes its mtime, and the build is redone.
+    folder = [] if spec.get("frames") is not None else [files[0].parent]
+    return frames, entry, [files[i] for i in idx] + folder
 
 
 def _jpeg(im: Image.Image) -> bytes:

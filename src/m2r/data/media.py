@@ -14,10 +14,15 @@ temporal patch spans, which sets the temporal rotary positions; other models ign
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 from PIL import Image
+
+
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
 @dataclass
@@ -44,6 +49,24 @@ def fps_from_timestamps(timestamps: Sequence[float]) -> float:
     if any(b <= a for a, b in zip(ts, ts[1:])):
         raise ValueError(f"frame timestamps must increase strictly, got {ts}")
     return 1.0 if len(ts) < 2 else (len(ts) - 1) / (ts[-1] - ts[0])
+
+
+def sampled_fps(timestamps: Sequence[float], source_rate: float) -> float:
+    """The rate to give frames sampled at `timestamps` (seconds) from a video of `source_rate` frames per second:
+    their number over the time they cover, counting one source frame's duration for the last (qwen-vl-utils' rule:
+    k frames sampled uniformly from n give k * rate / n)."""
+    ts = [float(t) for t in timestamps]
+    return len(ts) / (ts[-1] - ts[0] + 1.0 / source_rate)
+
+
+def _natural_key(name: str) -> tuple:
+    return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name))
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """The jpg/png/webp frames in a folder, in time order: names sorted with their numbers read as numbers, so
+    ffmpeg's `1.png ... 12.png` come out 1, 2, ..., 12 (a plain sort would put 10, 11, 12 after 1)."""
+    return sorted((p for p in Path(folder).iterdir() if p.suffix.lower() in FRAME_SUFFIXES), key=lambda p: _natural_key(p.name))
 
 
 def split_media(media: Sequence[Any]) -> tuple[list[Image.Image], list[Video]]:

@@ -12,6 +12,7 @@ names where the sample came from, its id, the field, and how to fix it.
 from __future__ import annotations
 
 import io
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -111,6 +112,8 @@ def validate_sample(sample: Sample, images: list[bytes], where: str, require_cot
     for i, v in enumerate(sample.videos):
         if not isinstance(v, dict) or not isinstance(v.get("frames"), list) or not v["frames"]:
             bad("videos", f"video {i} has no frames", 'give each video its frame members, {"frames": ["vid0_f000.png", ...], "fps": 2.0}')
+        if not all(isinstance(f, str) and f for f in v["frames"]):
+            bad("videos", f"video {i} has frame names {v['frames'][:4]!r}", "name each frame member with a string like 'vid0_f000.png'")
         ts = v.get("timestamps")
         if ts is not None:
             if not isinstance(ts, list) or len(ts) != len(v["frames"]):
@@ -120,7 +123,9 @@ def validate_sample(sample: Sample, images: list[bytes], where: str, require_cot
             except (TypeError, ValueError) as e:
                 bad("videos", f"video {i}: {e}", "list the frames in time order with increasing timestamps")
         fps = v.get("fps")
-        if ts is None and not (isinstance(fps, (int, float)) and not isinstance(fps, bool) and fps > 0):
+        if fps is not None and not (isinstance(fps, (int, float)) and not isinstance(fps, bool) and math.isfinite(fps) and fps > 0):
+            bad("videos", f"video {i} has fps {fps!r}", "give the rate of the stored frames as a finite number > 0, or leave it out and give timestamps")
+        if ts is None and fps is None:
             bad("videos", f"video {i} has fps {fps!r} and no timestamps", "give the rate of the stored frames as fps > 0 (e.g. 8 frames sampled from a 16 s clip: fps 0.5), or per-frame timestamps")
         if len(set(v["frames"])) != len(v["frames"]) or set(v["frames"]) & set(sample.images):
             bad("videos", f"video {i} repeats a member name", "give every frame and image its own member name")

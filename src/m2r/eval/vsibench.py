@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from m2r.data.media import sampled_fps
 from m2r.eval.items import EvalItem, read_rows
 from m2r.rewards.extract import last_boxed
 
@@ -71,7 +72,7 @@ def frame_count(n: int, rate: float | None, num_frames: int, fps: float | None) 
     times `fps`, at most `num_frames` and at least 2 (qwen-vl-utils' rule with max_frames = num_frames)."""
     if fps is None or not rate:
         return min(num_frames, n)
-    return max(min(2, n), min(num_frames, n, round(n / rate * fps)))
+    return min(num_frames, n, max(2, round(n / rate * fps)))
 
 
 def read_video(path: str | Path, num_frames: int, fps: float | None = None, stats: dict[str, int] | None = None):
@@ -79,21 +80,28 @@ def read_video(path: str | Path, num_frames: int, fps: float | None = None, stat
     seeking (`sample_video`), with their timestamps, so the model sees the real time between them."""
     import av
 
-    from m2r.data.media import Video, fps_from_timestamps
+    from m2r.data.media import Video
 
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate
         n = stream.frames or _frames_from_duration(stream, container, rate)
     rate = float(rate) if rate else None
+    stats = stats if stats is not None else {}
     if not n or not rate:  # unknown length or rate: uniform frames, 1 s apart as a guess
         frames = sample_video(path, num_frames, stats)
         return Video(frames, 1.0)
-    k = frame_count(n, rate, num_frames, fps)
-    frames = sample_video(path, k, stats)
-    idx = uniform_indices(n, k)[: len(frames)]
-    ts = [i / rate for i in idx]
-    return Video(frames, fps_from_timestamps(ts) if len(ts) > 1 else rate, ts)
+    frames = sample_video(path, frame_count(n, rate, num_frames, fps), stats)
+    # Times from the frames actually decoded (a container that overstates its length repeats its last frame: kept once).
+    keep, seen = [], set()
+    for j, i in enumerate(stats.get("indices") or []):
+        if i not in seen:
+            seen.add(i)
+            keep.append((i, frames[j]))
+    if len(keep) != len(frames) or not keep:
+        keep = keep or list(enumerate(frames))
+    ts = [i / rate for i, _ in keep]
+    return Video([f for _, f in keep], sampled_fps(ts, rate), ts)
 
 
 def sample_video(path: str | Path, num_frames: int, stats: dict[str, int] | None = None) -> list:
@@ -110,7 +118,7 @@ def sample_video(path: str | Path, num_frames: int, stats: dict[str, int] | None
     import av
 
     stats = stats if stats is not None else {}
-    stats.update(decoded=0, seeks=0, images=0)
+    stats.update(decoded=0, seeks=0, images=0, indices=[])  # indices: the stream index of each frame returned
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         rate, tb = stream.average_rate or stream.guessed_rate, stream.time_base
@@ -165,6 +173,7 @@ def _sample_by_seeking(container, stream, n: int, k: int, frames_per_tick: Fract
             hit, decoder = last, None
         reach = max(reach, current - first)
         out.append(hit.to_image())  # rgb24
+        stats.setdefault("indices", []).append(current)  # the hit's index (past the end: the last frame's)
         stats["images"] += 1
     return out
 
@@ -173,6 +182,7 @@ def _sample_sequentially(path: str | Path, k: int, stats: dict[str, int]) -> lis
     """Count the packets (demuxing only, no decoding), then decode once keeping only the sampled frames."""
     import av
 
+    stats["indices"] = []  # a seeking pass that gave up may have recorded some
     with av.open(str(path)) as container:
         n = sum(1 for p in container.demux(video=0) if p.size)
     if n == 0:
@@ -184,6 +194,7 @@ def _sample_sequentially(path: str | Path, k: int, stats: dict[str, int]) -> lis
             stats["decoded"] += 1
             if i in wanted:
                 out.append(frame.to_image())
+                stats.setdefault("indices", []).append(i)
                 stats["images"] += 1
                 if len(out) == len(wanted):
                     break
@@ -204,15 +215,15 @@ class VideoRef:
         """The sampled frames as the model's video input (`m2r.data.media.Video`), with their timestamps."""
         from PIL import Image
 
-        from m2r.data.media import Video, fps_from_timestamps
+        from m2r.data.media import Video, frame_files
 
         if self.path.is_dir():
-            files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+            files = frame_files(self.path)
             if not files:
                 raise FileNotFoundError(f"no frames in {self.path}")
             idx = uniform_indices(len(files), frame_count(len(files), self.frames_fps, self.num_frames, self.fps))
             ts = [i / self.frames_fps for i in idx]
-            return Video([Image.open(files[i]).convert("RGB") for i in idx], fps_from_timestamps(ts) if len(ts) > 1 else self.frames_fps, ts)
+            return Video([Image.open(files[i]).convert("RGB") for i in idx], sampled_fps(ts, self.frames_fps), ts)
         if importlib.util.find_spec("av") is None:
             raise ImportError(f"decoding {self.path} needs PyAV: pip install av (or pre-extract frames and set benchmark.frames_dir)")
         if not self.path.exists():

@@ -63,7 +63,7 @@ def test_vsibench_rows_reach_the_model_as_a_video(tmp_path, processor):
     (tmp_path / "test.jsonl").write_text('{"id": 0, "dataset": "scannet", "scene_name": "s0", "question_type": "object_counting", "question": "How many?", "options": null, "ground_truth": "2"}\n')
     items = vsibench.load(tmp_path, num_frames=4)
     (video,) = items[0].open_media()
-    assert isinstance(video, Video) and video.timestamps == pytest.approx([0.0, 1.2, 2.6, 3.8]) and video.fps == pytest.approx(3 / 3.8)
+    assert isinstance(video, Video) and video.timestamps == pytest.approx([0.0, 1.2, 2.6, 3.8]) and video.fps == pytest.approx(4 * 5 / 20)
     assert len(vsibench.load(tmp_path, num_frames=16, fps=2.0)[0].open_media()[0]) == 8  # 4 s x 2 fps
     with pytest.raises(ValueError, match="benchmark.fps"):
         vsibench.load(tmp_path, fps=0)

@@ -77,6 +77,25 @@ def params_sharded(strategy) -> bool:
     return False
 
 
+def same_media_across_ranks(module: L.LightningModule, has_images: bool, has_videos: bool, what: str) -> None:
+    """Where parameters are sharded (FSDP2, ZeRO-3), every rank must run the vision tower the same way in each step:
+    its blocks gather their weights collectively, so a rank encoding images and videos (two passes) beside one
+    encoding images only (one pass), or one encoding nothing (a text-only batch) beside one encoding images, waits
+    forever. Raise on every rank instead, saying what
+    each has and what to change. A no-op for unsharded strategies (DDP, one process)."""
+    if module._trainer is None or not params_sharded(module.trainer.strategy):
+        return
+    mine = torch.tensor([int(has_images), int(has_videos)], device=module.device)
+    every = module.all_gather(mine).reshape(-1, 2).tolist()
+    if len({sum(r) for r in every}) > 1:  # images and videos are one pass of the tower each: the number of passes must agree
+        kinds = ["+".join([k for k, on in zip(("images", "videos"), r) if on]) or "text only" for r in every]
+        raise ValueError(
+            f"{what}: under sharded parameters (FSDP2 / ZeRO-3) the ranks' batches hold different media ({', '.join(f'rank {i}: {k}' for i, k in enumerate(kinds))}), "
+            "and the vision tower would run a different number of times on each, so its sharded weights would wait forever. "
+            "Use strategy=ddp, or data whose every sample shows the same kinds of media (e.g. data.tasks of still-image tasks only, "
+            "or only video tasks); mixing them under FSDP2/ZeRO-3 is not supported yet")
+
+
 def clip_gradients(module: L.LightningModule, optimizer, max_norm: float | None) -> None:
     """Clip the gradient norm under any strategy: DeepSpeed clips inside its engine step (its
     `gradient_clipping`, which `make_trainer` sets from the same key); everywhere else (auto, DDP,

@@ -113,7 +113,8 @@ def test_fsdp2_two_cpu_ranks_sft_then_grpo_with_reference(tmp_path, cache_dir, p
     common = ["strategy=fsdp", "trainer.devices=2", f"paths.run_dir={run_dir}", f"hydra.run.dir={run_dir}", *FAST, "sft.max_steps=3", "grpo.max_steps=3",
               "data.rl_per_task=4", "data.samples_per_shard=1", "grpo.module.max_new_tokens=12", "algo.G=2", "grpo.prompts_per_step=2", "grpo.module.micro_batch_size=2",
               "callbacks=m2", "algo.beta=0.05", "callbacks.kl_annealing.beta_min=0.05", "trainer.enable_progress_bar=false",
-              "reward.extraction=lenient"]  # a 3-step SFT model rarely writes a well-formed answer: the fallbacks give its groups rewards that differ
+              "reward.extraction=lenient",  # a 3-step SFT model rarely writes a well-formed answer: the fallbacks give its groups rewards that differ
+              "data.tasks=[spatial/count,spatial/depth,spatial/abs_distance,general/chart]"]  # still images on every rank (mixed media: the test below)
     probe = ["+callbacks.probe._target_=rank_probe.RankProbe", f"+callbacks.probe.dirpath={run_dir}/probe"]
     sft = subprocess.run([sys.executable, "run.py", "stage=sft", *common], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert sft.returncode == 0, sft.stderr[-3000:]
@@ -132,6 +133,20 @@ def test_fsdp2_two_cpu_ranks_sft_then_grpo_with_reference(tmp_path, cache_dir, p
 
     for stage in ("sft", "grpo"):
         AutoModelForImageTextToText.from_pretrained(run_dir / stage / "hf")  # the exports from sharded state load
+
+
+def test_fsdp2_ranks_with_different_media_stop_with_an_error_not_a_hang(tmp_path, cache_dir, processor):
+    """Two tasks, one shard each: under FSDP2 rank 0 gets one and rank 1 the other, so one rank's batch is text only and
+    the other's an image: one rank runs the vision tower and the other does not, and its sharded blocks would wait
+    forever (so would a rank with images and videos beside one with images only); both ranks stop with the reason."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "run.py", "stage=sft", "strategy=fsdp", "trainer.devices=2", f"paths.run_dir={run_dir}", f"hydra.run.dir={run_dir}", *FAST,
+           "data.tasks=[general/word_problem,spatial/count]", "data.train_per_task=1", "data.samples_per_shard=1", "data.batch_size=1",
+           "sft.max_steps=2", "quality.enabled=false", "trainer.enable_progress_bar=false"]
+    run = subprocess.run(cmd, cwd=ROOT, env=_env(cache_dir), capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    logs = run.stdout + run.stderr + "".join(p.read_text() for p in run_dir.glob("*.log"))
+    assert "ranks' batches hold different media (rank 0: " in logs and "text only" in logs and "Use strategy=ddp" in logs, logs[-3000:]
 
 
 def test_difficulty_and_heldout_on_two_ranks_equal_one_rank(tmp_path, cache_dir, processor):

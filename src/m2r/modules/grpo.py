@@ -188,9 +188,12 @@ class GRPOModule(L.LightningModule):
 
     def generate(self, samples) -> Trajectory:
         """G responses per prompt from the rollout engine, seeded by (seed, step, rank)."""
-        from m2r.training import params_sharded
+        from m2r.data.media import count_media
+        from m2r.training import params_sharded, same_media_across_ranks
 
         h = self.hparams
+        counts = [count_media(media) for _, media in samples]
+        same_media_across_ranks(self, any(i for i, _ in counts), any(v for _, v in counts), f"GRPO step {self.global_step}")
         ro = self.engine.generate(
             self.model, self.processor, samples, h.G, h.max_new_tokens, h.temperature, h.top_p,
             seed=h.seed * 1_000_003 + self.global_step * 7919 + self.global_rank, synced_gpus=params_sharded(self.trainer.strategy),

@@ -48,7 +48,9 @@ class SFTModule(L.LightningModule):
         """Mean cross-entropy over the response tokens (as the model's own loss), with the LM head and log-softmax run a
         chunk of positions at a time and recomputed in backward: no [B, T, V] float32 logits are materialised or kept."""
         from m2r.rl.core import sequence_logps
+        from m2r.training import same_media_across_ranks
 
+        same_media_across_ranks(self, "pixel_values" in batch, "pixel_values_videos" in batch, f"SFT {stage} step {self.global_step}")
         labels = batch["labels"]
         ids, attn = batch["input_ids"], batch["attention_mask"]
         extra = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels")}

@@ -87,7 +87,7 @@ def test_quality_step_with_a_local_causal_lm_judge(processor, tmp_path, cache_di
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     import m2r
-    from conftest import FAST, compose
+    from conftest import FAST, N_TASKS, compose
 
     tok = copy.deepcopy(processor.tokenizer)
     tok.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
@@ -98,7 +98,7 @@ def test_quality_step_with_a_local_causal_lm_judge(processor, tmp_path, cache_di
     base = [*FAST, "stage=score", "stage.steps=[build,quality]", "data.train_per_task=2"]
     rules = m2r.run(compose(base, tmp_path / "rules", cache_dir))["quality"]
     judged = m2r.run(compose([*base, f"quality.judge={judge}"], tmp_path / "judged", cache_dir))["quality"]
-    assert judged["scorer"] == "judge" and judged["judge_fallbacks"] == judged["in"] == 24
+    assert judged["scorer"] == "judge" and judged["judge_fallbacks"] == judged["in"] == 2 * N_TASKS
     assert judged["kept"] == rules["kept"] and rules["scorer"] == "rules"
     with pytest.raises(FileNotFoundError, match="never downloads"):
         m2r.run(compose([*base, "quality.judge=Qwen/Qwen2.5-7B-Instruct"], tmp_path / "bad", cache_dir))

@@ -81,8 +81,8 @@ def same_media_across_ranks(module: L.LightningModule, has_images: bool, has_vid
     """Where parameters are sharded (FSDP2, ZeRO-3), every rank must run the vision tower the same way in each step:
     its blocks gather their weights collectively, so a rank encoding images and videos (two passes) beside one
     encoding images only (one pass), or one encoding nothing (a text-only batch) beside one encoding images, waits
-    forever. Raise on every rank instead, saying what
-    each has and what to change. A no-op for unsharded strategies (DDP, one process)."""
+    forever. Raise on every rank instead, saying what each has and what to change. Checked per batch: a micro-batch
+    split that differs across ranks is not caught. A no-op for unsharded strategies (DDP, one process)."""
     if module._trainer is None or not params_sharded(module.trainer.strategy):
         return
     mine = torch.tensor([int(has_images), int(has_videos)], device=module.device)

@@ -378,7 +378,7 @@ def _video_refs(r: _Row, value: Any) -> list:
 def _load_video(r: _Row, ref: Any, base: Path, v: int, cfg: Any) -> tuple[list[bytes], dict, list[Path]]:
     """(JPEG bytes of the sampled frames, the sample's `videos` entry, the files read) for one video reference."""
     from m2r.data.media import fps_from_timestamps, frame_files, sampled_fps
-    from m2r.eval.vsibench import frame_count, uniform_indices
+    from m2r.data.video import frame_count, read_video, uniform_indices
 
     spec = ref if isinstance(ref, dict) else {"path": ref}
     rate, stamps = spec.get("fps"), spec.get("timestamps")
@@ -406,8 +406,6 @@ def _load_video(r: _Row, ref: Any, base: Path, v: int, cfg: Any) -> tuple[list[b
             if path.suffix.lower() not in VIDEO_SUFFIXES:
                 raise r.bad("videos", f"video {v}: {path} is neither a video file ({', '.join(VIDEO_SUFFIXES)}) nor a folder of frames", "give a video file or a folder of jpg/png frames")
             try:
-                from m2r.eval.vsibench import read_video
-
                 video = read_video(path, cfg.num_frames, cfg.video_fps)
             except ImportError:
                 raise r.bad("videos", f"video {v}: decoding {path} needs PyAV", "pip install av, or extract the frames into a folder and give that with its fps") from None

@@ -93,8 +93,7 @@ def processor_inputs(processor, texts: list[str], media_lists: Sequence[Sequence
     Videos go in with their frames as sampled (`do_sample_frames=False`) and their fps, so that
     Qwen2.5-VL's temporal positions follow the real time between frames.
     """
-    images = [m for media in media_lists for m in media if not isinstance(m, Video)]
-    videos = [m for media in media_lists for m in media if isinstance(m, Video)]
+    images, videos = split_media([m for media in media_lists for m in media])
     if videos:
         from transformers.video_utils import VideoMetadata
 

@@ -368,15 +368,12 @@ def generate(task: str, index: int, seed: int, split: str, image_size: int, mc_r
     """The `index`-th sample of `task` in `split`: a pure function of its arguments.
 
     Video tasks render `num_frames` frames of `frame_size` pixels (default: `image_size`)."""
-    video = {} if task in TASKS else all_tasks()
-    if task not in TASKS and task not in video:
+    video = None if task in TASKS else all_tasks().get(task)  # walk.py imports this module: looked up when called
+    if task not in TASKS and video is None:
         raise KeyError(f"unknown embedded task {task!r}; known tasks: {', '.join(all_tasks())}")
     rng = random.Random(f"{seed}/{split}/{task}/{index}")
     mc = rng.random() < mc_ratio
-    if task in video:
-        sample, images = video[task](rng, frame_size or image_size, mc, num_frames)
-    else:
-        sample, images = TASKS[task](rng, image_size, mc)
+    sample, images = video(rng, frame_size or image_size, mc, num_frames) if video else TASKS[task](rng, image_size, mc)
     sample.id = f"{split}-{task.replace('/', '-')}-{index:06d}"
     sample.source = f"m2r-embedded/{task}"
     return sample, images

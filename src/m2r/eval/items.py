@@ -11,6 +11,8 @@ from typing import Any
 
 from PIL import Image
 
+from m2r.data.media import Video
+
 
 @dataclass
 class EvalItem:
@@ -20,35 +22,24 @@ class EvalItem:
     question: str
     options: list[str]
     answer: str
-    images: list[Any] = field(default_factory=list)  # Path | bytes | PIL image | a video reference; opened by `open_images`
+    images: list[Any] = field(default_factory=list)  # Path | bytes | PIL image | Video | a video reference; opened by `open_media`
     meta: dict[str, Any] = field(default_factory=dict)
 
     def open_media(self) -> list:
-        """The row's media for the model: images (PIL) and videos (`m2r.data.media.Video`, through the processor's video
-        path), in order."""
+        """The row's media for the model: images (PIL) and videos (`Video`, given to the processor's video path), in order."""
         out: list = []
         for r in self.images:
-            if hasattr(r, "video"):  # a video reference: its sampled frames, as a video
+            if hasattr(r, "video"):  # a video reference (VSI-Bench): its sampled frames, as a video
                 out.append(r.video())
-            elif type(r).__name__ == "Video":  # already a Video (the embedded shards)
-                out.append(r)
-            else:
-                out.extend(self._open([r]))
-        return out
-
-    def _open(self, refs: list) -> list[Image.Image]:
-        return [r.convert("RGB") if isinstance(r, Image.Image) else Image.open(io.BytesIO(r) if isinstance(r, bytes) else r).convert("RGB") for r in refs]
-
-    def open_images(self) -> list[Image.Image]:
-        out: list[Image.Image] = []
-        for r in self.images:
-            if hasattr(r, "frames"):  # a video: uniformly sampled frames
-                out.extend(r.frames() if callable(r.frames) else r.frames)
-            elif isinstance(r, Image.Image):  # already decoded (the embedded shards)
-                out.append(r.convert("RGB"))
+            elif isinstance(r, (Image.Image, Video)):  # already decoded (the embedded shards)
+                out.append(r.convert("RGB") if isinstance(r, Image.Image) else r)
             else:
                 out.append(Image.open(io.BytesIO(r) if isinstance(r, bytes) else r).convert("RGB"))
         return out
+
+    def open_images(self) -> list[Image.Image]:
+        """The row's media as still images: a video's sampled frames one after another."""
+        return [f for m in self.open_media() for f in (m.frames if isinstance(m, Video) else [m])]
 
 
 def read_rows(root: str | Path, split: str, benchmark: str) -> list[dict]:

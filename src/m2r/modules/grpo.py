@@ -221,7 +221,7 @@ class GRPOModule(L.LightningModule):
         traj.mask = mask
         traj.divisor = aggregation_normalizer(mask, h.aggregation, h.max_new_tokens).to(self.device)  # [N]
         traj.chunks = [list(range(s, min(s + h.micro_batch_size, N))) for s in range(0, N, h.micro_batch_size)]
-        traj.inputs = [select_rows(ro.prompt_inputs, rows, ro.images_per_row, ro.videos_per_row or None) for rows in traj.chunks]
+        traj.inputs = [select_rows(ro.prompt_inputs, rows, ro.images_per_row, ro.videos_per_row) for rows in traj.chunks]
         traj.prompts = [self._distinct_prompts(ro, rows) for rows in traj.chunks]
 
     def _distinct_prompts(self, ro, rows: list[int]) -> tuple[dict, torch.Tensor]:
@@ -229,7 +229,7 @@ class GRPOModule(L.LightningModule):
         G = self.hparams.G
         firsts = list(dict.fromkeys(r // G for r in rows))
         index = torch.tensor([firsts.index(r // G) for r in rows], dtype=torch.long)
-        return select_rows(ro.prompt_inputs, [b * G for b in firsts], ro.images_per_row, ro.videos_per_row or None), index
+        return select_rows(ro.prompt_inputs, [b * G for b in firsts], ro.images_per_row, ro.videos_per_row), index
 
     @torch.no_grad()
     def reference(self, traj: Trajectory) -> None:

@@ -84,5 +84,5 @@ def concat_rollouts(parts: list[Rollouts], pad_id: int) -> Rollouts:
         images_per_row=[n for p in parts for n in p.images_per_row],
         G=parts[0].G,
         prompt_lengths=[n for p in parts for n in p.prompt_lengths],
-        videos_per_row=[n for p in parts for n in (p.videos_per_row or [0] * len(p.texts))] if any(p.videos_per_row for p in parts) else [],
+        videos_per_row=[n for p in parts for n in (p.videos_per_row or [0] * len(p.texts))],
     )

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from m2r.data.collate import M2_SYSTEM_PROMPT, build_messages
-from m2r.data.media import count_media, processor_inputs
+from m2r.data.media import count_media, processor_inputs, split_media
 from m2r.data.schema import Sample
 from m2r.rl.core import base_model, is_fsdp2, plain_attention_cache
 
@@ -33,7 +33,7 @@ class Rollouts:
     images_per_row: list[int] = field(default_factory=list)  # [N] images in each row's prompt
     G: int = 1
     prompt_lengths: list[int] = field(default_factory=list)  # [B] prompt tokens (images included)
-    videos_per_row: list[int] = field(default_factory=list)  # [N] videos in each row's prompt (empty: none anywhere)
+    videos_per_row: list[int] = field(default_factory=list)  # [N] videos in each row's prompt (empty: none)
 
 
 def media_per_prompt(batch: Sequence[tuple[Sample, list]]) -> tuple[list[int], list[int]]:
@@ -63,11 +63,11 @@ def check_prompt_lengths(inputs: dict[str, torch.Tensor], batch: Sequence[tuple[
     if bound is not None:
         for (sample, media), n in zip(batch, lengths):
             if n > bound:
-                n_img, n_vid = count_media(media)
-                video = f" and {n_vid} video(s) of {sum(len(v) for v in media if hasattr(v, 'frames'))} frames" if n_vid else ""
-                fewer = ", fewer frames (data.num_frames) or a lower model.video_max_pixels (fewer video tokens)" if n_vid else ""
+                images, videos = split_media(media)
+                video = f" and {len(videos)} video(s) of {sum(map(len, videos))} frames" if videos else ""
+                fewer = ", fewer frames (data.num_frames) or a lower model.video_max_pixels (fewer video tokens)" if videos else ""
                 raise ValueError(
-                    f"RL prompt {sample.id!r} (task {sample.task}, {n_img} image(s){video}) is {n} tokens, over grpo.module.max_prompt_length="
+                    f"RL prompt {sample.id!r} (task {sample.task}, {len(images)} image(s){video}) is {n} tokens, over grpo.module.max_prompt_length="
                     f"{bound}. Raise the bound (e.g. grpo.module.max_prompt_length={n + 256}), lower model.max_pixels (fewer image "
                     f"tokens){fewer}, or drop such prompts from the RL data")
     return [int(n) for n in lengths]
@@ -190,7 +190,7 @@ def generate_rollouts(
     completion = torch.where(mask.bool(), completion, torch.full_like(completion, tok.pad_token_id))
     texts = tok.batch_decode(completion, skip_special_tokens=True)
     images_per_row = [n for n in n_img for _ in range(G)]
-    videos_per_row = [n for n in n_vid for _ in range(G)] if any(n_vid) else []
+    videos_per_row = [n for n in n_vid for _ in range(G)]
     return Rollouts([s for s, _ in batch], inputs, completion, mask, truncated, texts, images_per_row, G, lengths, videos_per_row)
 
 
@@ -317,10 +317,10 @@ PIXEL_KEYS = frozenset(pix for pix, _, _ in _ITEM_KEYS.values())  # cast to the 
 def select_rows(inputs: dict[str, torch.Tensor], rows: Sequence[int], images_per_row: Sequence[int], videos_per_row: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
     """The processor inputs of some rows (repeats allowed), with their images' and videos' patches (pixel_values and
     pixel_values_videos are [patches, D], in item order; grids and second_per_grid_ts one entry per item).
-    `images_per_row` / `videos_per_row` count each input row's items (videos: all zero when None)."""
+    `images_per_row` / `videos_per_row` count each input row's items (videos: none when not given)."""
     idx = torch.as_tensor(list(rows), device=inputs["input_ids"].device)
     out = {k: v[idx] for k, v in inputs.items() if k not in VISION_KEYS}
-    counts = {"image": list(images_per_row), "video": list(videos_per_row) if videos_per_row is not None else [0] * len(images_per_row)}
+    counts = {"image": list(images_per_row), "video": list(videos_per_row or [0] * len(images_per_row))}
     for kind, (pix, grid_key, more) in _ITEM_KEYS.items():
         if grid_key not in inputs:
             continue

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable
@@ -366,7 +367,7 @@ def _heldout(cfg: DictConfig, which: str) -> dict[str, Any]:
     from m2r.eval import embedded
     from m2r.eval.runner import score_benchmark, write_outputs
 
-    out = Path(cfg.paths.eval_dir) / f"heldout_{which}"
+    out = Path(cfg.paths[f"heldout_{which}_dir"])
     if cfg.get("resume", True) and (out / "metrics.json").exists():
         log.info("held-out evaluation %s is complete; skipping", out)
         return json.loads((out / "metrics.json").read_text())
@@ -422,7 +423,24 @@ TRAINER_STEPS = ("sft", "grpo")
 SPLIT_STEPS = ("difficulty", "heldout_sft", "heldout_grpo", "eval")
 
 
-def _wait_for_rank_zero(marker: Path, run_id: str, step: str, rank: int, timeout_s: float) -> dict[str, Any]:
+def _enter_shared(cfg: DictConfig, step: str, held: ExitStack) -> dict[str, Any] | None:
+    """With shared steps (`m2r.shared`): point cfg.paths at the keyed shared folders, link them into the run folder and,
+    when `step` is shared, hold its lock until the step has run (in `held`). Returns the state to record, or None."""
+    from m2r import shared
+
+    entries = shared.resolve(cfg, step)
+    if step not in entries:
+        return None
+    key = entries[step]["key"]
+    state = held.enter_context(shared.hold(cfg, step, key))
+    state |= {"key": key, "dirs": entries[step]["dirs"], "was_complete": shared.complete(cfg, step, key)}
+    shared.link(cfg, step)
+    if state["was_complete"]:
+        log.info("step %s: the shared output %s (key %s) is complete; reusing it", step, next(iter(entries[step]["dirs"].values())), key)
+    return state
+
+
+def _wait_for_rank_zero(marker: Path, run_id: str, step: str, rank: int, timeout_s: float, key: str = "result") -> Any:
     t0 = time.perf_counter()
     log.info("rank %d waits for rank 0 to finish step %s", rank, step)
     while time.perf_counter() - t0 < timeout_s:
@@ -434,7 +452,7 @@ def _wait_for_rank_zero(marker: Path, run_id: str, step: str, rank: int, timeout
             if done.get("run_id") == run_id:
                 if "error" in done:
                     raise RuntimeError(f"rank 0 failed in step {step}: {done['error']}")
-                return done["result"]
+                return done.get(key)
         time.sleep(1.0)
     raise TimeoutError(f"rank {rank} waited {timeout_s:.0f} s for rank 0 to finish step {step} ({marker}); raise M2R_RANK_WAIT_S if the step is that long")
 
@@ -443,7 +461,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     import os
 
     from m2r import dist as m2r_dist
-    from m2r import stepkeys
+    from m2r import shared, stepkeys
 
     from m2r.checks import check_config
 
@@ -471,37 +489,42 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         rank = m2r_dist.rank_world()[0]  # the process group's, once a trainer step has made one
         marker, ready = marks / f"{step}.json", marks / f"{step}.ready.json"
         wait_s = float(os.environ.get("M2R_RANK_WAIT_S", 86400))
-        if rank == 0:
-            try:
-                stepkeys.prepare(cfg, step)  # stale output (other config or inputs) removed before any rank reads it
-            except Exception as e:
-                for m in (marker, ready):
-                    m.write_text(json.dumps({"run_id": run_id, "error": f"{type(e).__name__}: {e}"}))
-                raise
-            tmp = ready.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"run_id": run_id, "result": {}}))
-            tmp.replace(ready)
-        elif step in TRAINER_STEPS or step in SPLIT_STEPS:
-            _wait_for_rank_zero(ready, run_id, f"{step} (preparing its output folder)", rank, wait_s)
-        if rank != 0 and step not in TRAINER_STEPS:
-            if step in SPLIT_STEPS:
-                try:
-                    STEPS[step](cfg)  # this rank's slice; rank 0 gathers and writes the step's result
-                except Exception as e:
-                    m2r_dist.report_failure(rank, step, e)
-                    raise
-            results[step] = _wait_for_rank_zero(marker, run_id, step, rank, wait_s)
-            continue
-        try:
-            results[step] = STEPS[step](cfg)
-        except Exception as e:
+        with ExitStack() as held:
             if rank == 0:
-                marker.write_text(json.dumps({"run_id": run_id, "error": f"{type(e).__name__}: {e}"}))
-            raise
-        this_run[step] = round(time.perf_counter() - t0, 1)
-        if rank == 0:
-            tmp = marker.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"run_id": run_id, "result": results[step]}, default=str))
-            tmp.replace(marker)
-            timings_path.write_text(json.dumps(timings, indent=1))
+                try:
+                    shared_state = _enter_shared(cfg, step, held)  # paths -> the keyed shared folders; waits while another run makes this output
+                    stepkeys.prepare(cfg, step)  # stale output (other config or inputs) removed before any rank reads it
+                except Exception as e:
+                    for m in (marker, ready):
+                        m.write_text(json.dumps({"run_id": run_id, "error": f"{type(e).__name__}: {e}"}))
+                    raise
+                tmp = ready.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"run_id": run_id, "result": {}, "paths": shared.resolved_paths(cfg)}))
+                tmp.replace(ready)
+            elif step in TRAINER_STEPS or step in SPLIT_STEPS:
+                shared.adopt(cfg, _wait_for_rank_zero(ready, run_id, f"{step} (preparing its output folder)", rank, wait_s, key="paths"))
+            if rank != 0 and step not in TRAINER_STEPS:
+                if step in SPLIT_STEPS:
+                    try:
+                        STEPS[step](cfg)  # this rank's slice; rank 0 gathers and writes the step's result
+                    except Exception as e:
+                        m2r_dist.report_failure(rank, step, e)
+                        raise
+                results[step] = _wait_for_rank_zero(marker, run_id, step, rank, wait_s)
+                continue
+            try:
+                results[step] = STEPS[step](cfg)
+            except Exception as e:
+                if rank == 0:
+                    marker.write_text(json.dumps({"run_id": run_id, "error": f"{type(e).__name__}: {e}"}))
+                raise
+            this_run[step] = round(time.perf_counter() - t0, 1)
+            if rank == 0:
+                if shared_state is not None:
+                    shared_state["made"] = not shared_state.pop("was_complete")
+                    shared.record(cfg, step, {**shared_state, "seconds": this_run[step]})
+                tmp = marker.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"run_id": run_id, "result": results[step]}, default=str))
+                tmp.replace(marker)
+                timings_path.write_text(json.dumps(timings, indent=1))
     return results

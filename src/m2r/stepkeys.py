@@ -60,8 +60,8 @@ def step_dirs(cfg: DictConfig, step: str) -> list[Path]:
     p = cfg.paths
     return {
         "quality": [Path(p.quality_dir)], "sft": [Path(p.sft_dir)], "difficulty": [Path(p.score_dir)],
-        "curriculum": [Path(p.curriculum_dir)], "heldout_sft": [Path(p.eval_dir) / "heldout_sft"],
-        "grpo": [Path(p.grpo_dir), Path(p.rollouts_dir)], "heldout_grpo": [Path(p.eval_dir) / "heldout_grpo"],
+        "curriculum": [Path(p.curriculum_dir)], "heldout_sft": [Path(p.heldout_sft_dir)],
+        "grpo": [Path(p.grpo_dir), Path(p.rollouts_dir)], "heldout_grpo": [Path(p.heldout_grpo_dir)],
     }[step]
 
 
@@ -77,7 +77,7 @@ def _build_key(cfg: DictConfig) -> str:
 # What a step writes last: until it exists, the step's output is not complete, and a downstream key records it as absent.
 COMPLETE: dict[str, list[str]] = {
     "quality": ["summary.json", "train/manifest.json"], "sft": ["summary.json", "hf/COMPLETE"], "difficulty": ["summary.json"],
-    "curriculum": ["rl/manifest.json"], "grpo": ["summary.json", "hf/COMPLETE"],
+    "curriculum": ["rl/manifest.json"], "grpo": ["summary.json", "hf/COMPLETE"], "heldout_sft": ["metrics.json"], "heldout_grpo": ["metrics.json"],
 }
 
 

@@ -46,7 +46,8 @@ def _check_policy(cfg: DataConfig) -> None:
         raise ValueError("data=jsonl needs data.train_files=[a.jsonl,...] (JSONL, a JSON array, parquet, or a folder of them); data.val_files is optional")
 
 
-def _build_key(cfg: DataConfig, seed: int) -> str:
+def build_key(cfg: DataConfig, seed: int) -> str:
+    """What the shards are made from (the data config, the seed, and for imports the source files' stamps)."""
     fields = {k: getattr(cfg, k) for k in ("source", "train_files", "val_files", "rl_files", "test_files", "image_root", "format", "tasks", "train_per_task", "val_per_task", "rl_per_task", "test_per_task", "noisy_trace_ratio", "mc_ratio", "image_size", "num_frames", "video_fps", "video_frame_size", "samples_per_shard", "on_bad_sample",
                                         "llava_target", "max_question_chars", "max_answer_chars", "max_cot_chars", "max_image_pixels")}
     fields["source"] = str(getattr(cfg.source, "value", cfg.source))
@@ -66,7 +67,7 @@ def build_data(cfg: DataConfig, out_root: str | Path, seed: int, force: bool = F
         read_manifest(cfg.root, "train")
         return Path(cfg.root)
     root = Path(cfg.root or out_root)
-    key = _build_key(cfg, seed)
+    key = build_key(cfg, seed)
     if not force and all((root / s / "manifest.json").exists() for s in SPLITS):
         if all(read_manifest(root, s).get("build_key") == key and _inputs_unchanged(root / s) for s in SPLITS):
             log.info("shards in %s are up to date (build key %s); skipping build", root, key)

@@ -50,7 +50,7 @@ BOOKKEEPING = ("paths.", "hydra.", "shared.")  # override prefixes that place or
 BOOKKEEPING_KEYS = ("seed", "trainer.enable_progress_bar")
 REQUIRED = (".hydra/config.yaml", "eval/heldout_sft/metrics.json", "eval/heldout_grpo/metrics.json", "grpo/history.json")
 LAYOUT = ("<dir>/<N>/.hydra/overrides.yaml for N = 0, 1, ... (one folder per job, as `python run.py -m ...` writes under "
-          "multirun/<date>/<time>/, e.g. `python run.py -m sweep=ednm_lambda seed=0,1,2`)")
+          "multirun/<date>/<time>/, e.g. `python run.py -m sweep=ednm`)")
 # t(0.975, df) for df = 1..30. Beyond 30 the normal quantile 1.96 (t(0.975, 30) = 2.042, so intervals
 # with 32+ seeds come out up to 4% narrower than Student's t would make them).
 T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,

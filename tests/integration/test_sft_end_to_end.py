@@ -104,9 +104,9 @@ def test_ddp_on_two_cpu_processes(tmp_path):
     assert (tmp_path / "run" / "train_ddp_process_1.log").exists()  # the second rank really ran
 
 
-@pytest.mark.parametrize("extra", [["sweep=ednm_lambda"], ["launcher=local", "seed=0,1"]])
+@pytest.mark.parametrize("extra", [["sweep=curriculum"], ["launcher=local", "seed=0,1"]])
 def test_cli_multirun_sweeps(tmp_path, extra):
-    """`-m` with a sweep config (3 jobs) and with the submitit launcher (the SLURM code path, run locally)."""
+    """`-m` with a study's sweep config (2 arms x 3 seeds; the build is shared by the arms of a seed) and with the submitit launcher (the SLURM code path, run locally)."""
     import os
 
     env = {**os.environ, "M2R_NO_PROGRESS": "1"}
@@ -116,5 +116,6 @@ def test_cli_multirun_sweeps(tmp_path, extra):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name.isdigit())
-    assert jobs == (["0", "1", "2"] if "sweep=ednm_lambda" in extra else ["0", "1"])
+    assert jobs == (["0", "1", "2", "3", "4", "5"] if "sweep=curriculum" in extra else ["0", "1"])
     assert all((tmp_path / "sweep" / j / "build" / "rl" / "manifest.json").exists() for j in jobs)
+    assert len(list((tmp_path / "sweep" / "shared" / "build").glob("*/rl/manifest.json"))) == (3 if "sweep=curriculum" in extra else 2)  # one per seed

@@ -423,7 +423,7 @@ TRAINER_STEPS = ("sft", "grpo")
 SPLIT_STEPS = ("difficulty", "heldout_sft", "heldout_grpo", "eval")
 
 
-def _enter_shared(cfg: DictConfig, step: str, held: ExitStack) -> dict[str, Any] | None:
+def _enter_shared(cfg: DictConfig, step: str, held: ExitStack, ready: Path, run_id: str) -> dict[str, Any] | None:
     """With shared steps (`m2r.shared`): point cfg.paths at the keyed shared folders, link them into the run folder and,
     when `step` is shared, hold its lock until the step has run (in `held`). Returns the state to record, or None."""
     from m2r import shared
@@ -431,10 +431,21 @@ def _enter_shared(cfg: DictConfig, step: str, held: ExitStack) -> dict[str, Any]
     entries = shared.resolve(cfg, step)
     if step not in entries:
         return None
+    if not cfg.get("resume", True) or cfg.get("ckpt_path"):
+        raise ValueError(f"{'resume=false' if not cfg.get('resume', True) else 'ckpt_path'} with shared steps (shared.dir={cfg.shared.dir}): "
+                         "it would redo a step in place, in a folder other jobs of the study read. Say shared.dir=null to run every "
+                         "step in this run's own folder, or leave it out to reuse the shared outputs")
     key = entries[step]["key"]
-    state = held.enter_context(shared.hold(cfg, step, key))
+
+    def still_waiting() -> None:  # the other ranks of this run count their wait from the last of these
+        tmp = ready.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"run_id": run_id, "waiting": step, "time": time.time()}))
+        tmp.replace(ready)
+
+    state = held.enter_context(shared.hold(cfg, step, key, on_wait=still_waiting))
     state |= {"key": key, "dirs": entries[step]["dirs"], "was_complete": shared.complete(cfg, step, key)}
     shared.link(cfg, step)
+    shared.record(cfg, step, {"key": key, "dirs": entries[step]["dirs"], "made": None})  # under way (and the run folder knows its shared root)
     if state["was_complete"]:
         log.info("step %s: the shared output %s (key %s) is complete; reusing it", step, next(iter(entries[step]["dirs"].values())), key)
     return state
@@ -450,6 +461,10 @@ def _wait_for_rank_zero(marker: Path, run_id: str, step: str, rank: int, timeout
             except json.JSONDecodeError:
                 done = {}  # being written
             if done.get("run_id") == run_id:
+                if "waiting" in done:  # rank 0 waits for another run's output (m2r.shared): alive, so the clock restarts
+                    t0 = time.perf_counter()
+                    time.sleep(1.0)
+                    continue
                 if "error" in done:
                     raise RuntimeError(f"rank 0 failed in step {step}: {done['error']}")
                 return done.get(key)
@@ -492,8 +507,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         with ExitStack() as held:
             if rank == 0:
                 try:
-                    shared_state = _enter_shared(cfg, step, held)  # paths -> the keyed shared folders; waits while another run makes this output
-                    stepkeys.prepare(cfg, step)  # stale output (other config or inputs) removed before any rank reads it
+                    # paths -> the keyed shared folders; waits while another run makes this output
+                    shared_state = _enter_shared(cfg, step, held, ready, run_id)
+                    stepkeys.prepare(cfg, step, expect=shared_state and shared_state["key"])  # stale output (other config or inputs) removed before any rank reads it
                 except Exception as e:
                     for m in (marker, ready):
                         m.write_text(json.dumps({"run_id": run_id, "error": f"{type(e).__name__}: {e}"}))

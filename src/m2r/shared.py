@@ -30,7 +30,7 @@ import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -57,15 +57,22 @@ def shared_root(cfg: DictConfig) -> Path | None:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
 
-        if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            return Path(HydraConfig.get().sweep.dir).absolute() / "shared"
+        # a job of a sweep run again on its own (hydra.run.dir=<sweep>/3): its steps stay where the sweep put them
+        recorded = Path(cfg.paths.run_dir) / "shared.json"
+        try:
+            return Path(json.loads(recorded.read_text())["_root"])
+        except (OSError, ValueError, KeyError):
             return None
-        return Path(HydraConfig.get().sweep.dir) / "shared"
-    return Path(str(d))
+    return Path(str(d)).absolute()
 
 
 def _shares(cfg: DictConfig, step: str) -> bool:
     if step not in ORDER or step not in list(OmegaConf.select(cfg, "shared.steps", default=[]) or []):
         return False
+    if step == "quality" and not cfg.quality.enabled:
+        return False  # the filter does not run
     if step == "build":  # given shards or a given build folder are read in place: there is nothing to build
         return not cfg.data.get("root") and str(cfg.data.source) != "shards"
     return True
@@ -118,8 +125,14 @@ def complete(cfg: DictConfig, step: str, key: str) -> bool:
         from m2r.data.build import SPLITS
         from m2r.data.shards import read_manifest
 
+        from m2r.data.build import _inputs_unchanged
+
         root = Path(cfg.paths.build_dir)
-        return all((root / s / "manifest.json").exists() and read_manifest(root, s).get("build_key") == key for s in SPLITS)
+        done = all((root / s / "manifest.json").exists() and read_manifest(root, s).get("build_key") == key for s in SPLITS)
+        if done and not all(_inputs_unchanged(root / s) for s in SPLITS):
+            raise RuntimeError(f"image files the shared build {root} read have changed since it was made, and other jobs may be reading it: "
+                               "start a new sweep folder (or another shared.dir), or delete that build to have it made again")
+        return done
     return stepkeys.recorded_key(cfg, step) == key
 
 
@@ -151,8 +164,9 @@ def _lock(path: Path, kind: str):
 
 
 @contextmanager
-def hold(cfg: DictConfig, step: str, key: str) -> Iterator[dict[str, Any]]:
-    """Hold `step`'s lock for `key` while the step runs (rank 0 of a run), waiting while another run holds it.
+def hold(cfg: DictConfig, step: str, key: str, on_wait: Callable[[], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Hold `step`'s lock for `key` while the step runs (rank 0 of a run), waiting while another run holds it
+    (`on_wait` is called every `shared.poll_s` of waiting: rank 0 tells its other ranks it is still alive).
     Yields {"waited_s", "made"}: fill `made` once the step has run."""
     import filelock
 
@@ -174,6 +188,8 @@ def hold(cfg: DictConfig, step: str, key: str) -> Iterator[dict[str, Any]]:
                 holder = {}
             log.info("step %s (key %s) is being made by %s; waited %.0f s%s", step, key, holder.get("run_dir", "another run"), time.perf_counter() - t0,
                      f" (a soft lock a killed job left stays until deleted: {lock_path})" if isinstance(lock, filelock.SoftFileLock) else "")
+            if on_wait is not None:
+                on_wait()
         except NotImplementedError as e:  # UnixFileLock on a filesystem without flock
             raise RuntimeError(f"the filesystem of shared.dir ({lock_path.parent}) does not support flock ({e}); say shared.lock=soft") from e
     state = {"waited_s": round(time.perf_counter() - t0, 1), "made": False}
@@ -191,6 +207,7 @@ def record(cfg: DictConfig, step: str, entry: dict[str, Any]) -> None:
     """Add `step`'s entry to `<run>/shared.json`."""
     f = Path(cfg.paths.run_dir) / "shared.json"
     data = json.loads(f.read_text()) if f.exists() else {}
+    data["_root"] = str(shared_root(cfg))
     data[step] = entry
     tmp = f.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=1))

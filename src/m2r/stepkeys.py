@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 # The global batch (per-device sizes times ranks), the data stream's split and the checkpoint format follow these.
-_RANKS = ["trainer.devices", "trainer.num_nodes", "strategy"]
+_RANKS = ["trainer.devices", "trainer.num_nodes", "strategy", "trainer.deterministic"]
 _EVAL = ["eval.max_new_tokens", "eval.batch_size", "eval.greedy", "eval.limit", "eval.heldout_split", "model.min_pixels", "model.max_pixels", "model.video_min_pixels", "model.video_max_pixels"]
 STEP_CONFIG: dict[str, list[str]] = {
     "quality": ["quality"],
@@ -144,6 +144,8 @@ def _inputs(cfg: DictConfig, step: str) -> dict[str, Any]:
         used.remove("sft")
         if str(cfg.grpo.init) != "scratch":
             paths["grpo.init"] = str(cfg.grpo.init)
+    if step == "quality" and OmegaConf.select(cfg, "quality.judge", default=None):
+        paths["quality.judge"] = str(cfg.quality.judge)
     if step == "difficulty" and str(OmegaConf.select(cfg, "curriculum.scoring.model", default="auto")) != "auto":
         used.remove("sft")
         paths["curriculum.scoring.model"] = str(cfg.curriculum.scoring.model)
@@ -188,12 +190,16 @@ def _changes(old: dict[str, Any], new: dict[str, Any]) -> str:
     return "; ".join(changed[:6]) + (f"; and {len(changed) - 6} more" if len(changed) > 6 else "")
 
 
-def prepare(cfg: DictConfig, step: str) -> str | None:
+def prepare(cfg: DictConfig, step: str, expect: str | None = None) -> str | None:
     """Make `step`'s output folders hold only output of the current key (rank 0, before the step).
-    Returns the key (None for steps that are not keyed: build keys itself, eval and report always run)."""
+    Returns the key (None for steps that are not keyed: build keys itself, eval and report always run).
+    `expect`: the key the output folder was chosen by (`m2r.shared`); another key now is an error, not a removal."""
     if step not in STEP_CONFIG:
         return None
     key, parts = step_key(cfg, step)
+    if expect is not None and key != expect:
+        raise RuntimeError(f"step {step}: its inputs changed while this run waited for them (key {expect} -> {key}: a checkpoint given by path "
+                           "was replaced, or another run remade an upstream output); run the command again")
     dirs = step_dirs(cfg, step)
     key_file = dirs[0] / "key.json"
     try:
@@ -202,13 +208,16 @@ def prepare(cfg: DictConfig, step: str) -> str | None:
         old = None
     if old is not None and old.get("key") == key:
         return key
+    for d in dirs:
+        if d.is_symlink() and not d.exists():
+            d.unlink()  # a link to a shared folder that is gone
     present = [d for d in dirs if d.exists() and any(d.iterdir())]
     if present:
         why = _changes(old.get("config", {}), parts) if old else "it has no key.json (made by an older m2r or copied in)"
         log.warning("step %s: the output in %s was made from other inputs (%s); removing it and redoing the step",
                     step, ", ".join(map(str, present)), why)
         for d in present:
-            shutil.rmtree(d)
+            d.unlink() if d.is_symlink() else shutil.rmtree(d)  # a link into a shared folder: the link goes, not what other runs read
     dirs[0].mkdir(parents=True, exist_ok=True)
     tmp = key_file.with_suffix(".tmp")
     tmp.write_text(json.dumps({"key": key, "config": parts}, indent=1, sort_keys=True, default=str))

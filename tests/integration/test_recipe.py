@@ -159,11 +159,15 @@ def test_recipe_under_ddp_two_cpu_processes(tmp_path, processor):
     env.pop("M2R_RUN_ID", None)
     run = subprocess.run(
         [sys.executable, "run.py", "strategy=ddp", "trainer.devices=2", *FAST, "data.rl_per_task=4", "curriculum.samples_per_shard=1",
-         "grpo.max_steps=2", "grpo.module.max_new_tokens=16", f"hydra.run.dir={tmp_path}/run"],
+         "grpo.max_steps=2", "grpo.module.max_new_tokens=16", f"hydra.run.dir={tmp_path}/run", f"shared.dir={tmp_path}/shared"],
         cwd=ROOT, capture_output=True, text=True, env=env, timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     out = tmp_path / "run"
+    # shared steps (m2r.shared) under 2 ranks: rank 1 trained, scored and evaluated in the folders rank 0 chose
+    made = json.loads((out / "shared.json").read_text())
+    assert all(made[s]["made"] for s in ("build", "sft", "difficulty", "grpo", "heldout_grpo")) and (out / "sft").is_symlink()
+    assert (out / "sft").resolve() == (tmp_path / "shared" / "sft" / made["sft"]["key"]).resolve()
     ids = [json.loads(x)["id"] for x in (out / "score" / "difficulty.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 4 * N_TASKS
     assert json.loads((out / "grpo" / "summary.json").read_text())["steps"] == 2 and (out / "report.md").exists()

@@ -53,6 +53,15 @@ def test_link_replaces_a_run_folder_and_moves_an_unshared_one_aside(tmp_path, ca
     assert link.resolve() == Path(cfg.paths.sft_dir).resolve()
 
 
+def test_redoing_a_shared_step_in_place_is_refused(tmp_path, cache_dir):
+    """resume=false (or ckpt_path) would retrain in a folder other jobs of the study read: an error says what to do instead."""
+    import m2r
+
+    for bad in ("resume=false", f"ckpt_path={tmp_path / 'x.ckpt'}"):
+        with pytest.raises(ValueError, match="shared.dir=null"):
+            m2r.run(_cfg(tmp_path, cache_dir, *FAST, "stage.steps=[build]", bad))
+
+
 _HOLDER = """
 import sys, time
 from omegaconf import OmegaConf
@@ -91,7 +100,7 @@ def _run(args: list[str], log: Path) -> subprocess.Popen:
 
 
 def _made(run_dir: Path) -> dict[str, bool]:
-    return {s: e["made"] for s, e in json.loads((run_dir / "shared.json").read_text()).items()}
+    return {s: e["made"] for s, e in json.loads((run_dir / "shared.json").read_text()).items() if s != "_root"}
 
 
 @pytest.mark.slow
@@ -116,6 +125,16 @@ def test_multirun_arms_make_sft_and_difficulty_once(tmp_path, cache_dir):
     assert [r["made"] for r in runs] == [True, False] and [r["run_dir"] for r in runs] == [str(a) for a in arms]
     assert all((a / "report.md").exists() and (a / "grpo" / "summary.json").exists() for a in arms)  # read through the links
 
+    # One job run again on its own in its folder (no -m) with another filter threshold: its steps stay in the sweep's shared
+    # folder (the run folder remembers it); the new filter output gets a key of its own, the first arm's is left alone.
+    import m2r
+
+    old_quality = (arms[0] / "quality").resolve()
+    m2r.run(compose([*FAST, "stage.steps=[build,quality]", "quality.threshold=0.5"], arms[1], cache_dir))
+    assert (arms[1] / "quality").is_symlink() and (arms[1] / "quality").resolve() != old_quality
+    assert (arms[1] / "quality").resolve().parent == (sweep / "shared" / "quality").resolve() and (old_quality / "summary.json").exists()
+    assert _made(arms[1])["quality"] is True and _made(arms[1])["build"] is False
+
 
 @pytest.mark.slow
 def test_two_runs_started_at_once_make_each_step_once(tmp_path, cache_dir):
@@ -132,6 +151,7 @@ def test_two_runs_started_at_once_make_each_step_once(tmp_path, cache_dir):
     for step in ("build", "quality", "sft"):
         assert sorted(m[step] for m in made) == [False, True], (step, made)
     waited = [json.loads((r / "shared.json").read_text()) for r in runs]
+    assert all(w["_root"] == str(tmp_path / "shared") for w in waited)
     assert max(w["build"]["waited_s"] + w["sft"]["waited_s"] for w in waited) > 0  # the second really waited on the first
     assert sum((r / "logs" / "sft").exists() for r in runs) == 1
     assert len([d for d in (tmp_path / "shared" / "sft").iterdir() if d.is_dir()]) == 1

@@ -136,9 +136,9 @@ with initialize_config_dir(config_dir=conf, version_base="1.3"):
                                                  "stage.steps=[sft]", "sft.module.lr=2e-5"])
 
 real_prepare = stepkeys.prepare
-def slow_prepare(cfg, step):  # rank 0 takes its time before it removes the stale output
+def slow_prepare(cfg, step, **kw):  # rank 0 takes its time before it removes the stale output
     time.sleep(3.0)
-    return real_prepare(cfg, step)
+    return real_prepare(cfg, step, **kw)
 stepkeys.prepare = slow_prepare
 
 def fake_sft(cfg):  # what a rank finds in the step's folder when it starts the step

@@ -14,8 +14,10 @@ lock next to the output (`<key>.lock`, `filelock`: an `fcntl` lock, so a killed 
 and holds it while every rank of that arm runs the step; another arm needing the same output
 waits for the lock, then finds the output complete and skips it. If the holder died, the next
 arm to get the lock resumes the step from its checkpoint (same key, so `prepare` keeps it).
-Filesystems without `flock` support (some Lustre mounts) take `shared.lock=soft`: a lock file
-created atomically, which a killed job leaves behind (the error then names the file to delete).
+Where the filesystem has no `flock`, filelock falls back to such a lock file by itself;
+`shared.lock=soft` asks for it: a lock file created atomically, which a killed job leaves behind
+(the waiting jobs' log names the file to delete). A Lustre mounted with `localflock` locks within
+one node only: mount with `flock`, or run a study's jobs on one node.
 
 Each arm writes `<run>/shared.json` (step -> key, folder, whether this arm made the output and
 how long it waited), and each output folder's `<key>.runs.jsonl` says which runs made or reused it.
@@ -190,8 +192,6 @@ def hold(cfg: DictConfig, step: str, key: str, on_wait: Callable[[], None] | Non
                      f" (a soft lock a killed job left stays until deleted: {lock_path})" if isinstance(lock, filelock.SoftFileLock) else "")
             if on_wait is not None:
                 on_wait()
-        except NotImplementedError as e:  # UnixFileLock on a filesystem without flock
-            raise RuntimeError(f"the filesystem of shared.dir ({lock_path.parent}) does not support flock ({e}); say shared.lock=soft") from e
     state = {"waited_s": round(time.perf_counter() - t0, 1), "made": False}
     try:
         holder_file.write_text(json.dumps({"run_dir": str(cfg.paths.run_dir), "host": socket.gethostname(), "pid": os.getpid(), "since": time.time()}))

@@ -332,7 +332,8 @@ def general_arithmetic(rng: random.Random, image_size: int, mc: bool) -> Generat
 
 def general_word_problem(rng: random.Random, image_size: int, mc: bool) -> Generated:
     """Text-only arithmetic (no image): the paper mixes text-only reasoning data into SFT."""
-    a, b, c = rng.randint(2, 9), rng.randint(2, 12), rng.randint(1, 10)
+    a, b = rng.randint(2, 9), rng.randint(2, 12)
+    c = rng.randint(1, min(10, a * b - 1))  # at least one book stays: no negative counts (seed 1 drew 2 x 3 - 10)
     value = a * b - c
     q = f"A shelf has {a} rows with {b} books in each row. {c} books are taken away. How many books are left on the shelf?"
     steps = [f"There are {a} x {b} = {a * b} books at first.", f"After taking {c} away: {a * b} - {c} = {value}."]

@@ -177,3 +177,15 @@ def test_the_default_config_lists_every_embedded_task():
 
     listed = list(OmegaConf.load(CONF / "data" / "synthetic.yaml").tasks)
     assert sorted(listed) == sorted(all_tasks()) and len(listed) == N_TASKS
+
+
+def test_word_problems_are_valid_for_every_seed():
+    """Every draw is a valid sample with a count of books left >= 1 (seed 1 once asked for 2 x 3 - 10 and offered one option)."""
+    from m2r.data.schema import validate_sample
+
+    for seed in range(4):
+        for i in range(300):
+            sample, media = generate("general/word_problem", i, seed, "train", 168, 0.5)
+            validate_sample(sample, media, where="test", require_cot=True)
+            m = sample.meta
+            assert m["a"] * m["b"] - m["c"] >= 1

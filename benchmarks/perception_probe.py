@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval", type=int, default=64, help="held-out images")
     ap.add_argument("--every", type=int, default=100, help="evaluate every N steps")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "m2r", help="where the tiny model's tokenizer is kept (paths.cache_dir)")
     ap.add_argument("--model-config", type=Path, default=None, help="a model group yaml (default: conf/model/tiny_qwen2_5_vl.yaml's defaults)")
     args = ap.parse_args(argv)
 
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model_config is not None:
         cfg = OmegaConf.merge(cfg, {k: v for k, v in OmegaConf.to_container(OmegaConf.load(args.model_config)).items() if k != "defaults"})
     cfg = OmegaConf.to_object(cfg)
-    processor = load_processor(cfg, str(Path.home() / ".cache" / "m2r"))
+    processor = load_processor(cfg, str(args.cache_dir))
     model = build_model(cfg, processor)
     collate = SFTCollator(processor, 512)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)

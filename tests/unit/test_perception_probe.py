@@ -48,8 +48,8 @@ def test_lit_background_is_brighter_on_the_left():
     assert grey[:, 2].max() > grey[:, -3].max() + 80
 
 
-def test_probe_trains_and_reports(capsys):
-    assert probe.main(["--task", "relation", "--steps", "2", "--every", "1", "--eval", "4", "--batch", "2"]) == 0
+def test_probe_trains_and_reports(capsys, cache_dir):
+    assert probe.main(["--cache-dir", str(cache_dir), "--task", "relation", "--steps", "2", "--every", "1", "--eval", "4", "--batch", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("task relation") and [line.split()[1] for line in out[1:]] == ["0", "1", "2"]
     losses = [float(line.split()[4]) for line in out[1:]]

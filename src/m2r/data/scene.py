@@ -46,6 +46,7 @@ SHAPES = ("cube", "sphere", "cylinder")
 WALL_RGB = (200, 205, 215)
 FLOOR_RGB = (150, 140, 125)
 GRID_RGB = (120, 112, 100)
+FLOOR_LIGHT = (1.25, 0.7)  # floor and grid brightness at the left and the right wall (window on the left; `_light_floor`)
 NEAR = 0.1  # near plane, m in front of the camera; nearer geometry is clipped (floor) or dropped (objects)
 
 
@@ -241,6 +242,33 @@ def _clip_near(c: np.ndarray, closed: bool) -> np.ndarray:
     return np.array(out).reshape(-1, 3)
 
 
+def _light_floor(img: Image.Image, scene: Scene) -> None:
+    """Shade the floor and its grid (in place, before objects are drawn) by the light of a window in the left wall.
+
+    The brightness of a floor point falls linearly with its world x, from `FLOOR_LIGHT[0]` at the left wall to
+    `FLOOR_LIGHT[1]` at the right one, so every camera of a walk sees the same floor. Besides realism it gives a
+    patch's content a cue of where it is: Qwen2.5-VL encodes positions only with rotary (relative) embeddings, and
+    `benchmarks/perception_probe.py` measures that a small model learns "which half" only with such a cue."""
+    cam = scene.camera
+    px = np.asarray(img).astype(np.float32)
+    on_floor = (px == FLOOR_RGB).all(-1) | (px == GRID_RGB).all(-1)
+    if not on_floor.any():
+        return
+    v, u = np.nonzero(on_floor)
+    f, half = cam.focal, cam.image_size / 2
+    t, a = math.radians(cam.pitch_deg), math.radians(cam.yaw_deg)
+    right = np.array([math.cos(a), 0.0, -math.sin(a)])
+    forward = np.array([math.sin(a) * math.cos(t), -math.sin(t), math.cos(a) * math.cos(t)])
+    down = -np.array([math.sin(a) * math.sin(t), math.cos(t), math.cos(a) * math.sin(t)])
+    rays = ((u + 0.5 - half) / f)[:, None] * right + ((v + 0.5 - half) / f)[:, None] * down + forward  # world directions
+    dy = np.minimum(rays[:, 1], -1e-6)  # floor pixels look down
+    x = cam.x + (-cam.height / dy) * rays[:, 0]
+    share = np.clip((x + scene.room_width / 2) / scene.room_width, 0.0, 1.0)
+    gain = FLOOR_LIGHT[0] + (FLOOR_LIGHT[1] - FLOOR_LIGHT[0]) * share
+    px[v, u] = np.clip(px[v, u] * gain[:, None], 0, 255)
+    img.paste(Image.fromarray(np.rint(px).astype(np.uint8)))
+
+
 def render(scene: Scene) -> tuple[Image.Image, np.ndarray]:
     """Render the scene. Returns (RGB image, id buffer [H, W] with object index + 1, 0 = none).
 
@@ -264,6 +292,8 @@ def render(scene: Scene) -> tuple[Image.Image, np.ndarray]:
         if len(seg) == 2:
             p = cam.to_pixels(seg)
             draw.line([tuple(p[0]), tuple(p[1])], fill=GRID_RGB, width=1)
+
+    _light_floor(img, scene)
 
     depth = [float(cam.to_camera(o.centre[None])[0, 2]) for o in scene.objects]
     for i in sorted(range(len(scene.objects)), key=lambda k: -depth[k]):  # far to near

@@ -189,3 +189,27 @@ def test_word_problems_are_valid_for_every_seed():
             validate_sample(sample, media, where="test", require_cot=True)
             m = sample.meta
             assert m["a"] * m["b"] - m["c"] >= 1
+
+
+@pytest.mark.parametrize("yaw", [0.0, 180.0])
+def test_floor_is_lit_from_the_left_wall_in_world_space(yaw):
+    """The floor darkens with world x (a window in the left wall), whichever way the camera looks; objects keep their exact colours."""
+    from m2r.data.scene import FLOOR_LIGHT, FLOOR_RGB, WALL_RGB
+
+    cam = Camera(height=1.5, pitch_deg=30, image_size=168, yaw_deg=yaw, z=0.0 if yaw == 0 else 6.0)
+    scene = Scene(camera=cam, room_width=4.0, room_depth=4.0, room_near=1.2)
+    cube = SceneObject("red", "cube", 0.0, 3.2, 0.5, 0.5, 0.5)
+    scene.objects.append(cube)
+    px = np.asarray(render(scene)[0]).astype(float)
+    floor = ~(px == WALL_RGB).all(-1) & ~(px == PALETTE["red"]).all(-1) & ~(px == top_shade(PALETTE["red"])).all(-1)
+    rows = np.nonzero(floor.any(1))[0]
+    row = px[rows[len(rows) // 2]]
+    cols = np.nonzero(floor[rows[len(rows) // 2]])[0]
+    left, right = row[cols[: len(cols) // 4], 0].mean(), row[cols[-len(cols) // 4 :], 0].mean()
+    if yaw == 0:  # the left of the image is the room's left: light
+        assert left > right + 20
+    else:  # looking back, the room's left wall is on the right of the image
+        assert right > left + 20
+    brightest = FLOOR_RGB[0] * max(FLOOR_LIGHT)
+    assert px[floor][:, 0].max() <= brightest + 1 and px[floor][:, 0].min() >= FLOOR_RGB[0] * min(FLOOR_LIGHT) * 0.8 - 1
+    assert ((px == PALETTE["red"]).all(-1) | (px == top_shade(PALETTE["red"])).all(-1)).sum() > 100

@@ -161,12 +161,22 @@ def write_report(run: str | Path) -> dict[str, Any]:
     if before or after:
         L.append("## Held-out accuracy per task (`eval/heldout_sft`, `eval/heldout_grpo`; %, greedy)\n\n"
                  "Multiple choice by letter, general numbers exact, numeric spatial answers by mean relative accuracy (VSI-Bench's metric, not the EDNM training reward).\n")
-        L.append("| task | after SFT | after RL | change |\n|:---|---:|---:|---:|")
+        blind = {k.removeprefix("blind/"): v for m in (before, after) if m for k, v in m.items() if k.startswith("blind/")}
+        if blind:
+            L.append("`blind` is the best an image- and question-blind model could score: one constant answer per answer type, picked on these rows "
+                     "(`m2r.eval.embedded.blind_baseline`); a task is learnt only where the model beats it.\n")
+        L.append("| task | blind | after SFT | after RL | change |\n|:---|---:|---:|---:|---:|")
         keys = sorted({k for m in (before, after) if m for k in m if k.startswith("task/")}) + [k for k in ("spatial", "video", "general") if any(m and m.get(k) is not None for m in (before, after))] + ["overall"]
+        prefixes = {"spatial": "spatial/", "video": "spatial/video/", "general": "general/", "overall": ""}
         for k in keys:
             b, a = (before or {}).get(k), (after or {}).get(k)
             ch = f"{100 * (a - b):+.1f}" if a is not None and b is not None else "-"
-            L.append(f"| {k.removeprefix('task/')} | {_fmt(b, True)} | {_fmt(a, True)} | {ch} |")
+            if k.startswith("task/"):
+                bl = blind.get(k.removeprefix("task/"))
+            else:
+                vals = [v for t, v in blind.items() if t.startswith(prefixes[k])]
+                bl = sum(vals) / len(vals) if vals else None
+            L.append(f"| {k.removeprefix('task/')} | {_fmt(bl, True)} | {_fmt(b, True)} | {_fmt(a, True)} | {ch} |")
         L.append("")
     if plots:
         L.append("## Plots\n")

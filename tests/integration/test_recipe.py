@@ -37,8 +37,10 @@ def test_pipeline_runs_every_step_writes_report_and_skips_when_done(tmp_path, ca
         m = results[f"heldout_{which}"]
         assert len([k for k in m if k.startswith("task/")]) == N_TASKS and 0.0 <= m["overall"] <= 1.0
     report = (tmp_path / "report.md").read_text()
-    for section in ("Wall time per step", "Quality filter", "Difficulty and curriculum", "Held-out accuracy per task", "after RL"):
+    for section in ("Wall time per step", "Quality filter", "Difficulty and curriculum", "Held-out accuracy per task", "after RL", "| task | blind | after SFT |"):
         assert section in report
+    blind = results["heldout_sft"]["blind/spatial/relation"]
+    assert 0.5 <= blind <= 1.0 and f"| spatial/relation | {100 * blind:.1f} |" in report  # a two-option task: the majority letter
     assert sorted(p.name for p in (tmp_path / "plots").glob("*.png")) == sorted(
         ["reward_per_task.png", "batch_difficulty.png", "beta_kl.png", "adv_weights.png", "heldout_accuracy.png"])
     # The same command again finds every output complete and redoes nothing.

@@ -8,7 +8,8 @@ normalisation (`text_reward`). One departure from the reward routing: numeric sp
 (distances, sizes, areas, counts) get VSI-Bench's mean relative accuracy, so a model trained with
 EDNM is not graded by EDNM. Imported data (`data=jsonl`) is scored the same way by its own
 `answer_type`. Reports per-task accuracy, the spatial and general means, the mean over tasks and
-the accuracy per answer type (`type/<answer_type>`).
+the accuracy per answer type (`type/<answer_type>`), and per task the score of the best constant answer
+(`blind/<task>`, `blind_baseline`): the bar a model must clear to have read anything.
 """
 
 from __future__ import annotations
@@ -52,6 +53,32 @@ def score(item: EvalItem, response: str) -> dict[str, Any]:
     return {"extracted": answer_content(text), "correct": ACCURACY[sample.answer_type](text, sample) == 1.0}
 
 
+def blind_baseline(items: list[EvalItem]) -> dict[str, float]:
+    """Per task, the best score a model that ignores every input could get: one constant answer per answer type.
+
+    Choice rows get the letter that is most often right, numeric spatial rows the one value (among the task's gold
+    answers) with the best total mean relative accuracy, and other rows their most common gold answer. The constants
+    are picked on these very rows, so this bounds every image-blind constant policy from above: a model is "above
+    chance" on a task only when it beats this. Returns {task: score in [0, 1]}."""
+    rows: dict[str, dict[str, list[str]]] = {}
+    for it in items:
+        s = it.meta["sample"]
+        numeric_spatial = s["task"].startswith("spatial/") and s["answer_type"] == "number"
+        rows.setdefault(s["task"], {}).setdefault("mra" if numeric_spatial else s["answer_type"], []).append(str(s["answer"]))
+    out = {}
+    for task, kinds in rows.items():
+        total = sum(len(v) for v in kinds.values())
+        best = 0.0
+        for kind, golds in kinds.items():
+            if kind == "mra":
+                values = [float(g) for g in golds]
+                best += max(sum(mra(c, g) for g in values) for c in set(values))
+            else:
+                best += max(golds.count(g) for g in set(golds))
+        out[task] = best / total
+    return out
+
+
 def aggregate(items: list[EvalItem], scores: list[float]) -> dict[str, Any]:
     by_task: dict[str, list[float]] = {}
     by_type: dict[str, list[float]] = {}
@@ -66,4 +93,5 @@ def aggregate(items: list[EvalItem], scores: list[float]) -> dict[str, Any]:
     out["overall"] = sum(tasks) / len(tasks)
     out["score"] = out["overall"]
     out.update({f"type/{t}": sum(v) / len(v) for t, v in sorted(by_type.items())})
+    out.update({f"blind/{t}": v for t, v in sorted(blind_baseline(items).items())})  # the best constant answer per task
     return out

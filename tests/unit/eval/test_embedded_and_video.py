@@ -107,3 +107,23 @@ def test_a_scorer_that_raises_counts_the_row_wrong(monkeypatch):
     items = [EvalItem(key={"id": str(i)}, question="q", options=[], answer="2") for i in range(2)]
     samples, metrics = score_benchmark("mathvision", items, ["\\boxed{2}", "boom"])
     assert [s["correct"] for s in samples] == [True, False]
+
+
+def test_blind_baseline_is_the_best_constant_answer_per_answer_type():
+    from m2r.eval.items import EvalItem
+
+    def item(task, answer_type, answer):
+        return EvalItem(key={"id": "x"}, question="q", options=[], answer=answer, meta={"task": task, "sample": {"task": task, "answer_type": answer_type, "answer": answer}})
+
+    items = [item("spatial/relation", "choice", a) for a in "AAAB"]  # majority letter: 3 of 4
+    # count: two choice rows (A, B: 1 of 2 right) and three numeric rows scored by MRA; the best constant among 2, 2, 9
+    # is 2 (MRA 1 + 1 + 0; 9 gives 0 + 0 + 1), so (1 + 2) / 5.
+    items += [item("spatial/count", "choice", "A"), item("spatial/count", "choice", "B")] + [item("spatial/count", "number", v) for v in ("2", "2", "9")]
+    items += [item("general/arithmetic", "number", v) for v in ("7", "7", "7", "8")] + [item("general/arithmetic", "choice", "C")]  # exact: 3 + 1 of 5
+    blind = embedded.blind_baseline(items)
+    assert blind == pytest.approx({"spatial/relation": 0.75, "spatial/count": 3 / 5, "general/arithmetic": 4 / 5})
+    # MRA gives partial credit: with 4 instead of 9, the constant 2 also earns 0.1 on it (|2 - 4| / 4 = 0.5).
+    near = items[:6] + [item("spatial/count", "number", v) for v in ("2", "2", "4")]
+    assert embedded.blind_baseline(near)["spatial/count"] == pytest.approx((1 + 2.1) / 5)
+    metrics = embedded.aggregate(items, [1.0] * len(items))
+    assert metrics["blind/spatial/relation"] == 0.75 and "blind/general/arithmetic" in metrics

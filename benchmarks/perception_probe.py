@@ -4,7 +4,7 @@ report the accuracy of its answer word on held-out images as it trains.
     python benchmarks/perception_probe.py --task colour --lr 2e-4 --steps 1500
     python benchmarks/perception_probe.py --task side --lit --lr 2e-4 --steps 2000
 
-Tasks (one square of side image/8 on a plain grey image, or two for `relation`):
+Tasks (one square of side image/8 + 1 px on a plain grey image, or two for `relation`):
   colour    "What colour is the square?": find one small object among background tokens (no position needed)
   side      "Is the <c> square in the left or right half of the image?": where one object is
   relation  "Is the <a> square to the left or to the right of the <b> square?": bind two names to two
@@ -13,7 +13,7 @@ Tasks (one square of side image/8 on a plain grey image, or two for `relation`):
 
 The reference trace is `<think>\\nIt is X.\\n</think>\\n<answer>\\n\\boxed{X}\\n</answer>`; the accuracy is that
 of the greedy token for the first X (teacher-forced), on `--eval` fixed images drawn with another seed.
-Chance is 1/6 for `colour` and 1/2 for the others. Training is plain AdamW on batches of `--batch` fresh
+Chance is 1/6 for `colour` and 1/2 for the others. The model starts from what `model.*` builds (random weights for the tiny model). Training is plain AdamW on batches of `--batch` fresh
 samples, through the SFT collator and the model factory the recipe uses (nothing here is a tiny-only path:
 `--model-config` takes any model group yaml, e.g. conf/model/tiny_qwen2_5_vl.yaml with its `tiny:` edited).
 """

@@ -163,8 +163,8 @@ def write_report(run: str | Path) -> dict[str, Any]:
                  "Multiple choice by letter, general numbers exact, numeric spatial answers by mean relative accuracy (VSI-Bench's metric, not the EDNM training reward).\n")
         blind = {k.removeprefix("blind/"): v for m in (before, after) if m for k, v in m.items() if k.startswith("blind/")}
         if blind:
-            L.append("`blind` is the best an image- and question-blind model could score: one constant answer per answer type, picked on these rows "
-                     "(`m2r.eval.embedded.blind_baseline`); a task is learnt only where the model beats it.\n")
+            L.append("`blind` is what a model that knows only the task and whether a row has options could score: one constant answer per answer type, "
+                     "picked on these rows (`m2r.eval.embedded.blind_baseline`). Beating it is necessary for having learnt a task, not sufficient.\n")
         L.append("| task | blind | after SFT | after RL | change |\n|:---|---:|---:|---:|---:|")
         keys = sorted({k for m in (before, after) if m for k in m if k.startswith("task/")}) + [k for k in ("spatial", "video", "general") if any(m and m.get(k) is not None for m in (before, after))] + ["overall"]
         prefixes = {"spatial": "spatial/", "video": "spatial/video/", "general": "general/", "overall": ""}

@@ -51,6 +51,10 @@ def build_key(cfg: DataConfig, seed: int) -> str:
     fields = {k: getattr(cfg, k) for k in ("source", "train_files", "val_files", "rl_files", "test_files", "image_root", "format", "tasks", "train_per_task", "val_per_task", "rl_per_task", "test_per_task", "noisy_trace_ratio", "mc_ratio", "image_size", "num_frames", "video_fps", "video_frame_size", "samples_per_shard", "on_bad_sample",
                                         "llava_target", "max_question_chars", "max_answer_chars", "max_cot_chars", "max_image_pixels")}
     fields["source"] = str(getattr(cfg.source, "value", cfg.source))
+    if fields["source"] == "synthetic":  # the generators' version too: a changed renderer rebuilds
+        from m2r.data import tasks
+
+        fields["generators"] = tasks.EMBEDDED_VERSION
     if fields["source"] == "jsonl":  # the contents too: fixing a row and re-running rebuilds
         fields["stamps"] = {s: [_stamp(p) for p in data_files(list(getattr(cfg, f"{s}_files")), f"{s}_files")] for s in SPLITS}
     fields = {k: (list(v) if isinstance(v, (list, tuple)) or type(v).__name__ == "ListConfig" else v) for k, v in fields.items()}

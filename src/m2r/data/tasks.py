@@ -342,6 +342,11 @@ def general_word_problem(rng: random.Random, image_size: int, mc: bool) -> Gener
     return _numeric(rng, sample, value, 0, mc, steps, check, " books"), []
 
 
+# The embedded generators' output version: part of the build key (m2r.data.build.build_key), so shards built by
+# older generators or an older renderer are rebuilt, never reused. Bump it whenever a generator or the renderer
+# changes what it writes. 2: the floor lit from the left wall (scene._light_floor).
+EMBEDDED_VERSION = 2
+
 TASKS: dict[str, Callable[[random.Random, int, bool], Generated]] = {
     "spatial/count": spatial_count,
     "spatial/relation": spatial_relation,

@@ -46,20 +46,29 @@ def score(item: EvalItem, response: str) -> dict[str, Any]:
     text = response or ""
     if sample.task.startswith("spatial/") and sample.answer_type == "number":
         x = strict_number(answer_content(text))
-        s = mra(x, float(sample.answer)) if x is not None else 0.0
+        s = mra(x, float(sample.answer.replace(",", ""))) if x is not None else 0.0  # "1,200" as the schema allows
         return {"extracted": x, "correct": s == 1.0, "score": s}
     if sample.answer_type not in ACCURACY:
         raise ValueError(f"sample {sample.id}: answer_type {sample.answer_type!r} is not one of {sorted(ACCURACY)}")
     return {"extracted": answer_content(text), "correct": ACCURACY[sample.answer_type](text, sample) == 1.0}
 
 
-def blind_baseline(items: list[EvalItem]) -> dict[str, float]:
-    """Per task, the best score a model that ignores every input could get: one constant answer per answer type.
+def _number(text: str) -> float | None:
+    try:
+        return float(text.replace(",", ""))
+    except ValueError:
+        return None
 
-    Choice rows get the letter that is most often right, numeric spatial rows the one value (among the task's gold
-    answers) with the best total mean relative accuracy, and other rows their most common gold answer. The constants
-    are picked on these very rows, so this bounds every image-blind constant policy from above: a model is "above
-    chance" on a task only when it beats this. Returns {task: score in [0, 1]}."""
+
+def blind_baseline(items: list[EvalItem]) -> dict[str, float]:
+    """Per task, what a model that knows only the task and the row's answer type could score: one constant answer per type.
+
+    Choice rows get the letter that is most often right, numeric spatial rows the one value among the task's gold
+    answers with the best total mean relative accuracy, and other rows their most common gold answer. The constants
+    are picked on these very rows, which favours the baseline; still, it is not an exact bound on every constant
+    policy (a value between gold answers can earn more partial MRA credit, an option's text can match more rows
+    than a letter). A model that does not beat it on a task has learnt nothing visible there; beating it is
+    necessary, not sufficient (the question's wording can be enough). Returns {task: score in [0, 1]}."""
     rows: dict[str, dict[str, list[str]]] = {}
     for it in items:
         s = it.meta["sample"]
@@ -71,8 +80,8 @@ def blind_baseline(items: list[EvalItem]) -> dict[str, float]:
         best = 0.0
         for kind, golds in kinds.items():
             if kind == "mra":
-                values = [float(g) for g in golds]
-                best += max(sum(mra(c, g) for g in values) for c in set(values))
+                values = [v for v in (_number(g) for g in golds) if v is not None]  # a gold that does not parse scores 0 anyway
+                best += max((sum(mra(c, g) for g in values) for c in set(values)), default=0.0)
             else:
                 best += max(golds.count(g) for g in set(golds))
         out[task] = best / total

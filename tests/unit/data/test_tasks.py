@@ -213,3 +213,36 @@ def test_floor_is_lit_from_the_left_wall_in_world_space(yaw):
     brightest = FLOOR_RGB[0] * max(FLOOR_LIGHT)
     assert px[floor][:, 0].max() <= brightest + 1 and px[floor][:, 0].min() >= FLOOR_RGB[0] * min(FLOOR_LIGHT) * 0.8 - 1
     assert ((px == PALETTE["red"]).all(-1) | (px == top_shade(PALETTE["red"])).all(-1)).sum() > 100
+
+
+def test_floor_light_follows_world_x_for_a_turned_and_moved_camera():
+    """Floor points projected by the camera's own forward model carry the gain of their world x (any yaw, any position)."""
+    from m2r.data.scene import FLOOR_LIGHT, FLOOR_RGB
+
+    cam = Camera(height=1.4, pitch_deg=28, image_size=168, yaw_deg=63.0, x=-0.9, z=0.6)
+    scene = Scene(camera=cam, room_width=6.0, room_depth=6.0, room_near=-1.5)
+    px = np.asarray(render(scene)[0]).astype(float)
+    rng, checked = random.Random(0), 0
+    for _ in range(400):
+        x, z = math.floor(rng.uniform(-3, 3)) + rng.uniform(0.3, 0.7), math.floor(rng.uniform(-1.5, 4.5)) + rng.uniform(0.3, 0.7)  # off the grid
+        if not (-2.6 < x < 2.6 and -1.0 < z < 4.0) or cam.to_camera(np.array([[x, 0.0, z]]))[0, 2] < 0.5:  # clear of the floor's edges
+            continue
+        u, v = cam.project(np.array([[x, 0.0, z]]))[0]
+        if not (1 <= u < 167 and 1 <= v < 167):
+            continue
+        gain = FLOOR_LIGHT[0] + (FLOOR_LIGHT[1] - FLOOR_LIGHT[0]) * (x + 3.0) / 6.0
+        got = px[int(v), int(u)]
+        assert np.abs(got - np.array(FLOOR_RGB) * gain).max() <= 4, (x, z, got, np.array(FLOOR_RGB) * gain)
+        checked += 1
+    assert checked > 50
+
+
+def test_build_key_follows_the_generators_version(monkeypatch):
+    """Shards of older generators (e.g. the unlit floor) are rebuilt, not reused: the version is in the build key."""
+    from m2r.config import DataConfig
+    from m2r.data import tasks
+    from m2r.data.build import build_key
+
+    before = build_key(DataConfig(), 0)
+    monkeypatch.setattr(tasks, "EMBEDDED_VERSION", tasks.EMBEDDED_VERSION + 1)
+    assert build_key(DataConfig(), 0) != before

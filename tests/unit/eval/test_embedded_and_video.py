@@ -127,3 +127,12 @@ def test_blind_baseline_is_the_best_constant_answer_per_answer_type():
     assert embedded.blind_baseline(near)["spatial/count"] == pytest.approx((1 + 2.1) / 5)
     metrics = embedded.aggregate(items, [1.0] * len(items))
     assert metrics["blind/spatial/relation"] == 0.75 and "blind/general/arithmetic" in metrics
+
+
+def test_blind_baseline_reads_numbers_as_the_schema_does():
+    from m2r.eval.items import EvalItem
+
+    rows = [("1,200", "number"), ("1200", "number"), ("900", "number")]
+    items = [EvalItem(key={"id": "x"}, question="q", options=[], answer=a, meta={"task": "spatial/room_size", "sample": {"task": "spatial/room_size", "answer_type": t, "answer": a}}) for a, t in rows]
+    # 1200 is exact on two rows; on 900, |1200 - 900| / 900 = 0.33 earns the thresholds 0.50, 0.55, 0.60, 0.65 (4 of 10).
+    assert embedded.blind_baseline(items)["spatial/room_size"] == pytest.approx((2 + 0.4) / 3)

@@ -69,15 +69,20 @@ class Camera:
     def focal(self) -> float:
         return (self.image_size / 2) / math.tan(math.radians(self.hfov_deg) / 2)
 
+    def axes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The camera's right, up and forward directions in the world frame."""
+        t, a = math.radians(self.pitch_deg), math.radians(self.yaw_deg)
+        # At yaw 0 these are exactly (1, 0, 0), (0, cos t, sin t), (0, -sin t, cos t): unchanged renders.
+        right = np.array([math.cos(a), 0.0, -math.sin(a)])
+        up = np.array([math.sin(a) * math.sin(t), math.cos(t), math.cos(a) * math.sin(t)])
+        forward = np.array([math.sin(a) * math.cos(t), -math.sin(t), math.cos(a) * math.cos(t)])
+        return right, up, forward
+
     def to_camera(self, p: np.ndarray) -> np.ndarray:
         """World points [N, 3] -> camera frame [N, 3] (x right, y down, z forward)."""
-        t, a = math.radians(self.pitch_deg), math.radians(self.yaw_deg)
         d = p - np.array([self.x, self.height, self.z])
-        # At yaw 0 these are exactly (1, 0, 0), (0, -sin t, cos t), (0, cos t, sin t): unchanged renders.
-        right = d[:, 0] * math.cos(a) - d[:, 2] * math.sin(a)
-        forward = np.array([math.sin(a) * math.cos(t), -math.sin(t), math.cos(a) * math.cos(t)])
-        up = np.array([math.sin(a) * math.sin(t), math.cos(t), math.cos(a) * math.sin(t)])
-        return np.stack([right, -(d @ up), d @ forward], axis=1)
+        right, up, forward = self.axes()
+        return np.stack([d[:, 0] * right[0] + d[:, 2] * right[2], -(d @ up), d @ forward], axis=1)
 
     def to_pixels(self, c: np.ndarray) -> np.ndarray:
         """Camera-frame points [N, 3] (z > 0) -> pixel coordinates [N, 2]."""
@@ -256,11 +261,8 @@ def _light_floor(img: Image.Image, scene: Scene) -> None:
         return
     v, u = np.nonzero(on_floor)
     f, half = cam.focal, cam.image_size / 2
-    t, a = math.radians(cam.pitch_deg), math.radians(cam.yaw_deg)
-    right = np.array([math.cos(a), 0.0, -math.sin(a)])
-    forward = np.array([math.sin(a) * math.cos(t), -math.sin(t), math.cos(a) * math.cos(t)])
-    down = -np.array([math.sin(a) * math.sin(t), math.cos(t), math.cos(a) * math.sin(t)])
-    rays = ((u + 0.5 - half) / f)[:, None] * right + ((v + 0.5 - half) / f)[:, None] * down + forward  # world directions
+    right, up, forward = cam.axes()
+    rays = ((u + 0.5 - half) / f)[:, None] * right - ((v + 0.5 - half) / f)[:, None] * up + forward  # world directions (image y is down)
     dy = np.minimum(rays[:, 1], -1e-6)  # floor pixels look down
     x = cam.x + (-cam.height / dy) * rays[:, 0]
     share = np.clip((x + scene.room_width / 2) / scene.room_width, 0.0, 1.0)

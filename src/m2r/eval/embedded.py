@@ -41,23 +41,26 @@ def prompt(item: EvalItem) -> str:
     return item.question  # already in the M2 layout (question, then lettered options)
 
 
-def score(item: EvalItem, response: str) -> dict[str, Any]:
-    sample = Sample.from_dict(item.meta["sample"])
-    text = response or ""
-    if sample.task.startswith("spatial/") and sample.answer_type == "number":
-        x = strict_number(answer_content(text))
-        s = mra(x, float(sample.answer.replace(",", ""))) if x is not None else 0.0  # "1,200" as the schema allows
-        return {"extracted": x, "correct": s == 1.0, "score": s}
-    if sample.answer_type not in ACCURACY:
-        raise ValueError(f"sample {sample.id}: answer_type {sample.answer_type!r} is not one of {sorted(ACCURACY)}")
-    return {"extracted": answer_content(text), "correct": ACCURACY[sample.answer_type](text, sample) == 1.0}
-
-
 def _number(text: str) -> float | None:
     try:
         return float(text.replace(",", ""))
     except ValueError:
         return None
+
+
+def score(item: EvalItem, response: str) -> dict[str, Any]:
+    sample = Sample.from_dict(item.meta["sample"])
+    text = response or ""
+    if sample.task.startswith("spatial/") and sample.answer_type == "number":
+        x = strict_number(answer_content(text))
+        gold = _number(sample.answer)  # "1,200" as the schema allows
+        if gold is None:
+            raise ValueError(f"sample {sample.id}: numeric answer {sample.answer!r} is not a number")
+        s = mra(x, gold) if x is not None else 0.0
+        return {"extracted": x, "correct": s == 1.0, "score": s}
+    if sample.answer_type not in ACCURACY:
+        raise ValueError(f"sample {sample.id}: answer_type {sample.answer_type!r} is not one of {sorted(ACCURACY)}")
+    return {"extracted": answer_content(text), "correct": ACCURACY[sample.answer_type](text, sample) == 1.0}
 
 
 def blind_baseline(items: list[EvalItem]) -> dict[str, float]:

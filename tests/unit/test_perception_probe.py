@@ -45,7 +45,7 @@ def test_answers_match_the_drawn_squares(lit):
 def test_lit_background_is_brighter_on_the_left():
     _, (img,) = probe.make_sample(random.Random(0), "colour", 112, True)
     grey = np.asarray(img)[:, :, 0]
-    assert grey[:, 2].max() > grey[:, -3].max() + 80
+    assert np.median(grey[:, 2]) > np.median(grey[:, -3]) + 80  # medians: the square may cross either column
 
 
 def test_probe_trains_and_reports(capsys, cache_dir):

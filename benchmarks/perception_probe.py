@@ -3,17 +3,20 @@ report the accuracy of its answer word on held-out images as it trains.
 
     python benchmarks/perception_probe.py --task colour --lr 2e-4 --steps 1500
     python benchmarks/perception_probe.py --task side --lit --lr 2e-4 --steps 2000
+    python benchmarks/perception_probe.py --task scene-colour --lr 5e-4 --steps 1000 --init-std 0.08
 
 Tasks (one square of side image/8 + 1 px on a plain grey image, or two for `relation`):
   colour    "What colour is the square?": find one small object among background tokens (no position needed)
   side      "Is the <c> square in the left or right half of the image?": where one object is
   relation  "Is the <a> square to the left or to the right of the <b> square?": bind two names to two
             objects and compare where they are (the embedded default's spatial/relation in miniature)
+  scene-colour, scene-shape  "What colour / shape is the object?" on a simulator scene (lit floor, walls,
+            grid) with one object: the embedded spatial tasks' images, reduced to one object
 `--lit` shades the background from light (left) to dark (right), so a patch's content says where it is.
 
 The reference trace is `<think>\\nIt is X.\\n</think>\\n<answer>\\n\\boxed{X}\\n</answer>`; the accuracy is that
 of the greedy token for the first X (teacher-forced), on `--eval` fixed images drawn with another seed.
-Chance is 1/6 for `colour` and 1/2 for the others. The model starts from what `model.*` builds (random weights for the tiny model). Training is plain AdamW on batches of `--batch` fresh
+Chance is 1/6 for `colour`, 1/8 for `scene-colour`, 1/3 for `scene-shape` and 1/2 for the others. The model starts from what `model.*` builds (random weights for the tiny model). Training is plain AdamW on batches of `--batch` fresh
 samples, through the SFT collator and the model factory the recipe uses (nothing here is a tiny-only path:
 `--model-config` takes any model group yaml, e.g. conf/model/tiny_qwen2_5_vl.yaml with its `tiny:` edited).
 """
@@ -34,6 +37,15 @@ def make_sample(rng: random.Random, task: str, size: int, lit: bool):
     from m2r.data.schema import Sample
 
     side = size // 8
+    if task.startswith("scene-"):
+        from m2r.data.scene import sample_scene
+
+        scene, img = sample_scene(rng, size, n_objects=(1, 1))
+        (obj,) = scene.objects
+        word = "colour" if task == "scene-colour" else "shape"
+        answer = obj.colour if word == "colour" else obj.shape
+        cot = f"<think>\nIt is {answer}.\n</think>\n<answer>\n\\boxed{{{answer}}}\n</answer>"
+        return Sample(id="probe", task="spatial/relation", question=f"What {word} is the object?", answer=answer, answer_type="text", images=["img0.png"], choices=[], cot=cot), [img]
     if task == "relation":
         a, b = rng.sample(list(COLOURS), 2)
         while True:
@@ -68,7 +80,7 @@ def make_sample(rng: random.Random, task: str, size: int, lit: bool):
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--task", default="colour", choices=["colour", "side", "relation"])
+    ap.add_argument("--task", default="colour", choices=["colour", "side", "relation", "scene-colour", "scene-shape"])
     ap.add_argument("--lit", action="store_true", help="background shaded left to right (a content cue for position)")
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--steps", type=int, default=1500)
@@ -79,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "m2r", help="where the tiny model's tokenizer is kept (paths.cache_dir)")
     ap.add_argument("--model-config", type=Path, default=None, help="a model group yaml (default: conf/model/tiny_qwen2_5_vl.yaml's defaults)")
+    ap.add_argument("--init-std", type=float, default=None, help="model.tiny.initializer_range (default: the model config's)")
     args = ap.parse_args(argv)
 
     import torch
@@ -86,12 +99,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from m2r.config import ModelConfig
     from m2r.data.collate import SFTCollator
+    from m2r.data.scene import PALETTE, SHAPES
     from m2r.model.load import build_model, load_processor
 
     torch.manual_seed(args.seed)
     cfg = OmegaConf.structured(ModelConfig())
     if args.model_config is not None:
         cfg = OmegaConf.merge(cfg, {k: v for k, v in OmegaConf.to_container(OmegaConf.load(args.model_config)).items() if k != "defaults"})
+    if args.init_std is not None:
+        cfg = OmegaConf.merge(cfg, {"tiny": {"initializer_range": args.init_std}})
     cfg = OmegaConf.to_object(cfg)
     processor = load_processor(cfg, str(args.cache_dir))
     model = build_model(cfg, processor)
@@ -99,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     rng, eval_rng = random.Random(args.seed), random.Random(10_000 + args.seed)
     held_out = collate([make_sample(eval_rng, args.task, args.size, args.lit) for _ in range(args.eval)])
-    answer_ids = sorted({processor.tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in [*COLOURS, "left", "right"]})
+    answer_ids = sorted({processor.tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in [*COLOURS, *PALETTE, *SHAPES, "left", "right"]})
 
     def accuracy() -> tuple[float, float]:
         model.eval()

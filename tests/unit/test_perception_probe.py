@@ -54,3 +54,31 @@ def test_probe_trains_and_reports(capsys, cache_dir):
     assert out[0].startswith("task relation") and [line.split()[1] for line in out[1:]] == ["0", "1", "2"]
     losses = [float(line.split()[4]) for line in out[1:]]
     assert losses[-1] < losses[0]  # two AdamW steps lower the held-out loss of a fresh model
+
+
+def test_scene_tasks_ask_about_the_one_object_drawn():
+    from m2r.data.scene import PALETTE, SHAPES, top_shade
+
+    rng = random.Random(5)
+    seen = {"scene-colour": set(), "scene-shape": set()}
+    for _ in range(40):
+        for task in seen:
+            sample, (img,) = probe.make_sample(rng, task, 112, False)
+            px = np.asarray(img).reshape(-1, 3)
+            present = [c for c, rgb in PALETTE.items() if ((px == rgb).all(-1) | (px == top_shade(rgb)).all(-1)).sum() >= 20]
+            if task == "scene-colour":
+                assert present == [sample.answer]  # one object, and it has the colour answered
+            else:
+                assert sample.answer in SHAPES and len(present) == 1
+            seen[task].add(sample.answer)
+    assert len(seen["scene-colour"]) >= 6 and seen["scene-shape"] == set(SHAPES)
+
+
+def test_probe_init_std_sets_the_model_init(capsys, cache_dir, monkeypatch):
+    import m2r.model.load as load
+
+    built = []
+    real = load.build_model
+    monkeypatch.setattr(load, "build_model", lambda cfg, proc: built.append(cfg.tiny.initializer_range) or real(cfg, proc))
+    assert probe.main(["--cache-dir", str(cache_dir), "--task", "scene-colour", "--steps", "1", "--eval", "2", "--batch", "2", "--init-std", "0.08"]) == 0
+    assert built == [0.08] and capsys.readouterr().out.startswith("task scene-colour")

@@ -166,6 +166,7 @@ def tiny_model_config(cfg: ModelConfig, tokenizer):
             "bos_token_id": tokenizer.pad_token_id,
             "eos_token_id": tokenizer.eos_token_id,
             "pad_token_id": tokenizer.pad_token_id,
+            "initializer_range": t.initializer_range,
         },
         vision_config={
             "depth": t.vision_depth,
@@ -178,7 +179,9 @@ def tiny_model_config(cfg: ModelConfig, tokenizer):
             "temporal_patch_size": 2,
             "window_size": 56,
             "fullatt_block_indexes": [t.vision_depth - 1],
+            "initializer_range": t.initializer_range,
         },
         tie_word_embeddings=True,
+        initializer_range=t.initializer_range,
         **special_token_ids(tokenizer),
     )

@@ -44,6 +44,17 @@ def test_tiny_model_forward_and_freezing(model_cfg, processor):
         build_model(ModelConfig(freeze_vision=True, freeze_projector=True, freeze_language=True), processor)
 
 
+@pytest.mark.parametrize("std", [0.02, 0.08])
+def test_tiny_init_scale_reaches_both_towers(processor, std):
+    # model.tiny.initializer_range sets the random init of the language model, the vision tower and
+    # the merger alike (HF reads a separate value from each sub-config: one left at 0.02 is a bug).
+    model = build_model(ModelConfig(tiny=TinyModelConfig(initializer_range=std)), processor)
+    weights = {n: p for n, p in model.named_parameters() if p.dim() >= 2}
+    for part in ["visual.patch_embed", "visual.blocks.0.attn.qkv", "visual.merger", "embed_tokens", "layers.0.self_attn.q_proj", "layers.0.mlp"]:
+        stds = [float(p.detach().std()) for n, p in weights.items() if part in n]
+        assert stds and all(abs(s - std) < 0.15 * std for s in stds), (part, stds)
+
+
 def test_lora_wraps_attention(processor):
     model = build_model(ModelConfig(lora=LoraConfig(enabled=True, r=4, alpha=8)), processor)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]

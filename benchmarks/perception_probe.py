@@ -10,13 +10,17 @@ Tasks (one square of side image/8 + 1 px on a plain grey image, or two for `rela
   side      "Is the <c> square in the left or right half of the image?": where one object is
   relation  "Is the <a> square to the left or to the right of the <b> square?": bind two names to two
             objects and compare where they are (the embedded default's spatial/relation in miniature)
+  relation-bins  the same, but the trace reads one square per line before answering ("The red square is in
+            column 3.", columns 1-4 of the image, the two squares in different columns): scored on the column digits
+  relation-px  the same with the reading in pixels ("The red square is centred near x = 96 px.", as the
+            embedded spatial/relation trace does): scored on the digits of both x values
   scene-colour, scene-shape  "What colour / shape is the object?" on a simulator scene (lit floor, walls,
             grid) with one object: the embedded spatial tasks' images, reduced to one object
 `--lit` shades the background from light (left) to dark (right), so a patch's content says where it is.
 
 The reference trace is `<think>\\nIt is X.\\n</think>\\n<answer>\\n\\boxed{X}\\n</answer>`; the accuracy is that
 of the greedy token for the first X (teacher-forced), on `--eval` fixed images drawn with another seed.
-Chance is 1/6 for `colour`, 1/8 for `scene-colour`, 1/3 for `scene-shape` and 1/2 for the others. The model starts from what `model.*` builds (random weights for the tiny model). Training is plain AdamW on batches of `--batch` fresh
+Chance is 1/6 for `colour`, 1/8 for `scene-colour`, 1/3 for `scene-shape`, 1/2 for `side` and `relation`; for the stepwise tasks the floor is what a model that does not look reaches (their logs show it before the jump). The model starts from what `model.*` builds (random weights for the tiny model). Training is plain AdamW on batches of `--batch` fresh
 samples, through the SFT collator and the model factory the recipe uses (nothing here is a tiny-only path:
 `--model-config` takes any model group yaml, e.g. conf/model/tiny_qwen2_5_vl.yaml with its `tiny:` edited).
 """
@@ -28,6 +32,7 @@ import random
 import time
 from pathlib import Path
 
+TASKS = ["colour", "side", "relation", "relation-bins", "relation-px", "scene-colour", "scene-shape"]
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (235, 210, 20), "purple": (140, 40, 170), "orange": (245, 130, 10)}
 
 
@@ -46,11 +51,12 @@ def make_sample(rng: random.Random, task: str, size: int, lit: bool):
         answer = obj.colour if word == "colour" else obj.shape
         cot = f"<think>\nIt is {answer}.\n</think>\n<answer>\n\\boxed{{{answer}}}\n</answer>"
         return Sample(id="probe", task="spatial/relation", question=f"What {word} is the object?", answer=answer, answer_type="text", images=["img0.png"], choices=[], cot=cot), [img]
-    if task == "relation":
+    column = lambda x: min(4, int((x + side / 2) * 4 // size) + 1)  # noqa: E731  (1-4, of the square's centre)
+    if task.startswith("relation"):
         a, b = rng.sample(list(COLOURS), 2)
         while True:
             (xa, ya), (xb, yb) = [(rng.randrange(0, size - side), rng.randrange(0, size - side)) for _ in range(2)]
-            if abs(xa - xb) > side:
+            if abs(xa - xb) > side and (task != "relation-bins" or column(xa) != column(xb)):
                 break
         squares = [(a, xa, ya), (b, xb, yb)]
         answer = "left" if xa < xb else "right"
@@ -64,7 +70,7 @@ def make_sample(rng: random.Random, task: str, size: int, lit: bool):
             answer = "left" if x + side / 2 < size / 2 else "right"
             question = f"Is the {c} square in the left or right half of the image?"
     else:
-        raise ValueError(f"unknown task {task!r}: colour | side | relation")
+        raise ValueError(f"unknown task {task!r}: {' | '.join(TASKS)}")
 
     img = Image.new("RGB", (size, size), (128, 128, 128))
     draw = ImageDraw.Draw(img)
@@ -74,13 +80,18 @@ def make_sample(rng: random.Random, task: str, size: int, lit: bool):
             draw.line([(x, 0), (x, size)], fill=(v, v, v))
     for colour, x, y in squares:
         draw.rectangle([x, y, x + side, y + side], fill=COLOURS[colour])
-    cot = f"<think>\nIt is {answer}.\n</think>\n<answer>\n\\boxed{{{answer}}}\n</answer>"
+    think = f"It is {answer}."
+    if task == "relation-bins":
+        think = f"The {a} square is in column {column(xa)}.\nThe {b} square is in column {column(xb)}."
+    elif task == "relation-px":
+        think = f"The {a} square is centred near x = {xa + side // 2} px.\nThe {b} square is centred near x = {xb + side // 2} px."
+    cot = f"<think>\n{think}\n</think>\n<answer>\n\\boxed{{{answer}}}\n</answer>"
     return Sample(id="probe", task="spatial/relation", question=question, answer=answer, answer_type="text", images=["img0.png"], choices=[], cot=cot), [img]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--task", default="colour", choices=["colour", "side", "relation", "scene-colour", "scene-shape"])
+    ap.add_argument("--task", default="colour", choices=TASKS)
     ap.add_argument("--lit", action="store_true", help="background shaded left to right (a content cue for position)")
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--steps", type=int, default=1500)
@@ -115,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     rng, eval_rng = random.Random(args.seed), random.Random(10_000 + args.seed)
     held_out = collate([make_sample(eval_rng, args.task, args.size, args.lit) for _ in range(args.eval)])
-    answer_ids = sorted({processor.tokenizer(" " + w, add_special_tokens=False)["input_ids"][0] for w in [*COLOURS, *PALETTE, *SHAPES, "left", "right"]})
+    # The scored tokens: the first answer word, or for the stepwise relation tasks every digit of the readings
+    # (the final left/right is then a comparison of digits already in the teacher-forced context, not a look).
+    stepwise = args.task in ("relation-bins", "relation-px")
+    words = list("0123456789") if stepwise else [*COLOURS, *PALETTE, *SHAPES, "left", "right"]
+    answer_ids = sorted({processor.tokenizer(" " + w, add_special_tokens=False)["input_ids"][-1 if stepwise else 0] for w in words})
 
     def accuracy() -> tuple[float, float]:
         model.eval()
@@ -124,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         model.train()
         labels, pred = held_out["labels"][:, 1:], out.logits[:, :-1].argmax(-1)
         is_answer = torch.isin(labels, torch.tensor(answer_ids))
-        first = is_answer & (is_answer.cumsum(1) == 1)
+        first = is_answer if stepwise else is_answer & (is_answer.cumsum(1) == 1)
         return float(((pred == labels) & first).sum() / first.sum().clamp(min=1)), float(out.loss)
 
     print(f"task {args.task}{' (lit)' if args.lit else ''}, lr {args.lr}, {args.steps} steps of {args.batch}, {args.size} px", flush=True)

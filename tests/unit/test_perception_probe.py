@@ -82,3 +82,30 @@ def test_probe_init_std_sets_the_model_init(capsys, cache_dir, monkeypatch):
     monkeypatch.setattr(load, "build_model", lambda cfg, proc: built.append(cfg.tiny.initializer_range) or real(cfg, proc))
     assert probe.main(["--cache-dir", str(cache_dir), "--task", "scene-colour", "--steps", "1", "--eval", "2", "--batch", "2", "--init-std", "0.08"]) == 0
     assert built == [0.08] and capsys.readouterr().out.startswith("task scene-colour")
+
+
+@pytest.mark.parametrize("task", ["relation-bins", "relation-px"])
+def test_stepwise_readings_match_the_drawn_squares(task):
+    import re
+
+    rng = random.Random(7)
+    for _ in range(40):
+        sample, (img,) = probe.make_sample(rng, task, 112, True)
+        lines = re.findall(r"The (\w+) square is (?:in column|centred near x =) (\d+)", sample.cot)
+        assert [c for c, _ in lines] == [sample.question.split()[2], sample.question.split()[-2]]
+        for colour, value in lines:
+            centre = _columns(img, colour).mean()
+            if task == "relation-px":
+                assert abs(int(value) - centre) <= 1
+            else:
+                assert int(value) == min(4, int(centre * 4 // 112) + 1)
+        if task == "relation-bins":
+            assert lines[0][1] != lines[1][1]  # the two squares sit in different columns
+        a, b = (int(v) for _, v in lines)
+        assert (a < b) == (sample.answer == "left")
+
+
+def test_stepwise_probe_scores_the_digits(capsys, cache_dir):
+    assert probe.main(["--cache-dir", str(cache_dir), "--task", "relation-px", "--lit", "--steps", "1", "--every", "1", "--eval", "4", "--batch", "2"]) == 0
+    accs = [float(line.split()[7]) for line in capsys.readouterr().out.splitlines()[1:]]
+    assert len(accs) == 2 and all(0.0 <= a <= 1.0 for a in accs)

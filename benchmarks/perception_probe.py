@@ -3,9 +3,10 @@ report the accuracy of its answer word on held-out images as it trains.
 
     python benchmarks/perception_probe.py --task colour --lr 2e-4 --steps 1500
     python benchmarks/perception_probe.py --task side --lit --lr 2e-4 --steps 2000
-    python benchmarks/perception_probe.py --task scene-colour --lr 5e-4 --steps 1000 --init-std 0.08
+    python benchmarks/perception_probe.py --task scene-colour --size 168 --lr 5e-4 --steps 1000 --init-std 0.02
 
-Tasks (one square of side image/8 + 1 px on a plain grey image, or two for `relation`):
+Tasks (one square of side image/8 + 1 px on a plain grey image, two for the relation tasks; the scene tasks draw a
+simulator scene instead):
   colour    "What colour is the square?": find one small object among background tokens (no position needed)
   side      "Is the <c> square in the left or right half of the image?": where one object is
   relation  "Is the <a> square to the left or to the right of the <b> square?": bind two names to two
@@ -18,8 +19,9 @@ Tasks (one square of side image/8 + 1 px on a plain grey image, or two for `rela
             grid) with one object: the embedded spatial tasks' images, reduced to one object
 `--lit` shades the background from light (left) to dark (right), so a patch's content says where it is.
 
-The reference trace is `<think>\\nIt is X.\\n</think>\\n<answer>\\n\\boxed{X}\\n</answer>`; the accuracy is that
-of the greedy token for the first X (teacher-forced), on `--eval` fixed images drawn with another seed.
+The reference trace is `<think>\\nIt is X.\\n</think>\\n<answer>\\n\\boxed{X}\\n</answer>` (the stepwise tasks put their two
+readings in the `<think>`); the accuracy is that of the greedy token for the first X (for the stepwise tasks: every digit
+of the readings), teacher-forced, on `--eval` fixed images drawn with another seed.
 Chance is 1/6 for `colour`, 1/8 for `scene-colour`, 1/3 for `scene-shape`, 1/2 for `side` and `relation`; for the stepwise tasks the floor is what a model that does not look reaches (their logs show it before the jump). The model starts from what `model.*` builds (random weights for the tiny model). Training is plain AdamW on batches of `--batch` fresh
 samples, through the SFT collator and the model factory the recipe uses (nothing here is a tiny-only path:
 `--model-config` takes any model group yaml, e.g. conf/model/tiny_qwen2_5_vl.yaml with its `tiny:` edited).
@@ -89,6 +91,27 @@ def make_sample(rng: random.Random, task: str, size: int, lit: bool):
     return Sample(id="probe", task="spatial/relation", question=question, answer=answer, answer_type="text", images=["img0.png"], choices=[], cot=cot), [img]
 
 
+STEPWISE = ("relation-bins", "relation-px")
+
+
+def scored_ids(tokenizer, task: str) -> list[int]:
+    """The token ids scored: the answer words' first tokens, or for the stepwise relation tasks the digits of the
+    readings (their final left/right compares digits already in the teacher-forced context: no look needed)."""
+    from m2r.data.scene import PALETTE, SHAPES
+
+    stepwise = task in STEPWISE
+    words = list("0123456789") if stepwise else [*COLOURS, *PALETTE, *SHAPES, "left", "right"]
+    return sorted({tokenizer(" " + w, add_special_tokens=False)["input_ids"][-1 if stepwise else 0] for w in words})
+
+
+def scored(labels, ids: list[int], task: str):
+    """Mask of the scored label positions: every scored token (stepwise tasks) or the first per row."""
+    import torch
+
+    hit = torch.isin(labels, torch.tensor(ids))
+    return hit if task in STEPWISE else hit & (hit.cumsum(1) == 1)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", default="colour", choices=TASKS)
@@ -104,13 +127,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model-config", type=Path, default=None, help="a model group yaml (default: conf/model/tiny_qwen2_5_vl.yaml's defaults)")
     ap.add_argument("--init-std", type=float, default=None, help="model.tiny.initializer_range (default: the model config's)")
     args = ap.parse_args(argv)
+    if args.lit and args.task.startswith("scene-"):
+        ap.error("--lit shades the grey background of the square tasks; the scene tasks' floor is always lit from the left wall")
 
     import torch
     from omegaconf import OmegaConf
 
     from m2r.config import ModelConfig
     from m2r.data.collate import SFTCollator
-    from m2r.data.scene import PALETTE, SHAPES
     from m2r.model.load import build_model, load_processor
 
     torch.manual_seed(args.seed)
@@ -126,11 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     rng, eval_rng = random.Random(args.seed), random.Random(10_000 + args.seed)
     held_out = collate([make_sample(eval_rng, args.task, args.size, args.lit) for _ in range(args.eval)])
-    # The scored tokens: the first answer word, or for the stepwise relation tasks every digit of the readings
-    # (the final left/right is then a comparison of digits already in the teacher-forced context, not a look).
-    stepwise = args.task in ("relation-bins", "relation-px")
-    words = list("0123456789") if stepwise else [*COLOURS, *PALETTE, *SHAPES, "left", "right"]
-    answer_ids = sorted({processor.tokenizer(" " + w, add_special_tokens=False)["input_ids"][-1 if stepwise else 0] for w in words})
+    answer_ids = scored_ids(processor.tokenizer, args.task)
 
     def accuracy() -> tuple[float, float]:
         model.eval()
@@ -138,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             out = model(**held_out)
         model.train()
         labels, pred = held_out["labels"][:, 1:], out.logits[:, :-1].argmax(-1)
-        is_answer = torch.isin(labels, torch.tensor(answer_ids))
-        first = is_answer if stepwise else is_answer & (is_answer.cumsum(1) == 1)
+        first = scored(labels, answer_ids, args.task)
         return float(((pred == labels) & first).sum() / first.sum().clamp(min=1)), float(out.loss)
 
     print(f"task {args.task}{' (lit)' if args.lit else ''}, lr {args.lr}, {args.steps} steps of {args.batch}, {args.size} px", flush=True)

@@ -106,6 +106,9 @@ def step_key(cfg: DictConfig, step: str) -> tuple[str, dict[str, Any]]:
             node, _, leaf = skip.rpartition(".")
             if skip.startswith(k + ".") and isinstance(inner := _dig(parts[k], node[len(k) + 1:]), dict):
                 inner.pop(leaf, None)
+    model = parts.get("model")
+    if isinstance(model, dict) and model.get("source") != "tiny" and isinstance(model.get("tiny"), dict):
+        model["tiny"].pop("initializer_range", None)  # only the tiny model's random init reads it: other models' keys stay as they were
     if "trainer.devices" in parts:
         parts["trainer.devices"] = device_count(parts["trainer.devices"])
     if parts.get("trainer.gradient_clip_val") == 0:

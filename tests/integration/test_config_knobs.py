@@ -39,6 +39,7 @@ from m2r.checks import ConfigError, check_config
     ("trainer.val_check_interval=0", "trainer.val_check_interval"),
     ("trainer.limit_val_batches=-1", "trainer.limit_val_batches"),
     ("trainer.devices=0", "trainer.devices"),
+    ("model.tiny.initializer_range=0", "model.tiny.initializer_range"),
     ("quality.weights.structural=-5", "quality.weights.structural"),
     ("algo.aggregation=bogus", "algo.aggregation"),
     ("curriculum.end_policy=bogus", "curriculum.end_policy"),

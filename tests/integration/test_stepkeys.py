@@ -38,6 +38,16 @@ def test_memory_and_log_knobs_keep_the_output_quality_switch_does_not(tmp_path):
     assert stepkeys.step_key(compose(["quality.enabled=false"], tmp_path, tmp_path), "sft")[0] != sft  # trains on other traces
 
 
+def test_tiny_init_scale_keys_only_the_tiny_model(tmp_path):
+    def key(*over):
+        return stepkeys.step_key(compose(list(over), tmp_path, tmp_path), "sft")[0]
+
+    assert key("model.tiny.initializer_range=0.02") != key()  # the tiny model's weights depend on it
+    real = ["model=qwen2_5_vl_3b_random"]
+    assert key(*real, "model.tiny.initializer_range=0.02") == key(*real)  # a 3B of random weights does not: its steps are kept
+    assert "initializer_range" not in stepkeys.step_key(compose(real, tmp_path, tmp_path), "sft")[1]["model"]["tiny"]
+
+
 def test_sft_refuses_filtered_traces_made_with_other_quality_settings(tmp_path):
     """stage=sft does not run the filter: the quality/ output it would train on must be the one its settings make."""
     import pytest

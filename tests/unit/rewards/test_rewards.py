@@ -117,8 +117,9 @@ def test_rewards_are_total_and_bounded(name):
 def test_expression_timeout_works_off_the_main_thread():
     from m2r.rewards.functions import verify_pool
 
-    out = {}
-    timeouts = verify_pool(2).timeouts
+    pool = verify_pool(2)
+    assert pool.verify([("\\frac{17}{3}", "17/3")], timeout_s=60) == [True]  # the workers are up before the clock starts
+    out, timeouts = {}, pool.timeouts
 
     def worker():
         t0 = time.perf_counter()
@@ -128,12 +129,15 @@ def test_expression_timeout_works_off_the_main_thread():
         out["v"] = expression_reward(R("(y+1)^{99}(y-1)^{99}(z+2)^{99}"), S("(x+1)^{99}", "expression"), timeout_s=1.0)
         out["t"] = time.perf_counter() - t0
 
-    th = threading.Thread(target=worker)
+    th = threading.Thread(target=worker, daemon=True)
     th.start()
     th.join(60)
-    assert out["v"] == 0.0 and verify_pool(2).timeouts == timeouts + 1  # it ran out of time, not to a verdict
-    assert 0.9 < out["t"] < 15  # the 1 s budget was really spent, then the worker was killed
-    assert expression_reward(R("0.5"), S("\\frac{1}{2}", "expression")) == 1.0  # and a fresh worker serves the next call
+    assert not th.is_alive(), "the 1 s budget did not stop the check"
+    assert out["v"] == 0.0 and pool.timeouts == timeouts + 1  # it ran out of time, not to a verdict
+    assert 0.9 < out["t"] < 15  # the budget was really spent, then the worker was killed (a fresh one starts in the background)
+    sent = pool.sent
+    assert expression_reward(R("0.25"), S("\\frac{1}{4}", "expression")) == 1.0  # a pair no other test checks: not from the cache
+    assert pool.sent == sent + 1  # a worker served it
 
 
 def test_router_m2_and_binary(tmp_path):

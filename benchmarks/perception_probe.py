@@ -17,11 +17,13 @@ simulator scene instead):
             embedded spatial/relation trace does): scored on the digits of both x values
   scene-colour, scene-shape  "What colour / shape is the object?" on a simulator scene (lit floor, walls,
             grid) with one object: the embedded spatial tasks' images, reduced to one object
+  scene-locate  "Where is the <c> object?" on a scene of 2-5 objects (the named colour unique), read as "The <c>
+            object is in column C, row R." (quarters of the image): scored on C and R, like relation-bins
 `--lit` shades the background from light (left) to dark (right), so a patch's content says where it is.
 
 The reference trace is `<think>\\nIt is X.\\n</think>\\n<answer>\\n\\boxed{X}\\n</answer>` (the stepwise tasks put their two
 readings in the `<think>`); the accuracy is that of the greedy token for the first X (for the stepwise tasks: every digit
-of the readings), teacher-forced, on `--eval` fixed images drawn with another seed.
+of the readings, for scene-locate its column and row), teacher-forced, on `--eval` fixed images drawn with another seed.
 Chance is 1/6 for `colour`, 1/8 for `scene-colour`, 1/3 for `scene-shape`, 1/2 for `side` and `relation`; for the stepwise tasks the floor is what a model that does not look reaches (their logs show it before the jump). The model starts from what `model.*` builds (random weights for the tiny model). Training is plain AdamW on batches of `--batch` fresh
 samples, through the SFT collator and the model factory the recipe uses (nothing here is a tiny-only path:
 `--model-config` takes any model group yaml, e.g. conf/model/tiny_qwen2_5_vl.yaml with its `tiny:` edited).
@@ -34,7 +36,7 @@ import random
 import time
 from pathlib import Path
 
-TASKS = ["colour", "side", "relation", "relation-bins", "relation-px", "scene-colour", "scene-shape"]
+TASKS = ["colour", "side", "relation", "relation-bins", "relation-px", "scene-colour", "scene-shape", "scene-locate"]
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (235, 210, 20), "purple": (140, 40, 170), "orange": (245, 130, 10)}
 
 
@@ -44,6 +46,15 @@ def make_sample(rng: random.Random, task: str, size: int, lit: bool):
     from m2r.data.schema import Sample
 
     side = size // 8
+    if task == "scene-locate":
+        from m2r.data.scene import sample_scene
+
+        scene, img = sample_scene(rng, size, n_objects=(2, 5))
+        obj = rng.choice([o for o in scene.objects if sum(p.colour == o.colour for p in scene.objects) == 1] or scene.objects[:1])
+        u, v = scene.camera.project(obj.centre[None])[0]
+        col, row = (min(4, max(1, int(t * 4 // size) + 1)) for t in (u, v))
+        cot = f"<think>\nThe {obj.colour} object is in column {col}, row {row}.\n</think>\n<answer>\n\\boxed{{{col},{row}}}\n</answer>"
+        return Sample(id="probe", task="spatial/relation", question=f"Where is the {obj.colour} object?", answer=f"{col},{row}", answer_type="text", images=["img0.png"], choices=[], cot=cot), [img]
     if task.startswith("scene-"):
         from m2r.data.scene import sample_scene
 
@@ -91,7 +102,7 @@ def make_sample(rng: random.Random, task: str, size: int, lit: bool):
     return Sample(id="probe", task="spatial/relation", question=question, answer=answer, answer_type="text", images=["img0.png"], choices=[], cot=cot), [img]
 
 
-STEPWISE = ("relation-bins", "relation-px")
+STEPWISE = ("relation-bins", "relation-px", "scene-locate")
 
 
 def scored_ids(tokenizer, task: str) -> list[int]:
@@ -100,7 +111,7 @@ def scored_ids(tokenizer, task: str) -> list[int]:
     from m2r.data.scene import PALETTE, SHAPES
 
     stepwise = task in STEPWISE
-    words = list("0123456789") if stepwise else [*COLOURS, *PALETTE, *SHAPES, "left", "right"]
+    words = list("1234") if task == "scene-locate" else list("0123456789") if stepwise else [*COLOURS, *PALETTE, *SHAPES, "left", "right"]
     return sorted({tokenizer(" " + w, add_special_tokens=False)["input_ids"][-1 if stepwise else 0] for w in words})
 
 
@@ -109,6 +120,8 @@ def scored(labels, ids: list[int], task: str):
     import torch
 
     hit = torch.isin(labels, torch.tensor(ids))
+    if task == "scene-locate":
+        return hit & (hit.cumsum(1) <= 2)  # the reading's column and row, not their copy in \\boxed{}
     return hit if task in STEPWISE else hit & (hit.cumsum(1) == 1)
 
 

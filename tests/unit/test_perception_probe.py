@@ -120,3 +120,25 @@ def test_stepwise_probe_scores_every_digit_of_the_readings(processor):
 def test_lit_scene_task_is_refused(cache_dir):
     with pytest.raises(SystemExit):
         probe.main(["--cache-dir", str(cache_dir), "--task", "scene-colour", "--lit", "--steps", "1"])
+
+
+def test_scene_locate_reads_the_named_objects_quarter(processor):
+    import re
+
+    from m2r.data.collate import SFTCollator
+    from m2r.data.scene import PALETTE, top_shade
+
+    rng, agree, items = random.Random(11), 0, []
+    for _ in range(30):
+        sample, (img,) = probe.make_sample(rng, "scene-locate", 168, False)
+        items.append((sample, [img]))
+        colour = sample.question.split()[3]
+        col, row = (int(x) for x in re.search(r"column (\d), row (\d)", sample.cot).groups())
+        px = np.asarray(img)
+        ys, xs = np.nonzero((px == PALETTE[colour]).all(-1) | (px == top_shade(PALETTE[colour])).all(-1))
+        assert len(xs) >= 20 and sample.answer == f"{col},{row}"
+        agree += (int(xs.mean() * 4 // 168) + 1, int(ys.mean() * 4 // 168) + 1) == (col, row)
+    assert agree >= 24  # the visible pixels' centre and the projected centre fall in the same quarter (not always: occlusion, tall objects)
+    labels = SFTCollator(processor, 512)(items[:4])["labels"][:, 1:]
+    mask = probe.scored(labels, probe.scored_ids(processor.tokenizer, "scene-locate"), "scene-locate")
+    assert mask.sum(1).tolist() == [2] * 4  # the column and the row, not their copy in \boxed{}

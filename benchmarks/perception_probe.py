@@ -46,24 +46,21 @@ def make_sample(rng: random.Random, task: str, size: int, lit: bool):
     from m2r.data.schema import Sample
 
     side = size // 8
-    if task == "scene-locate":
-        from m2r.data.scene import sample_scene
+    def sample(question: str, answer: str, think: str, img):
+        cot = f"<think>\n{think}\n</think>\n<answer>\n\\boxed{{{answer}}}\n</answer>"
+        return Sample(id="probe", task="spatial/relation", question=question, answer=answer, answer_type="text", images=["img0.png"], choices=[], cot=cot), [img]
 
-        scene, img = sample_scene(rng, size, n_objects=(2, 5))
-        obj = rng.choice([o for o in scene.objects if sum(p.colour == o.colour for p in scene.objects) == 1] or scene.objects[:1])
-        u, v = scene.camera.project(obj.centre[None])[0]
-        col, row = (min(4, max(1, int(t * 4 // size) + 1)) for t in (u, v))
-        cot = f"<think>\nThe {obj.colour} object is in column {col}, row {row}.\n</think>\n<answer>\n\\boxed{{{col},{row}}}\n</answer>"
-        return Sample(id="probe", task="spatial/relation", question=f"Where is the {obj.colour} object?", answer=f"{col},{row}", answer_type="text", images=["img0.png"], choices=[], cot=cot), [img]
     if task.startswith("scene-"):
         from m2r.data.scene import sample_scene
+        from m2r.data.tasks import _pixel
 
-        scene, img = sample_scene(rng, size, n_objects=(1, 1))
-        (obj,) = scene.objects
-        word = "colour" if task == "scene-colour" else "shape"
-        answer = obj.colour if word == "colour" else obj.shape
-        cot = f"<think>\nIt is {answer}.\n</think>\n<answer>\n\\boxed{{{answer}}}\n</answer>"
-        return Sample(id="probe", task="spatial/relation", question=f"What {word} is the object?", answer=answer, answer_type="text", images=["img0.png"], choices=[], cot=cot), [img]
+        scene, img = sample_scene(rng, size, n_objects=(2, 5) if task == "scene-locate" else (1, 1))
+        if task == "scene-locate":
+            obj = rng.choice([o for o in scene.objects if sum(p.colour == o.colour for p in scene.objects) == 1] or scene.objects[:1])
+            col, row = (min(4, max(1, int(t * 4 // size) + 1)) for t in _pixel(scene, obj))
+            return sample(f"Where is the {obj.colour} object?", f"{col},{row}", f"The {obj.colour} object is in column {col}, row {row}.", img)
+        answer = scene.objects[0].colour if task == "scene-colour" else scene.objects[0].shape
+        return sample(f"What {task.removeprefix('scene-')} is the object?", answer, f"It is {answer}.", img)
     column = lambda x: min(4, int((x + side / 2) * 4 // size) + 1)  # noqa: E731  (1-4, of the square's centre)
     if task.startswith("relation"):
         a, b = rng.sample(list(COLOURS), 2)
@@ -98,8 +95,7 @@ def make_sample(rng: random.Random, task: str, size: int, lit: bool):
         think = f"The {a} square is in column {column(xa)}.\nThe {b} square is in column {column(xb)}."
     elif task == "relation-px":
         think = f"The {a} square is centred near x = {xa + side // 2} px.\nThe {b} square is centred near x = {xb + side // 2} px."
-    cot = f"<think>\n{think}\n</think>\n<answer>\n\\boxed{{{answer}}}\n</answer>"
-    return Sample(id="probe", task="spatial/relation", question=question, answer=answer, answer_type="text", images=["img0.png"], choices=[], cot=cot), [img]
+    return sample(question, answer, think, img)
 
 
 STEPWISE = ("relation-bins", "relation-px", "scene-locate")

@@ -76,8 +76,8 @@ RULES: dict[str, tuple[str, str | None, str | None, bool]] = {
     "data.shuffle_buffer": ("int", "1", None, False),
     "data.max_length": ("int", "16", None, False),
     "model.min_pixels": ("int", "784", None, False),
-    "model.tiny.initializer_range": ("float", "(0", None, False),  # 0 would silently become HF's 0.02
     "model.max_pixels": ("int", "784", None, False),
+    "model.tiny.initializer_range": ("float", "(0", None, False),  # 0 would silently become HF's 0.02
     "model.lora.r": ("int", "1", None, False),
     "model.lora.alpha": ("float", "(0", None, False),
     "model.lora.dropout": ("float", "0", "(1", False),

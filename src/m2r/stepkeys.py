@@ -107,8 +107,11 @@ def step_key(cfg: DictConfig, step: str) -> tuple[str, dict[str, Any]]:
             if skip.startswith(k + ".") and isinstance(inner := _dig(parts[k], node[len(k) + 1:]), dict):
                 inner.pop(leaf, None)
     model = parts.get("model")
-    if isinstance(model, dict) and model.get("source") != "tiny" and isinstance(model.get("tiny"), dict):
-        model["tiny"].pop("initializer_range", None)  # only the tiny model's random init reads it: other models' keys stay as they were
+    tiny = model.get("tiny") if isinstance(model, dict) else None
+    if isinstance(tiny, dict) and (model.get("source") != "tiny" or tiny.get("initializer_range") == 0.02):
+        # Only the tiny model's random init reads it, and 0.02 is what every run before the field had: keys that
+        # cannot differ in their weights stay as they were, so existing outputs are kept.
+        tiny.pop("initializer_range", None)
     if "trainer.devices" in parts:
         parts["trainer.devices"] = device_count(parts["trainer.devices"])
     if parts.get("trainer.gradient_clip_val") == 0:

@@ -8,6 +8,7 @@ repeated G times, so rows [b*G, (b+1)*G) are prompt b's group. A response ends a
 
 from __future__ import annotations
 
+import inspect
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -295,8 +296,9 @@ def _prefill(model: torch.nn.Module, once: dict[str, torch.Tensor], G: int, stat
             m.rope_deltas = None
         return None
     cache.batch_repeat_interleave(G)
+    continued = _continuation_deltas(model, once)
     for m in holders:
-        deltas = getattr(m, "rope_deltas", None)
+        deltas = continued if continued is not None else getattr(m, "rope_deltas", None)
         if isinstance(deltas, torch.Tensor) and deltas.shape[0] == once["input_ids"].shape[0]:
             m.rope_deltas = deltas.repeat_interleave(G, dim=0)
     if static_len is None:
@@ -306,6 +308,29 @@ def _prefill(model: torch.nn.Module, once: dict[str, torch.Tensor], G: int, stat
     for i, layer in enumerate(cache.layers):
         static.update(layer.keys, layer.values, i, {"cache_position": torch.arange(n, device=layer.keys.device)})
     return static
+
+
+def _continuation_deltas(model: torch.nn.Module, once: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """Per prompt row [B, 1]: the rotary position of its last token minus that token's index among the row's real
+    tokens, so `generate` (position = real index + delta) puts the last prompt token where a forward of the whole
+    prompt puts it, and the completion right after it, as the scoring forward (`token_logps`) does. None for models
+    without 3D positions or prompts without images or videos.
+
+    The delta a prefill leaves is the prompt's largest position + 1 - its length. That is the same thing unless a
+    video's temporal positions (t x tokens_per_second x seconds per temporal patch) run past the text after it, as
+    transformers 5's `get_rope_index` allows: then a prefill of all but the last token starts decoding a few positions
+    too far (measured: 95 and 94 where the whole prompt's forward has 93)."""
+    if "image_grid_thw" not in once and "video_grid_thw" not in once:
+        return None
+    rope = next((m for m in model.modules() if hasattr(m, "get_rope_index") and hasattr(m, "rope_deltas")), None)
+    if rope is None:
+        return None
+    mask = once["attention_mask"]
+    if not bool(mask[:, -1].all()):
+        raise ValueError("the shared prefill needs left-padded prompts (every row's last token real)")
+    takes = inspect.signature(rope.get_rope_index).parameters
+    positions, _ = rope.get_rope_index(**{k: v for k, v in once.items() if k in takes})  # [3, B, L]
+    return (positions[:, :, -1].amax(dim=0) + 1 - mask.long().sum(dim=1)).unsqueeze(1)
 
 
 # Processor outputs that are per image or per video, not per row: (pixels [patches, D], grids [n, 3], other per-item keys).

@@ -121,6 +121,37 @@ def test_sft_mixed_batch_equals_each_sample_alone_and_trains(processor, mixed, m
     model.eval()
 
 
+@pytest.fixture(scope="module")
+def sharp_model(processor):
+    """The tiny model at init std 0.08: logits far enough apart that greedy tokens are not decided by rounding."""
+    cfg = ModelConfig()
+    cfg.tiny.initializer_range = 0.08
+    return build_model(cfg, processor).eval()
+
+
+@pytest.mark.parametrize("mode", ["shared", "full", "static"])
+def test_greedy_rollouts_are_the_scoring_forwards_argmax(processor, mixed, sharp_model, mode):
+    """Each greedily decoded token is the argmax of a forward over prompt + completion (the positions `token_logps`
+    scores with), whether the prompt is prefilled once per group, per row, or into a static cache. The image+video
+    prompt has a video whose temporal positions run past the text after it, the case where a prefill's own rotary
+    offset would start decoding two positions too far (it did: another first token)."""
+    both = prompt_inputs(processor, [mixed[2]], 1)
+    rope = sharp_model.model
+    pos, _ = rope.get_rope_index(**{k: v for k, v in both.items() if k in ("input_ids", "mm_token_type_ids", "image_grid_thw", "video_grid_thw", "second_per_grid_ts", "attention_mask")})
+    assert int(pos.max()) > int(pos[:, 0, -1].max())  # the case is exercised
+    kw = {"shared": {}, "full": {"share_prefill": False}, "static": {"cache": "static"}}[mode]
+    ro = generate_rollouts(sharp_model, processor, mixed, 2, 4, temperature=1e-4, seed=0, **kw)
+    inputs, comp = ro.prompt_inputs, ro.completion_ids
+    ids = torch.cat([inputs["input_ids"], comp], 1)
+    full = dict(inputs, input_ids=ids, attention_mask=torch.cat([inputs["attention_mask"], torch.ones_like(comp)], 1))
+    full["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(comp)], 1)
+    with torch.no_grad():
+        argmax = sharp_model(**full).logits[:, inputs["input_ids"].shape[1] - 1 : -1].argmax(-1)
+    valid = ro.completion_mask.bool()
+    assert valid[:, 0].all()
+    assert torch.equal(argmax[valid], comp[valid]), (mode, comp.tolist(), argmax.tolist())
+
+
 def test_preflight_names_frames_and_video_pixels(processor, mixed):
     from m2r.data.collate import SequenceTooLongError
 

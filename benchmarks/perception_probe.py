@@ -40,7 +40,7 @@ TASKS = ["colour", "side", "relation", "relation-bins", "relation-px", "scene-co
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (235, 210, 20), "purple": (140, 40, 170), "orange": (245, 130, 10)}
 
 
-def make_sample(rng: random.Random, task: str, size: int, lit: bool):
+def make_sample(rng: random.Random, task: str, size: int, lit: bool, objects: tuple[int, int] = (2, 5), column_only: bool = False, ramp: float = 0.0):
     from PIL import Image, ImageDraw
 
     from m2r.data.schema import Sample
@@ -54,10 +54,14 @@ def make_sample(rng: random.Random, task: str, size: int, lit: bool):
         from m2r.data.scene import sample_scene
         from m2r.data.tasks import _pixel
 
-        scene, img = sample_scene(rng, size, n_objects=(2, 5) if task == "scene-locate" else (1, 1))
+        scene, img = sample_scene(rng, size, n_objects=objects if task == "scene-locate" else (1, 1))
+        if ramp:
+            img = ramped(img, ramp)
         if task == "scene-locate":
             obj = rng.choice([o for o in scene.objects if sum(p.colour == o.colour for p in scene.objects) == 1] or scene.objects[:1])
             col, row = (min(4, max(1, int(t * 4 // size) + 1)) for t in _pixel(scene, obj))
+            if column_only:
+                return sample(f"In which column is the {obj.colour} object?", str(col), f"The {obj.colour} object is in column {col}.", img)
             return sample(f"Where is the {obj.colour} object?", f"{col},{row}", f"The {obj.colour} object is in column {col}, row {row}.", img)
         answer = scene.objects[0].colour if task == "scene-colour" else scene.objects[0].shape
         return sample(f"What {task.removeprefix('scene-')} is the object?", answer, f"It is {answer}.", img)
@@ -98,6 +102,17 @@ def make_sample(rng: random.Random, task: str, size: int, lit: bool):
     return sample(question, answer, think, img)
 
 
+def ramped(img, strength: float):
+    """The whole image (objects included) darkened linearly from left (x1) to right (x 1 - strength): a cue of the
+    image column in every patch's content, unlike the scenes' lit floor, which follows the room's x."""
+    import numpy as np
+    from PIL import Image
+
+    px = np.asarray(img).astype(np.float32)
+    gain = 1.0 - strength * (np.arange(px.shape[1]) + 0.5) / px.shape[1]
+    return Image.fromarray(np.rint(px * gain[None, :, None]).clip(0, 255).astype(np.uint8))
+
+
 STEPWISE = ("relation-bins", "relation-px", "scene-locate")
 
 
@@ -111,13 +126,13 @@ def scored_ids(tokenizer, task: str) -> list[int]:
     return sorted({tokenizer(" " + w, add_special_tokens=False)["input_ids"][-1 if stepwise else 0] for w in words})
 
 
-def scored(labels, ids: list[int], task: str):
+def scored(labels, ids: list[int], task: str, column_only: bool = False):
     """Mask of the scored label positions: every scored token (stepwise tasks) or the first per row."""
     import torch
 
     hit = torch.isin(labels, torch.tensor(ids))
     if task == "scene-locate":
-        return hit & (hit.cumsum(1) <= 2)  # the reading's column and row, not their copy in \\boxed{}
+        return hit & (hit.cumsum(1) <= (1 if column_only else 2))  # the reading's column (and row), not their copy in \\boxed{}
     return hit if task in STEPWISE else hit & (hit.cumsum(1) == 1)
 
 
@@ -135,7 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "m2r", help="where the tiny model's tokenizer is kept (paths.cache_dir)")
     ap.add_argument("--model-config", type=Path, default=None, help="a model group yaml (default: conf/model/tiny_qwen2_5_vl.yaml's defaults)")
     ap.add_argument("--init-std", type=float, default=None, help="model.tiny.initializer_range (default: the model config's)")
+    ap.add_argument("--objects", default="2-5", help="scene-locate: objects per scene, LO-HI")
+    ap.add_argument("--column-only", action="store_true", help="scene-locate: read (and score) the column alone")
+    ap.add_argument("--ramp", type=float, default=0.0, help="scene tasks: darken the whole image left to right by this share (0-1)")
     args = ap.parse_args(argv)
+    objects = tuple(int(n) for n in args.objects.split("-"))
+    if len(objects) != 2 or not 1 <= objects[0] <= objects[1]:
+        ap.error(f"--objects {args.objects!r}: give LO-HI with 1 <= LO <= HI, e.g. 2-5")
     if args.lit and args.task.startswith("scene-"):
         ap.error("--lit shades the grey background of the square tasks; the scene tasks' floor is always lit from the left wall")
 
@@ -158,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     collate = SFTCollator(processor, 512)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     rng, eval_rng = random.Random(args.seed), random.Random(10_000 + args.seed)
-    held_out = collate([make_sample(eval_rng, args.task, args.size, args.lit) for _ in range(args.eval)])
+    held_out = collate([make_sample(eval_rng, args.task, args.size, args.lit, objects, args.column_only, args.ramp) for _ in range(args.eval)])
     answer_ids = scored_ids(processor.tokenizer, args.task)
 
     def accuracy() -> tuple[float, float]:
@@ -167,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             out = model(**held_out)
         model.train()
         labels, pred = held_out["labels"][:, 1:], out.logits[:, :-1].argmax(-1)
-        first = scored(labels, answer_ids, args.task)
+        first = scored(labels, answer_ids, args.task, args.column_only)
         return float(((pred == labels) & first).sum() / first.sum().clamp(min=1)), float(out.loss)
 
     print(f"task {args.task}{' (lit)' if args.lit else ''}, lr {args.lr}, {args.steps} steps of {args.batch}, {args.size} px", flush=True)
@@ -178,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"step {step:5d}  held-out loss {loss:.3f}  answer accuracy {acc:.3f}  {time.time() - t0:.0f}s", flush=True)
         if step == args.steps:
             break
-        loss = model(**collate([make_sample(rng, args.task, args.size, args.lit) for _ in range(args.batch)])).loss
+        loss = model(**collate([make_sample(rng, args.task, args.size, args.lit, objects, args.column_only, args.ramp) for _ in range(args.batch)])).loss
         opt.zero_grad()
         loss.backward()
         opt.step()

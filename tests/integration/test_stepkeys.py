@@ -42,8 +42,9 @@ def test_tiny_init_scale_keys_only_the_tiny_model(tmp_path):
     def key(*over):
         return stepkeys.step_key(compose(list(over), tmp_path, tmp_path), "sft")[0]
 
-    assert key("model.tiny.initializer_range=0.08") != key()  # the tiny model's weights depend on it
-    assert "initializer_range" not in stepkeys.step_key(compose([], tmp_path, tmp_path), "sft")[1]["model"]["tiny"]  # 0.02: keys from before the field hold
+    assert key("model.tiny.initializer_range=0.02") != key()  # the tiny model's weights depend on it (default 0.08)
+    assert stepkeys.step_key(compose([], tmp_path, tmp_path), "sft")[1]["model"]["tiny"]["initializer_range"] == 0.08
+    assert "initializer_range" not in stepkeys.step_key(compose(["model.tiny.initializer_range=0.02"], tmp_path, tmp_path), "sft")[1]["model"]["tiny"]  # 0.02: keys from before the field hold
     real = ["model=qwen2_5_vl_3b_random"]
     assert key(*real, "model.tiny.initializer_range=0.08") == key(*real)  # a 3B of random weights does not: its steps are kept
     assert "initializer_range" not in stepkeys.step_key(compose(real, tmp_path, tmp_path), "sft")[1]["model"]["tiny"]

@@ -40,7 +40,7 @@ TASKS = ["colour", "side", "relation", "relation-bins", "relation-px", "scene-co
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (235, 210, 20), "purple": (140, 40, 170), "orange": (245, 130, 10)}
 
 
-def make_sample(rng: random.Random, task: str, size: int, lit: bool, objects: tuple[int, int] = (2, 5), column_only: bool = False, ramp: float = 0.0):
+def make_sample(rng: random.Random, task: str, size: int, lit: bool, objects: tuple[int, int] = (2, 5), column_only: bool = False, ramp: float = 0.0, min_px: int = 40):
     from PIL import Image, ImageDraw
 
     from m2r.data.schema import Sample
@@ -54,7 +54,7 @@ def make_sample(rng: random.Random, task: str, size: int, lit: bool, objects: tu
         from m2r.data.scene import sample_scene
         from m2r.data.tasks import _pixel
 
-        scene, img = sample_scene(rng, size, n_objects=objects if task == "scene-locate" else (1, 1))
+        scene, img = sample_scene(rng, size, n_objects=objects if task == "scene-locate" else (1, 1), min_visible_px=min_px)
         if ramp:
             img = ramped(img, ramp)
         if task == "scene-locate":
@@ -152,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--init-std", type=float, default=None, help="model.tiny.initializer_range (default: the model config's)")
     ap.add_argument("--objects", default="2-5", help="scene-locate: objects per scene, LO-HI")
     ap.add_argument("--column-only", action="store_true", help="scene-locate: read (and score) the column alone")
+    ap.add_argument("--min-px", type=int, default=40, help="scene tasks: the fewest visible pixels of any object (the simulator's default 40)")
     ap.add_argument("--ramp", type=float, default=0.0, help="scene tasks: darken the whole image left to right by this share (0-1)")
     args = ap.parse_args(argv)
     objects = tuple(int(n) for n in args.objects.split("-"))
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     collate = SFTCollator(processor, 512)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     rng, eval_rng = random.Random(args.seed), random.Random(10_000 + args.seed)
-    held_out = collate([make_sample(eval_rng, args.task, args.size, args.lit, objects, args.column_only, args.ramp) for _ in range(args.eval)])
+    held_out = collate([make_sample(eval_rng, args.task, args.size, args.lit, objects, args.column_only, args.ramp, args.min_px) for _ in range(args.eval)])
     answer_ids = scored_ids(processor.tokenizer, args.task)
 
     def accuracy() -> tuple[float, float]:
@@ -199,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"step {step:5d}  held-out loss {loss:.3f}  answer accuracy {acc:.3f}  {time.time() - t0:.0f}s", flush=True)
         if step == args.steps:
             break
-        loss = model(**collate([make_sample(rng, args.task, args.size, args.lit, objects, args.column_only, args.ramp) for _ in range(args.batch)])).loss
+        loss = model(**collate([make_sample(rng, args.task, args.size, args.lit, objects, args.column_only, args.ramp, args.min_px) for _ in range(args.batch)])).loss
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -142,3 +142,33 @@ def test_scene_locate_reads_the_named_objects_quarter(processor):
     labels = SFTCollator(processor, 512)(items[:4])["labels"][:, 1:]
     mask = probe.scored(labels, probe.scored_ids(processor.tokenizer, "scene-locate"), "scene-locate")
     assert mask.sum(1).tolist() == [2] * 4  # the column and the row, not their copy in \boxed{}
+
+
+def test_scene_locate_options_column_objects_ramp_and_size(processor):
+    """--column-only reads (and scores) the column alone; --objects bounds the objects drawn; --ramp darkens the whole
+    image left to right (objects too); --min-px keeps every object at least that visible."""
+    import re
+
+    from m2r.data.collate import SFTCollator
+    from m2r.data.scene import PALETTE, top_shade
+
+    rng, items = random.Random(4), []
+    for _ in range(12):
+        sample, (img,) = probe.make_sample(rng, "scene-locate", 168, False, objects=(2, 2), column_only=True, min_px=250)
+        items.append((sample, [img]))
+        px = np.asarray(img)
+        counts = {c: int(((px == rgb).all(-1) | (px == top_shade(rgb)).all(-1)).sum()) for c, rgb in PALETTE.items()}
+        assert sum(n > 0 for n in counts.values()) <= 2 and sample.question.split()[-2] in counts
+        colour = sample.question.split()[-2]
+        assert counts[colour] >= 250  # visible pixels, base colour and top face (no anti-aliasing, no ramp here)
+        assert re.fullmatch(r"<think>\nThe \w+ object is in column [1-4]\.\n</think>\n<answer>\n\\boxed\{[1-4]\}\n</answer>", sample.cot)
+    labels = SFTCollator(processor, 512)(items[:4])["labels"][:, 1:]
+    mask = probe.scored(labels, probe.scored_ids(processor.tokenizer, "scene-locate"), "scene-locate", column_only=True)
+    assert mask.sum(1).tolist() == [1] * 4
+    plain = probe.make_sample(random.Random(9), "scene-locate", 168, False)[1][0]
+    dark = np.asarray(probe.make_sample(random.Random(9), "scene-locate", 168, False, ramp=0.5)[1][0]).astype(float)
+    plain = np.asarray(plain).astype(float)
+    ratio = dark.sum((0, 2)) / np.maximum(plain.sum((0, 2)), 1)  # per column
+    assert abs(ratio[0] - 1.0) < 0.01 and abs(ratio[-1] - 0.5) < 0.02 and (np.diff(ratio) <= 1e-3).all()
+    with pytest.raises(SystemExit):
+        probe.main(["--task", "scene-locate", "--objects", "3-2"])

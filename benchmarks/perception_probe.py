@@ -19,6 +19,8 @@ simulator scene instead):
             grid) with one object: the embedded spatial tasks' images, reduced to one object
   scene-locate  "Where is the <c> object?" on a scene of 2-5 objects (the named colour unique), read as "The <c>
             object is in column C, row R." (quarters of the image): scored on C and R, like relation-bins
+  scene-list  "List the objects from left to right.": one line per object, "The <c> <s> is in column C.", then the
+            count in \\boxed{}: scored on every C (many readings per image, where scene-locate has one)
 `--lit` shades the background from light (left) to dark (right), so a patch's content says where it is.
 
 The reference trace is `<think>\\nIt is X.\\n</think>\\n<answer>\\n\\boxed{X}\\n</answer>` (the stepwise tasks put their two
@@ -36,7 +38,7 @@ import random
 import time
 from pathlib import Path
 
-TASKS = ["colour", "side", "relation", "relation-bins", "relation-px", "scene-colour", "scene-shape", "scene-locate"]
+TASKS = ["colour", "side", "relation", "relation-bins", "relation-px", "scene-colour", "scene-shape", "scene-locate", "scene-list"]
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (235, 210, 20), "purple": (140, 40, 170), "orange": (245, 130, 10)}
 
 
@@ -54,9 +56,13 @@ def make_sample(rng: random.Random, task: str, size: int, lit: bool, objects: tu
         from m2r.data.scene import sample_scene
         from m2r.data.tasks import _pixel
 
-        scene, img = sample_scene(rng, size, n_objects=objects if task == "scene-locate" else (1, 1), min_visible_px=min_px)
+        scene, img = sample_scene(rng, size, n_objects=objects if task in ("scene-locate", "scene-list") else (1, 1), min_visible_px=min_px)
         if ramp:
             img = ramped(img, ramp)
+        if task == "scene-list":
+            placed = sorted(((_pixel(scene, o)[0], o) for o in scene.objects), key=lambda t: t[0])
+            lines = [f"The {o.colour} {o.shape} is in column {min(4, max(1, int(x * 4 // size) + 1))}." for x, o in placed]
+            return sample("List the objects from left to right.", str(len(placed)), "\n".join(lines), img)
         if task == "scene-locate":
             obj = rng.choice([o for o in scene.objects if sum(p.colour == o.colour for p in scene.objects) == 1] or scene.objects[:1])
             col, row = (min(4, max(1, int(t * 4 // size) + 1)) for t in _pixel(scene, obj))
@@ -113,7 +119,7 @@ def ramped(img, strength: float):
     return Image.fromarray(np.rint(px * gain[None, :, None]).clip(0, 255).astype(np.uint8))
 
 
-STEPWISE = ("relation-bins", "relation-px", "scene-locate")
+STEPWISE = ("relation-bins", "relation-px", "scene-locate", "scene-list")
 
 
 def scored_ids(tokenizer, task: str) -> list[int]:
@@ -122,7 +128,7 @@ def scored_ids(tokenizer, task: str) -> list[int]:
     from m2r.data.scene import PALETTE, SHAPES
 
     stepwise = task in STEPWISE
-    words = list("1234") if task == "scene-locate" else list("0123456789") if stepwise else [*COLOURS, *PALETTE, *SHAPES, "left", "right"]
+    words = list("1234") if task in ("scene-locate", "scene-list") else list("0123456789") if stepwise else [*COLOURS, *PALETTE, *SHAPES, "left", "right"]
     return sorted({tokenizer(" " + w, add_special_tokens=False)["input_ids"][-1 if stepwise else 0] for w in words})
 
 
@@ -133,6 +139,8 @@ def scored(labels, ids: list[int], task: str, column_only: bool = False):
     hit = torch.isin(labels, torch.tensor(ids))
     if task == "scene-locate":
         return hit & (hit.cumsum(1) <= (1 if column_only else 2))  # the reading's column (and row), not their copy in \\boxed{}
+    if task == "scene-list":
+        return hit & (hit.cumsum(1) < hit.sum(1, keepdim=True))  # every object's column, not the count in \\boxed{}
     return hit if task in STEPWISE else hit & (hit.cumsum(1) == 1)
 
 
@@ -183,12 +191,19 @@ def main(argv: list[str] | None = None) -> int:
     held_out = collate([make_sample(eval_rng, args.task, args.size, args.lit, objects, args.column_only, args.ramp, args.min_px) for _ in range(args.eval)])
     answer_ids = scored_ids(processor.tokenizer, args.task)
 
-    def accuracy() -> tuple[float, float]:
+    # The same held-out texts with each image moved one row on (every image has the same grid): a model that reads its
+    # image falls to the floor there, one that answers from the text alone does not.
+    grids = held_out["image_grid_thw"]
+    assert (grids == grids[:1]).all(), "the probe's images all have one size"
+    patches = held_out["pixel_values"].shape[0] // args.eval
+    swapped = dict(held_out, pixel_values=held_out["pixel_values"].view(args.eval, patches, -1).roll(1, dims=0).reshape(held_out["pixel_values"].shape))
+
+    def accuracy(inputs) -> tuple[float, float]:
         model.eval()
         with torch.no_grad():
-            out = model(**held_out)
+            out = model(**inputs)
         model.train()
-        labels, pred = held_out["labels"][:, 1:], out.logits[:, :-1].argmax(-1)
+        labels, pred = inputs["labels"][:, 1:], out.logits[:, :-1].argmax(-1)
         first = scored(labels, answer_ids, args.task, args.column_only)
         return float(((pred == labels) & first).sum() / first.sum().clamp(min=1)), float(out.loss)
 
@@ -196,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     for step in range(args.steps + 1):
         if step % args.every == 0:
-            acc, loss = accuracy()
-            print(f"step {step:5d}  held-out loss {loss:.3f}  answer accuracy {acc:.3f}  {time.time() - t0:.0f}s", flush=True)
+            acc, loss = accuracy(held_out)
+            print(f"step {step:5d}  held-out loss {loss:.3f}  answer accuracy {acc:.3f}  with swapped images {accuracy(swapped)[0]:.3f}  {time.time() - t0:.0f}s", flush=True)
         if step == args.steps:
             break
         loss = model(**collate([make_sample(rng, args.task, args.size, args.lit, objects, args.column_only, args.ramp, args.min_px) for _ in range(args.batch)])).loss

@@ -52,6 +52,7 @@ def test_probe_trains_and_reports(capsys, cache_dir):
     assert probe.main(["--cache-dir", str(cache_dir), "--task", "relation", "--steps", "2", "--every", "1", "--eval", "4", "--batch", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("task relation") and [line.split()[1] for line in out[1:]] == ["0", "1", "2"]
+    assert all("with swapped images" in line for line in out[1:])  # the look test beside every score
     losses = [float(line.split()[4]) for line in out[1:]]
     assert losses[-1] < losses[0]  # two AdamW steps lower the held-out loss of a fresh model
 
@@ -172,3 +173,29 @@ def test_scene_locate_options_column_objects_ramp_and_size(processor):
     assert abs(ratio[0] - 1.0) < 0.01 and abs(ratio[-1] - 0.5) < 0.02 and (np.diff(ratio) <= 1e-3).all()
     with pytest.raises(SystemExit):
         probe.main(["--task", "scene-locate", "--objects", "3-2"])
+
+
+def test_scene_list_reads_every_object_left_to_right(processor):
+    import re
+
+    from m2r.data.collate import SFTCollator
+    from m2r.data.scene import PALETTE, top_shade
+
+    rng, items, agree, total = random.Random(6), [], 0, 0
+    for _ in range(20):
+        sample, (img,) = probe.make_sample(rng, "scene-list", 168, False, objects=(2, 4))
+        items.append((sample, [img]))
+        lines = re.findall(r"The (\w+) (\w+) is in column ([1-4])\.", sample.cot)
+        assert 2 <= len(lines) <= 4 and sample.answer == str(len(lines)) and sample.cot.endswith(f"\\boxed{{{len(lines)}}}\n</answer>")
+        cols = [int(c) for _, _, c in lines]
+        assert cols == sorted(cols)  # left to right
+        px = np.asarray(img)
+        for colour, _, col in lines:
+            if sum(c == colour for c, _, _ in lines) == 1:  # a colour drawn once: its pixels say where it is
+                xs = np.nonzero((px == PALETTE[colour]).all(-1) | (px == top_shade(PALETTE[colour])).all(-1))[1]
+                agree += int(xs.mean() * 4 // 168) + 1 == int(col)
+                total += 1
+    assert total >= 30 and agree >= 0.85 * total
+    labels = SFTCollator(processor, 512)(items[:4])["labels"][:, 1:]
+    mask = probe.scored(labels, probe.scored_ids(processor.tokenizer, "scene-list"), "scene-list")
+    assert mask.sum(1).tolist() == [int(s.answer) for s, _ in items[:4]]  # one column per object, not the count

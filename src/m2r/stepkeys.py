@@ -49,6 +49,10 @@ NOT_KEYED = frozenset({
     "model.gradient_checkpointing", "model.attn_implementation", "reward.expression.workers", "grpo.module.max_prompt_length",
     "rollout.max_rows", "rollout.cache", "rollout.compile",
 })
+# Bumped when a code change makes a step's earlier outputs wrong under the same config, so they are redone, not kept.
+# difficulty and grpo 2: rollouts of prompts whose video's temporal positions run past the text after it decoded at
+# the wrong rotary positions with the shared prefill (fixed in 5becb9f).
+CODE_VERSION: dict[str, int] = {"difficulty": 2, "grpo": 2}
 UPSTREAM: dict[str, list[str]] = {
     "quality": ["build"], "sft": ["build", "quality"], "difficulty": ["build", "sft"], "curriculum": ["build", "difficulty"],
     "heldout_sft": ["build", "sft"], "grpo": ["build", "curriculum", "sft"], "heldout_grpo": ["build", "grpo"],
@@ -116,6 +120,8 @@ def step_key(cfg: DictConfig, step: str) -> tuple[str, dict[str, Any]]:
         parts["trainer.devices"] = device_count(parts["trainer.devices"])
     if parts.get("trainer.gradient_clip_val") == 0:
         parts["trainer.gradient_clip_val"] = None  # both mean no clipping
+    if step in CODE_VERSION:
+        parts["code"] = CODE_VERSION[step]
     parts["inputs"] = _inputs(cfg, step)
     key = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return key, parts

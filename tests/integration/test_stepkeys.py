@@ -190,3 +190,14 @@ def test_other_ranks_start_a_step_only_after_rank_zero_removed_its_stale_output(
         seen = json.loads((tmp_path / f"seen{r}.json").read_text())
         assert not seen["stale_ckpt"], f"rank {r} started the step with the stale checkpoint still there"
         assert seen["key"] == new_key, f"rank {r} started the step before rank 0 keyed the folder"
+
+
+def test_a_code_version_bump_redoes_only_its_steps(tmp_path, monkeypatch):
+    """CODE_VERSION salts the keys of the steps whose earlier outputs a fix made wrong (the rollout steps since the
+    prefill fix), and no other step's."""
+    cfg = compose([], tmp_path, tmp_path)
+    before = {s: stepkeys.step_key(cfg, s)[0] for s in stepkeys.STEP_CONFIG}
+    assert stepkeys.step_key(cfg, "grpo")[1]["code"] == 2 and "code" not in stepkeys.step_key(cfg, "sft")[1]
+    monkeypatch.setitem(stepkeys.CODE_VERSION, "difficulty", 3)
+    after = {s: stepkeys.step_key(cfg, s)[0] for s in stepkeys.STEP_CONFIG}
+    assert [s for s in before if before[s] != after[s]] == ["difficulty"]  # downstream steps follow through their inputs' recorded keys, once written

@@ -123,4 +123,4 @@ def test_logprobs_equal_plain_transformers_and_near_trl(trl_batch):
     m = out["completion_mask"].bool()
     assert torch.allclose(ours[m], plain[m], atol=1e-6)
     # TRL's fused head drifts with the logits' scale: 0.024 at most (log-probs -4 to -9) at init std 0.08, a few 1e-3 at 0.02.
-    assert torch.allclose(trl_logps[m], plain[m], atol=1e-2, rtol=5e-3), ((trl_logps[m] - plain[m]).abs().max(), plain[m])
+    assert torch.allclose(trl_logps[m], plain[m], atol=1e-2, rtol=3e-3), ((trl_logps[m] - plain[m]).abs().max(), plain[m])

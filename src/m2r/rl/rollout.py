@@ -274,7 +274,8 @@ def _prefill(model: torch.nn.Module, once: dict[str, torch.Tensor], G: int, stat
     """The KV cache of every prompt but its last token, one row per prompt, repeated to G rows per prompt (None where the
     model's cache cannot be repeated: generate then prefills all rows itself). The last prompt token is left to
     `generate`, which starts from the cache. Models with 3D rotary positions (Qwen2.5-VL) keep per-row offsets from
-    the prefill (`rope_deltas`); they are repeated with the cache. With `static_len`, the repeated cache is copied into a
+    the prefill (`rope_deltas`), corrected to continue from the whole prompt's last position (`_continuation_deltas`);
+    they are repeated with the cache. With `static_len`, the repeated cache is copied into a
     preallocated (static) cache of that many positions."""
     from transformers import DynamicCache, StaticCache
 
@@ -311,26 +312,31 @@ def _prefill(model: torch.nn.Module, once: dict[str, torch.Tensor], G: int, stat
 
 
 def _continuation_deltas(model: torch.nn.Module, once: dict[str, torch.Tensor]) -> torch.Tensor | None:
-    """Per prompt row [B, 1]: the rotary position of its last token minus that token's index among the row's real
-    tokens, so `generate` (position = real index + delta) puts the last prompt token where a forward of the whole
-    prompt puts it, and the completion right after it, as the scoring forward (`token_logps`) does. None for models
-    without 3D positions or prompts without images or videos.
+    """Per prompt row [B, 1]: the rotary offset `generate` must decode with after a prefill of all but the last prompt
+    token, so that the last token sits where a forward of the whole prompt puts it and the completion follows it, as
+    the scoring forward (`token_logps`) has them. None for models without 3D positions or prompts without images or
+    videos (the prefill's own offset stands).
 
-    The delta a prefill leaves is the prompt's largest position + 1 - its length. That is the same thing unless a
-    video's temporal positions (t x tokens_per_second x seconds per temporal patch) run past the text after it, as
-    transformers 5's `get_rope_index` allows: then a prefill of all but the last token starts decoding a few positions
-    too far (measured: 95 and 94 where the whole prompt's forward has 93)."""
+    The prefill leaves an offset that continues from its largest position + 1. That is the last token's position
+    unless a video's temporal positions (t x tokens_per_second x seconds per temporal patch) run past the text after
+    it, as transformers 5's `get_rope_index` allows: then decoding started a few positions too far (measured: 95 where
+    the whole prompt has 93; a two-video prompt 127 against 92). The correction is the difference, added to the
+    prefill's own offset, so it holds whether `generate` counts positions over real tokens (transformers 5) or over the
+    padded row (4.x)."""
     if "image_grid_thw" not in once and "video_grid_thw" not in once:
         return None
     rope = next((m for m in model.modules() if hasattr(m, "get_rope_index") and hasattr(m, "rope_deltas")), None)
-    if rope is None:
+    prefilled = getattr(rope, "rope_deltas", None)
+    if not isinstance(prefilled, torch.Tensor) or prefilled.shape[0] != once["input_ids"].shape[0]:
         return None
-    mask = once["attention_mask"]
+    mask = once["attention_mask"].bool()
     if not bool(mask[:, -1].all()):
         raise ValueError("the shared prefill needs left-padded prompts (every row's last token real)")
     takes = inspect.signature(rope.get_rope_index).parameters
     positions, _ = rope.get_rope_index(**{k: v for k, v in once.items() if k in takes})  # [3, B, L]
-    return (positions[:, :, -1].amax(dim=0) + 1 - mask.long().sum(dim=1)).unsqueeze(1)
+    last = positions[:, :, -1].amax(dim=0)
+    head = positions[:, :, :-1].masked_fill(~mask[None, :, :-1], torch.iinfo(positions.dtype).min).amax(dim=(0, 2))
+    return prefilled + (last - (head + 1)).to(prefilled.device).view(-1, 1)
 
 
 # Processor outputs that are per image or per video, not per row: (pixels [patches, D], grids [n, 3], other per-item keys).

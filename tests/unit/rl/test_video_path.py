@@ -16,7 +16,7 @@ from m2r.data.media import Video, processor_inputs
 from m2r.data.schema import Sample
 from m2r.model.load import build_model
 from m2r.rl.core import token_logps
-from m2r.rl.rollout import generate_rollouts, media_per_prompt, prompt_inputs, select_rows
+from m2r.rl.rollout import generate_rollouts, media_per_prompt, prompt_inputs, select_rows, vision_token_ids
 
 
 def _frames(seed: int, n: int, size: int = 56) -> list[Image.Image]:
@@ -146,7 +146,9 @@ def test_greedy_rollouts_are_the_scoring_forwards_argmax(processor, mixed, sharp
     full = dict(inputs, input_ids=ids, attention_mask=torch.cat([inputs["attention_mask"], torch.ones_like(comp)], 1))
     full["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(comp)], 1)
     with torch.no_grad():
-        argmax = sharp_model(**full).logits[:, inputs["input_ids"].shape[1] - 1 : -1].argmax(-1)
+        logits = sharp_model(**full).logits[:, inputs["input_ids"].shape[1] - 1 : -1]
+    logits[..., vision_token_ids(sharp_model, processor)] = float("-inf")  # the sampler never draws these
+    argmax = logits.argmax(-1)
     valid = ro.completion_mask.bool()
     assert valid[:, 0].all()
     assert torch.equal(argmax[valid], comp[valid]), (mode, comp.tolist(), argmax.tolist())

@@ -42,6 +42,11 @@ TASKS = ["colour", "side", "relation", "relation-bins", "relation-px", "scene-co
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (235, 210, 20), "purple": (140, 40, 170), "orange": (245, 130, 10)}
 
 
+def quarter(t: float, size: int) -> int:
+    """Which quarter (1-4) of an image `size` px wide pixel coordinate t falls in: the readings' column and row."""
+    return min(4, max(1, int(t * 4 // size) + 1))
+
+
 def make_sample(rng: random.Random, task: str, size: int, lit: bool, objects: tuple[int, int] = (2, 5), column_only: bool = False, ramp: float = 0.0, min_px: int = 40):
     from PIL import Image, ImageDraw
 
@@ -61,17 +66,17 @@ def make_sample(rng: random.Random, task: str, size: int, lit: bool, objects: tu
             img = ramped(img, ramp)
         if task == "scene-list":
             placed = sorted(((_pixel(scene, o)[0], o) for o in scene.objects), key=lambda t: t[0])
-            lines = [f"The {o.colour} {o.shape} is in column {min(4, max(1, int(x * 4 // size) + 1))}." for x, o in placed]
+            lines = [f"The {o.colour} {o.shape} is in column {quarter(x, size)}." for x, o in placed]
             return sample("List the objects from left to right.", str(len(placed)), "\n".join(lines), img)
         if task == "scene-locate":
             obj = rng.choice([o for o in scene.objects if sum(p.colour == o.colour for p in scene.objects) == 1] or scene.objects[:1])
-            col, row = (min(4, max(1, int(t * 4 // size) + 1)) for t in _pixel(scene, obj))
+            col, row = (quarter(t, size) for t in _pixel(scene, obj))
             if column_only:
                 return sample(f"In which column is the {obj.colour} object?", str(col), f"The {obj.colour} object is in column {col}.", img)
             return sample(f"Where is the {obj.colour} object?", f"{col},{row}", f"The {obj.colour} object is in column {col}, row {row}.", img)
         answer = scene.objects[0].colour if task == "scene-colour" else scene.objects[0].shape
         return sample(f"What {task.removeprefix('scene-')} is the object?", answer, f"It is {answer}.", img)
-    column = lambda x: min(4, int((x + side / 2) * 4 // size) + 1)  # noqa: E731  (1-4, of the square's centre)
+    column = lambda x: quarter(x + side / 2, size)  # noqa: E731  (of the square's centre)
     if task.startswith("relation"):
         a, b = rng.sample(list(COLOURS), 2)
         while True:

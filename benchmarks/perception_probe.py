@@ -47,7 +47,8 @@ def quarter(t: float, size: int) -> int:
     return min(4, max(1, int(t * 4 // size) + 1))
 
 
-def make_sample(rng: random.Random, task: str, size: int, lit: bool, objects: tuple[int, int] = (2, 5), column_only: bool = False, ramp: float = 0.0, min_px: int = 40):
+def make_sample(rng: random.Random, task: str, size: int, lit: bool, objects: tuple[int, int] = (2, 5), column_only: bool = False, ramp: float = 0.0, min_px: int = 40,
+                rows: bool = False):
     from PIL import Image, ImageDraw
 
     from m2r.data.schema import Sample
@@ -65,8 +66,8 @@ def make_sample(rng: random.Random, task: str, size: int, lit: bool, objects: tu
         if ramp:
             img = ramped(img, ramp)
         if task == "scene-list":
-            placed = sorted(((_pixel(scene, o)[0], o) for o in scene.objects), key=lambda t: t[0])
-            lines = [f"The {o.colour} {o.shape} is in column {quarter(x, size)}." for x, o in placed]
+            placed = sorted(((_pixel(scene, o), o) for o in scene.objects), key=lambda t: t[0][0])
+            lines = [f"The {o.colour} {o.shape} is in column {quarter(x, size)}" + (f", row {quarter(y, size)}." if rows else ".") for (x, y), o in placed]
             return sample("List the objects from left to right.", str(len(placed)), "\n".join(lines), img)
         if task == "scene-locate":
             obj = rng.choice([o for o in scene.objects if sum(p.colour == o.colour for p in scene.objects) == 1] or scene.objects[:1])
@@ -166,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--objects", default="2-5", help="scene-locate: objects per scene, LO-HI")
     ap.add_argument("--column-only", action="store_true", help="scene-locate: read (and score) the column alone")
     ap.add_argument("--min-px", type=int, default=40, help="scene tasks: the fewest visible pixels of any object (the simulator's default 40)")
+    ap.add_argument("--rows", action="store_true", help="scene-list: read each object's row too (\"column C, row R\")")
     ap.add_argument("--ramp", type=float, default=0.0, help="scene tasks: darken the whole image left to right by this share (0-1)")
     args = ap.parse_args(argv)
     objects = tuple(int(n) for n in args.objects.split("-"))
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     collate = SFTCollator(processor, 512)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     rng, eval_rng = random.Random(args.seed), random.Random(10_000 + args.seed)
-    held_out = collate([make_sample(eval_rng, args.task, args.size, args.lit, objects, args.column_only, args.ramp, args.min_px) for _ in range(args.eval)])
+    held_out = collate([make_sample(eval_rng, args.task, args.size, args.lit, objects, args.column_only, args.ramp, args.min_px, args.rows) for _ in range(args.eval)])
     answer_ids = scored_ids(processor.tokenizer, args.task)
 
     # The same held-out texts with each image moved one row on (every image has the same grid): a model that reads its
@@ -220,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"step {step:5d}  held-out loss {loss:.3f}  answer accuracy {acc:.3f}  with swapped images {accuracy(swapped)[0]:.3f}  {time.time() - t0:.0f}s", flush=True)
         if step == args.steps:
             break
-        loss = model(**collate([make_sample(rng, args.task, args.size, args.lit, objects, args.column_only, args.ramp, args.min_px) for _ in range(args.batch)])).loss
+        loss = model(**collate([make_sample(rng, args.task, args.size, args.lit, objects, args.column_only, args.ramp, args.min_px, args.rows) for _ in range(args.batch)])).loss
         opt.zero_grad()
         loss.backward()
         opt.step()

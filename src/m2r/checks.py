@@ -110,6 +110,14 @@ RULES: dict[str, tuple[str, str | None, str | None, bool]] = {
     "callbacks.kl_annealing.beta_min": ("float", "0", None, False),
     "callbacks.kl_annealing.T": ("int", "1", None, True),
     "callbacks.rollouts.every_n_steps": ("int", "1", None, False),
+    "perceive.max_steps": ("int", "0", None, False),
+    "perceive.batch_size": ("int", "1", None, False),
+    "perceive.image_size": ("int", "56", None, False),
+    "perceive.val_samples": ("int", "0", None, False),
+    "perceive.module.lr": ("float", "(0", None, False),
+    "perceive.module.weight_decay": ("float", "0", None, False),
+    "perceive.module.warmup_steps": ("int", "0", None, False),
+    "perceive.module.loss_chunk": ("int", "1", None, False),  # after data.*: batch_size and image_size default to data.*'s
 }
 
 
@@ -180,7 +188,17 @@ def _check_pairs(cfg: DictConfig) -> None:
     if beta is not _MISSING and beta_min not in (_MISSING, None) and beta_min > beta:
         raise ConfigError(f"callbacks.kl_annealing.beta_min={beta_min} exceeds algo.beta={beta}, the peak of the KL schedule: "
                           "the KL coefficient is set by algo.beta (callbacks=m2 anneals it down to beta_min)")
-    for key in ("sft.module.betas", "grpo.module.betas"):
+    objects = _get(cfg, "perceive.objects")
+    if objects is not _MISSING:
+        from m2r.data.perceive import check_objects
+
+        if not (isinstance(objects, ListConfig) and len(objects) == 2):
+            raise ConfigError(f"perceive.objects={objects!r}: give [lo, hi], e.g. perceive.objects=[2,6]")
+        try:
+            check_objects(objects)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(str(e)) from None
+    for key in ("sft.module.betas", "grpo.module.betas", "perceive.module.betas"):
         betas = _get(cfg, key)
         if betas is not _MISSING:
             if not (isinstance(betas, ListConfig) and len(betas) == 2):
@@ -271,6 +289,7 @@ def _check_grpo_init(cfg: DictConfig) -> None:
 # What each stage passes to its module itself (positionally or by keyword); a YAML key for one of these is refused.
 _STAGE_ARGS = {
     "sft": {"model_factory": "the stage (model.*)"},
+    "perceive": {"model_factory": "the stage (model.*)"},
     "grpo": {"policy_factory": "the stage (model.* or grpo.init)", "processor": "the stage (model.*)", "router": "the stage (reward.*)",
              "ref_factory": "the stage (model.*, when algo.beta > 0)", "seed": "seed", "max_grad_norm": "trainer.gradient_clip_val",
              "ref_from_base": "the stage (model.lora.enabled)", "engine": "rollout/ (rollout=hf)"},
@@ -283,13 +302,13 @@ def _check_modules(cfg: DictConfig) -> None:
     import importlib
     import inspect
 
-    for stage in ("sft", "grpo"):
+    for stage in ("perceive", "sft", "grpo"):
         node = _get(cfg, f"{stage}.module")
         if node is _MISSING:
             continue
         if not isinstance(node, DictConfig) or not node.get("_target_"):
-            raise ConfigError(f"{stage}.module must be a constructor config with a _target_ (e.g. _target_: m2r.modules.{stage}."
-                              f"{'SFTModule' if stage == 'sft' else 'GRPOModule'}); got {node!r}")
+            raise ConfigError(f"{stage}.module must be a constructor config with a _target_ (e.g. _target_: m2r.modules.{'grpo' if stage == 'grpo' else 'sft'}."
+                              f"{'GRPOModule' if stage == 'grpo' else 'SFTModule'}); got {node!r}")
         target = str(node._target_)
         mod_name, _, attr = target.rpartition(".")
         try:

@@ -5,7 +5,8 @@
 Each step reads what the step before wrote (paths in `cfg.paths`) and is skipped when its
 output is already complete in the run directory, so re-running the same command resumes.
 
-The recipe (`stage=pipeline`): build -> quality (filter the SFT traces) -> sft -> difficulty
+The recipe (`stage=pipeline`): build -> quality (filter the SFT traces) -> perceive (a perception warm-up
+on fresh scenes, for a model built from config; off when perceive.max_steps=0) -> sft -> difficulty
 (score the RL prompts with the SFT model) -> curriculum (difficulty-ordered shards) ->
 heldout_sft (evaluate the SFT model on the held-out split) -> grpo -> heldout_grpo -> report.
 Every step's wall time goes to `<run>/timings.json`.
@@ -25,7 +26,10 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from m2r import stepkeys
+
 log = logging.getLogger(__name__)
+perceive_on = stepkeys.perceive_on
 
 
 def _data_root(cfg: DictConfig) -> Path:
@@ -38,6 +42,74 @@ def step_build(cfg: DictConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     root = build_data(OmegaConf.to_object(cfg.data), cfg.paths.build_dir, cfg.seed)
     return {"root": str(root), "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def step_perceive(cfg: DictConfig) -> dict[str, Any]:
+    """The perception warm-up (m2r.data.perceive): model.* trained on fresh scenes' listings, exported to <perceive>/hf."""
+    from m2r.callbacks.history import MetricHistory
+    from m2r.data.perceive import PerceiveDataModule
+    from m2r.model.load import build_model, load_processor
+    from m2r.training import export_hf, make_trainer, resume_path
+
+    if not perceive_on(cfg):
+        log.info("perceive.max_steps=0: no perception warm-up; SFT starts from model=%s", cfg.model.name)
+        return {"skipped": True}
+    pdir = Path(cfg.paths.perceive_dir)
+    hf_dir, summary_path = pdir / "hf", pdir / "summary.json"
+    if cfg.get("resume", True) and (hf_dir / "COMPLETE").exists() and summary_path.exists():
+        log.info("perception warm-up %s is complete; skipping (resume=false to train again)", hf_dir)
+        return json.loads(summary_path.read_text())
+    t0 = time.perf_counter()
+    p = cfg.perceive
+    model_cfg = OmegaConf.to_object(cfg.model)
+    if model_cfg.source == "pretrained":
+        log.warning("perceive.max_steps=%d on a pretrained checkpoint (%s): the warm-up is meant for a model built from config; "
+                    "say perceive.max_steps=0 to start SFT from the checkpoint itself", p.max_steps, model_cfg.path)
+    processor = load_processor(model_cfg, cfg.paths.cache_dir)
+    dm = PerceiveDataModule(processor, seed=cfg.seed, batch_size=int(p.batch_size), image_size=int(p.image_size), objects=tuple(p.objects),
+                            val_samples=int(p.val_samples), max_length=int(cfg.data.max_length), num_workers=int(cfg.data.num_workers))
+    factory = partial(build_model, model_cfg, processor)
+    module = instantiate(p.module, factory, _convert_="all")
+    history = MetricHistory(pdir / "history.json")
+    trainer = make_trainer(cfg, pdir, "perceive", extra_callbacks=[history], max_steps=int(p.max_steps))
+    trainer.fit(module, dm, ckpt_path=resume_path(cfg, pdir, use_given=False))  # ckpt_path names an SFT or GRPO checkpoint
+    export_hf(trainer, module, processor, hf_dir, factory)
+    summary = {"steps": trainer.global_step, **_curve(history.rows, "train/loss", "loss"), **_curve(history.rows, "val/token_acc", "val_token_acc")}
+    summary |= {
+        "val_loss": float(trainer.callback_metrics["val/loss"]) if "val/loss" in trainer.callback_metrics else None,
+        "hf_dir": str(hf_dir),
+    }
+    if trainer.is_global_zero:
+        if int(p.val_samples) > 1:  # the look test on the held-out scenes, from the export (whole weights under any strategy)
+            from dataclasses import replace
+
+            from m2r.data.perceive import PerceptionStream, reading_accuracy
+
+            model = build_model(replace(model_cfg, source="pretrained", path=str(hf_dir), processor_path=None), processor).to(trainer.strategy.root_device)
+            held = PerceptionStream(cfg.seed, 0, int(p.val_samples), int(p.image_size), tuple(p.objects), split="val", limit_batches=1)
+            summary |= reading_accuracy(model, processor, list(held), batch_size=int(p.batch_size), max_length=int(cfg.data.max_length))
+            log.info("perceive: held-out reading accuracy %.3f, %.3f with each image swapped for another's (%d readings)",
+                     summary["reading_acc"], summary["reading_acc_swapped"], summary["readings"])
+            del model
+        summary["seconds"] = round(time.perf_counter() - t0, 1)
+        summary_path.write_text(json.dumps(summary, indent=2))
+    log.info("perceive: %s", summary)
+    return summary
+
+
+def _sft_start(cfg: DictConfig, model_cfg):
+    """The model SFT starts from: the perception warm-up's export when the run has one, else model.* as configured."""
+    from dataclasses import replace
+
+    if not perceive_on(cfg):
+        return model_cfg
+    hf = Path(cfg.paths.perceive_dir) / "hf"
+    if not (hf / "COMPLETE").exists():
+        raise FileNotFoundError(f"perceive.max_steps={cfg.perceive.max_steps} but the perception warm-up has no finished output at {hf}: run it "
+                                "first (stage=sft and stage=pipeline do: their steps list perceive before sft), or say perceive.max_steps=0 "
+                                "to start SFT from model.* itself")
+    log.info("SFT starts from the perception warm-up %s", hf)
+    return replace(model_cfg, source="pretrained", path=str(hf), processor_path=None)
 
 
 def step_sft(cfg: DictConfig) -> dict[str, Any]:
@@ -69,7 +141,7 @@ def step_sft(cfg: DictConfig) -> dict[str, Any]:
             raise ValueError(f"the quality-filtered traces in {filtered} were made with other quality.* settings or inputs than this run's; "
                              "filter again first (stage=score, or stage=pipeline), or train on every trace with quality.enabled=false")
     data_cfg = OmegaConf.to_object(cfg.data)
-    model_cfg = OmegaConf.to_object(cfg.model)
+    model_cfg = _sft_start(cfg, OmegaConf.to_object(cfg.model))
     root = build_data(data_cfg, cfg.paths.build_dir, cfg.seed)  # no-op when the shards are there
     processor = load_processor(model_cfg, cfg.paths.cache_dir)
     log.info("SFT trains on %s", (train_root or root) / "train")
@@ -399,7 +471,7 @@ def step_report(cfg: DictConfig) -> dict[str, Any]:
 
 
 STEPS: dict[str, Callable[[DictConfig], dict[str, Any]]] = {
-    "build": step_build, "quality": step_quality, "sft": step_sft, "difficulty": step_difficulty, "curriculum": step_curriculum,
+    "build": step_build, "quality": step_quality, "perceive": step_perceive, "sft": step_sft, "difficulty": step_difficulty, "curriculum": step_curriculum,
     "heldout_sft": partial(_heldout, which="sft"), "grpo": step_grpo, "heldout_grpo": partial(_heldout, which="grpo"),
     "eval": step_eval, "report": step_report,
 }
@@ -418,7 +490,7 @@ def _single_log_lines() -> None:
 # Steps that run on every rank (they call trainer.fit); every other step runs on global rank 0
 # alone while the other ranks wait for its marker, so under DDP, FSDP or DeepSpeed no two
 # processes write the same scores, shards or report.
-TRAINER_STEPS = ("sft", "grpo")
+TRAINER_STEPS = ("perceive", "sft", "grpo")
 # Steps that every rank runs on its own slice of the work (m2r.dist), rank 0 gathering the results.
 SPLIT_STEPS = ("difficulty", "heldout_sft", "heldout_grpo", "eval")
 

@@ -134,6 +134,16 @@ def write_report(run: str | Path) -> dict[str, Any]:
         L += [f"| {k} | {v['n']} | {v['dropped']} |" for k, v in sorted(q["by_noise"].items())]
         L.append("\n`clean` are the generator's traces; the other rows are the failures the embedded data injected (`data.noisy_trace_ratio`).\n")
 
+    pc = _load(run / "perceive" / "summary.json")
+    if pc and "steps" in pc:
+        L.append(f"## Perception warm-up (`perceive/summary.json`)\n\n{pc['steps']} steps on fresh scenes, every object listed left to right with its column "
+                 f"and row; train loss {_fmt(pc.get('loss_first'))} -> {_fmt(pc.get('loss_last'))}; on the held-out scenes loss {_fmt(pc.get('val_loss'))}, "
+                 f"token accuracy {_fmt(pc.get('val_token_acc_first'))} -> {_fmt(pc.get('val_token_acc_last'))}. SFT starts from its export.\n")
+        if pc.get("reading_acc") is not None:
+            L.append(f"The look test ({pc['readings']} column and row digits of the held-out scenes, teacher-forced): {_fmt(pc['reading_acc'], True)}% "
+                     f"right, {_fmt(pc['reading_acc_swapped'], True)}% with each image swapped for another scene's. A model that reads its "
+                     "images loses accuracy when they are swapped; one that learnt only the listing's priors does not.\n")
+
     sft = _load(run / "sft" / "summary.json")
     if sft:
         L.append(f"## Cold-start SFT (`sft/summary.json`)\n\n{sft['steps']} steps; train loss {_fmt(sft.get('loss_first'))} -> {_fmt(sft.get('loss_last'))} "

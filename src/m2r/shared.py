@@ -42,9 +42,9 @@ log = logging.getLogger(__name__)
 
 # Steps that can be shared, in the order a recipe runs them; the paths.* keys each writes and the
 # name of that folder inside a run folder (where the link goes).
-ORDER = ["build", "quality", "sft", "difficulty", "curriculum", "heldout_sft", "grpo", "heldout_grpo"]
+ORDER = ["build", "quality", "perceive", "sft", "difficulty", "curriculum", "heldout_sft", "grpo", "heldout_grpo"]
 PATHS: dict[str, dict[str, str]] = {
-    "build": {"build_dir": "build"}, "quality": {"quality_dir": "quality"}, "sft": {"sft_dir": "sft"}, "difficulty": {"score_dir": "score"},
+    "build": {"build_dir": "build"}, "quality": {"quality_dir": "quality"}, "perceive": {"perceive_dir": "perceive"}, "sft": {"sft_dir": "sft"}, "difficulty": {"score_dir": "score"},
     "curriculum": {"curriculum_dir": "curriculum"}, "heldout_sft": {"heldout_sft_dir": "eval/heldout_sft"},
     "grpo": {"grpo_dir": "grpo", "rollouts_dir": "rollouts"}, "heldout_grpo": {"heldout_grpo_dir": "eval/heldout_grpo"},
 }
@@ -75,6 +75,8 @@ def _shares(cfg: DictConfig, step: str) -> bool:
         return False
     if step == "quality" and not cfg.quality.enabled:
         return False  # the filter does not run
+    if step == "perceive" and not stepkeys.perceive_on(cfg):
+        return False  # no warm-up
     if step == "build":  # given shards or a given build folder are read in place: there is nothing to build
         return not cfg.data.get("root") and str(cfg.data.source) != "shards"
     return True

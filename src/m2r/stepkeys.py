@@ -33,6 +33,7 @@ _RANKS = ["trainer.devices", "trainer.num_nodes", "strategy", "trainer.determini
 _EVAL = ["eval.max_new_tokens", "eval.batch_size", "eval.greedy", "eval.limit", "eval.heldout_split", "model.min_pixels", "model.max_pixels", "model.video_min_pixels", "model.video_max_pixels"]
 STEP_CONFIG: dict[str, list[str]] = {
     "quality": ["quality"],
+    "perceive": ["perceive", "model", "data.max_length", "seed", "trainer.precision", "trainer.accumulate_grad_batches", "trainer.gradient_clip_val", *_RANKS],
     "sft": ["sft", "quality.enabled", "model", "data.batch_size", "data.max_length", "data.shuffle_buffer", "data.num_workers", "seed",
             "trainer.precision", "trainer.accumulate_grad_batches", "trainer.gradient_clip_val", *_RANKS],
     "difficulty": ["curriculum.scoring", "reward", "model", "seed"],
@@ -45,7 +46,7 @@ STEP_CONFIG: dict[str, list[str]] = {
 # Keys inside the groups above that change memory, speed or logs but not what a step computes: changing them
 # (the usual fixes after running out of memory) keeps a step's output and checkpoints.
 NOT_KEYED = frozenset({
-    "grpo.module.micro_batch_size", "grpo.module.logprob_chunk", "grpo.module.rollout_log_rows", "sft.module.loss_chunk",
+    "grpo.module.micro_batch_size", "grpo.module.logprob_chunk", "grpo.module.rollout_log_rows", "sft.module.loss_chunk", "perceive.module.loss_chunk", "perceive.val_samples",
     "model.gradient_checkpointing", "model.attn_implementation", "reward.expression.workers", "grpo.module.max_prompt_length",
     "rollout.max_rows", "rollout.cache", "rollout.compile",
 })
@@ -54,7 +55,7 @@ NOT_KEYED = frozenset({
 # the wrong rotary positions with the shared prefill (fixed in 5becb9f).
 CODE_VERSION: dict[str, int] = {"difficulty": 2, "grpo": 2}
 UPSTREAM: dict[str, list[str]] = {
-    "quality": ["build"], "sft": ["build", "quality"], "difficulty": ["build", "sft"], "curriculum": ["build", "difficulty"],
+    "quality": ["build"], "perceive": [], "sft": ["build", "quality", "perceive"], "difficulty": ["build", "sft"], "curriculum": ["build", "difficulty"],
     "heldout_sft": ["build", "sft"], "grpo": ["build", "curriculum", "sft"], "heldout_grpo": ["build", "grpo"],
 }
 
@@ -63,7 +64,7 @@ def step_dirs(cfg: DictConfig, step: str) -> list[Path]:
     """The folders a step writes; the first holds its `key.json`."""
     p = cfg.paths
     return {
-        "quality": [Path(p.quality_dir)], "sft": [Path(p.sft_dir)], "difficulty": [Path(p.score_dir)],
+        "quality": [Path(p.quality_dir)], "perceive": [Path(p.perceive_dir)], "sft": [Path(p.sft_dir)], "difficulty": [Path(p.score_dir)],
         "curriculum": [Path(p.curriculum_dir)], "heldout_sft": [Path(p.heldout_sft_dir)],
         "grpo": [Path(p.grpo_dir), Path(p.rollouts_dir)], "heldout_grpo": [Path(p.heldout_grpo_dir)],
     }[step]
@@ -80,7 +81,7 @@ def _build_key(cfg: DictConfig) -> str:
 
 # What a step writes last: until it exists, the step's output is not complete, and a downstream key records it as absent.
 COMPLETE: dict[str, list[str]] = {
-    "quality": ["summary.json", "train/manifest.json"], "sft": ["summary.json", "hf/COMPLETE"], "difficulty": ["summary.json"],
+    "quality": ["summary.json", "train/manifest.json"], "perceive": ["summary.json", "hf/COMPLETE"], "sft": ["summary.json", "hf/COMPLETE"], "difficulty": ["summary.json"],
     "curriculum": ["rl/manifest.json"], "grpo": ["summary.json", "hf/COMPLETE"], "heldout_sft": ["metrics.json"], "heldout_grpo": ["metrics.json"],
 }
 
@@ -127,6 +128,11 @@ def step_key(cfg: DictConfig, step: str) -> tuple[str, dict[str, Any]]:
     return key, parts
 
 
+def perceive_on(cfg: DictConfig) -> bool:
+    """Whether the run has a perception warm-up (`perceive.max_steps` > 0): without one, SFT reads no perceive output."""
+    return int(OmegaConf.select(cfg, "perceive.max_steps", default=0) or 0) > 0
+
+
 def device_count(devices: Any) -> Any:
     """How many devices `trainer.devices` means on this machine (-1 and auto: every visible GPU, or 1 process on CPU; a list
     or "0,1": its length), so that a key records the ranks a run has, not how they were written."""
@@ -152,6 +158,8 @@ def _inputs(cfg: DictConfig, step: str) -> dict[str, Any]:
     paths: dict[str, str] = {}
     if step == "sft" and not OmegaConf.select(cfg, "quality.enabled", default=False):
         used.remove("quality")  # every trace is read; the filter's output is not
+    if step == "sft" and not perceive_on(cfg):
+        used.remove("perceive")  # SFT starts from model.* itself
     if step == "grpo" and str(OmegaConf.select(cfg, "grpo.init", default="auto")) != "auto":
         used.remove("sft")
         if str(cfg.grpo.init) != "scratch":
@@ -206,7 +214,7 @@ def prepare(cfg: DictConfig, step: str, expect: str | None = None) -> str | None
     """Make `step`'s output folders hold only output of the current key (rank 0, before the step).
     Returns the key (None for steps that are not keyed: build keys itself, eval and report always run).
     `expect`: the key the output folder was chosen by (`m2r.shared`); another key now is an error, not a removal."""
-    if step not in STEP_CONFIG:
+    if step not in STEP_CONFIG or (step == "perceive" and not perceive_on(cfg)):
         return None
     key, parts = step_key(cfg, step)
     if expect is not None and key != expect:

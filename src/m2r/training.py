@@ -247,11 +247,11 @@ def _dcp_intact(path: Path) -> bool:
     return bool(need) and all((path / f).is_file() and (path / f).stat().st_size >= n for f, n in need.items())
 
 
-def resume_path(cfg: DictConfig, stage_dir: Path) -> str | None:
-    """`ckpt_path` if given; else, when `resume`, the newest intact checkpoint of
+def resume_path(cfg: DictConfig, stage_dir: Path, use_given: bool = True) -> str | None:
+    """`ckpt_path` if given (and `use_given`); else, when `resume`, the newest intact checkpoint of
     `<stage_dir>/checkpoints`: `last.ckpt`, or, when that is unreadable (a crash while it was being
     written), the newest periodic one, with a warning."""
-    if cfg.get("ckpt_path"):
+    if use_given and cfg.get("ckpt_path"):
         p = Path(cfg.ckpt_path)
         if not p.exists():
             raise FileNotFoundError(f"ckpt_path={p} does not exist")

@@ -1,5 +1,5 @@
 """A test-only callback for runs with several ranks: after every training step each rank appends
-to `<dir>/probe.rank<r>.jsonl` its step, task, sample ids, a hash of all its parameters, and how
+to `<dir>/probe.rank<r>.jsonl` its step, task, sample ids (SFT-style batches: a hash of their tokens and pixels), a hash of all its parameters, and how
 many gradient all-reduce rounds DDP ran in that step (a DDP comm hook counts the last bucket of
 each round). Loaded through the real CLI: `+callbacks.probe._target_=rank_probe.RankProbe`."""
 
@@ -39,8 +39,14 @@ class RankProbe(L.Callback):
             t = t.full_tensor() if hasattr(t, "full_tensor") else t
             h.update(name.encode())
             h.update(t.float().cpu().numpy().tobytes())
-        row = {"step": trainer.global_step, "task": batch["task"], "ids": [s.id for s, _ in batch["samples"]], "params": h.hexdigest(),
-               "allreduce_rounds": self.rounds}
+        if "samples" in batch:  # a GRPO batch: its task and prompts
+            seen = {"task": batch["task"], "ids": [s.id for s, _ in batch["samples"]]}
+        else:  # an SFT-style batch of tensors: a hash of its tokens and pixels
+            d = hashlib.sha256(batch["input_ids"].cpu().numpy().tobytes())
+            if "pixel_values" in batch:
+                d.update(batch["pixel_values"].float().cpu().numpy().tobytes())
+            seen = {"task": None, "ids": [d.hexdigest()]}
+        row = {"step": trainer.global_step, **seen, "params": h.hexdigest(), "allreduce_rounds": self.rounds}
         self.rounds = 0
         self.dir.mkdir(parents=True, exist_ok=True)
         with open(self.dir / f"probe.rank{trainer.global_rank}.jsonl", "a", encoding="utf-8") as f:

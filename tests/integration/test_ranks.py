@@ -135,6 +135,25 @@ def test_fsdp2_two_cpu_ranks_sft_then_grpo_with_reference(tmp_path, cache_dir, p
         AutoModelForImageTextToText.from_pretrained(run_dir / stage / "hf")  # the exports from sharded state load
 
 
+def test_perceive_two_ranks_draw_their_own_scenes_in_lockstep(tmp_path, cache_dir, processor):
+    """The perception warm-up under DDP on 2 gloo ranks: each rank trains on its own fresh scenes (a stream that ignored
+    the rank would give both the same batches), parameters stay equal, and SFT starts from the export."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "run.py", "stage=sft", "strategy=ddp", "trainer.devices=2", f"paths.run_dir={run_dir}", f"hydra.run.dir={run_dir}", *FAST,
+           "data.tasks=[spatial/count,spatial/depth]", "perceive.max_steps=3", "perceive.batch_size=2", "perceive.image_size=112", "perceive.val_samples=4",
+           "trainer.limit_val_batches=0", "+callbacks.probe._target_=rank_probe.RankProbe", f"+callbacks.probe.dirpath={run_dir}/probe"]
+    out = subprocess.run(cmd, cwd=ROOT, env=_env(cache_dir), capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [[json.loads(line) for line in (run_dir / "probe" / f"probe.rank{r}.jsonl").read_text().splitlines()] for r in range(2)]
+    warm = [[x for x in rank if x["step"] <= 3][:3] for rank in rows]  # the warm-up's steps (SFT's follow in the same file)
+    assert [x["step"] for x in warm[0]] == [1, 2, 3] == [x["step"] for x in warm[1]]
+    assert all(a["ids"] != b["ids"] for a, b in zip(*warm))  # different scenes on the two ranks at every step
+    assert len({i for rank in warm for x in rank for i in x["ids"]}) == 6
+    assert [x["params"] for x in warm[0]] == [x["params"] for x in warm[1]]  # one model
+    assert json.loads((run_dir / "perceive" / "summary.json").read_text())["steps"] == 3
+    assert (run_dir / "sft" / "hf" / "COMPLETE").exists()
+
+
 def test_fsdp2_ranks_with_different_media_stop_with_an_error_not_a_hang(tmp_path, cache_dir, processor):
     """Two tasks, one shard each: under FSDP2 rank 0 gets one and rank 1 the other, so one rank's batch is text only and
     the other's an image: one rank runs the vision tower and the other does not, and its sharded blocks would wait

@@ -199,3 +199,18 @@ def test_scene_list_reads_every_object_left_to_right(processor):
     labels = SFTCollator(processor, 512)(items[:4])["labels"][:, 1:]
     mask = probe.scored(labels, probe.scored_ids(processor.tokenizer, "scene-list"), "scene-list")
     assert mask.sum(1).tolist() == [int(s.answer) for s, _ in items[:4]]  # one column per object, not the count
+
+
+def test_scene_list_rows_read_the_row_too(processor):
+    import re
+
+    from m2r.data.collate import SFTCollator
+
+    rng = random.Random(2)
+    items = [probe.make_sample(rng, "scene-list", 168, False, objects=(2, 4), rows=True) for _ in range(4)]
+    for sample, _ in items:
+        lines = re.findall(r"The \w+ \w+ is in column ([1-4]), row ([1-4])\.", sample.cot)
+        assert len(lines) == int(sample.answer)
+    labels = SFTCollator(processor, 512)(items)["labels"][:, 1:]
+    mask = probe.scored(labels, probe.scored_ids(processor.tokenizer, "scene-list"), "scene-list")
+    assert mask.sum(1).tolist() == [2 * int(s.answer) for s, _ in items]  # column and row per object, not the count

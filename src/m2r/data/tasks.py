@@ -82,6 +82,14 @@ def _floor_dist(a: SceneObject, b: SceneObject) -> float:
     return math.hypot(a.x - b.x, a.z - b.z)
 
 
+def _scan(scene: Scene) -> list[str]:
+    """The trace's first lines on a scene: every object left to right with its column and row (quarters of the image),
+    the reading the perception warm-up teaches (`m2r.data.perceive`), so SFT's traces build on it."""
+    from m2r.data.perceive import listing
+
+    return ["From left to right I see:", *listing(scene)]
+
+
 def _where(o: SceneObject) -> str:
     return f"the {o.name} stands at about x = {o.x:.2f} m, z = {o.z:.2f} m on the floor"
 
@@ -98,7 +106,7 @@ def count_question(rng: random.Random, scene: Scene, mc: bool, kind: str | None 
         shape = rng.choice([o.shape for o in scene.objects])
         target, match = f"{shape}s", [o for o in scene.objects if o.shape == shape]
     by_u = sorted(match, key=lambda o: _pixel(scene, o)[0])
-    steps = [f"I need to count the {target} in the image.", "Scanning from left to right I find: " + ", ".join(f"the {o.name}" for o in by_u) + "."]
+    steps = [f"I need to count the {target} in the image.", *_scan(scene), f"The {target}: " + ", ".join(f"the {o.name}" for o in by_u) + "."]
     check = f"counting again I get {len(match)} {target}."
     s = Sample(id="", task="spatial/count", question=f"How many {target} are in the image?", answer="", answer_type="number", images=["img0.png"], meta=scene.to_meta() | {"target": kind, "matches": [o.name for o in match]})
     return _numeric(rng, s, len(match), 0, mc, steps, check, "")
@@ -123,7 +131,7 @@ def spatial_relation(rng: random.Random, image_size: int, mc: bool) -> Generated
         axis, opts, correct, pa, pb = "vertical", ["above", "below"], "above" if va < vb else "below", va, vb
         q = f"Considering the image, is the {a.name} above or below the {b.name}?"
     coord = "x" if axis == "horizontal" else "y"
-    steps = [f"The {a.name} is centred near {coord} = {pa:.0f} px and the {b.name} near {coord} = {pb:.0f} px in the {image_size} px image.", f"So the {a.name} is to the {correct} of the {b.name}." if axis == "horizontal" else f"So the {a.name} is {correct} the {b.name}."]
+    steps = [*_scan(scene), f"The {a.name} is centred near {coord} = {pa:.0f} px and the {b.name} near {coord} = {pb:.0f} px in the {image_size} px image.", f"So the {a.name} is to the {correct} of the {b.name}." if axis == "horizontal" else f"So the {a.name} is {correct} the {b.name}."]
     check = f"{pa:.0f} {'<' if pa < pb else '>'} {pb:.0f}, consistent with '{correct}'."
     letter = LETTERS[opts.index(correct)]
     cot = trace(steps, check, f"The {a.name} is {correct} (option {letter}).", letter)
@@ -140,7 +148,7 @@ def spatial_depth(rng: random.Random, image_size: int, mc: bool) -> Generated:
     near = a if da < db else b
     opts = [a.name, b.name]
     letter = LETTERS[opts.index(near.name)]
-    steps = [f"Using the floor grid, the {a.name} is about {da:.1f} m from the camera and the {b.name} about {db:.1f} m.", f"The {near.name} is closer."]
+    steps = [*_scan(scene), f"Using the floor grid, the {a.name} is about {da:.1f} m from the camera and the {b.name} about {db:.1f} m.", f"The {near.name} is closer."]
     check = f"the {near.name} also sits lower in the image, nearer the camera, matching {min(da, db):.1f} m < {max(da, db):.1f} m."
     cot = trace(steps, check, f"The {near.name} is closer to the camera (option {letter}).", letter)
     q = f"Which object is closer to the camera: the {a.name} or the {b.name}?"
@@ -157,7 +165,7 @@ def spatial_rel_distance(rng: random.Random, image_size: int, mc: bool) -> Gener
     near = a if da < db else b
     opts = [a.name, b.name]
     letter = LETTERS[opts.index(near.name)]
-    steps = [_where(r).capitalize() + ".", f"The {a.name} is about {da:.2f} m from it and the {b.name} about {db:.2f} m.", f"The {near.name} is closer to the {r.name}."]
+    steps = [*_scan(scene), _where(r).capitalize() + ".", f"The {a.name} is about {da:.2f} m from it and the {b.name} about {db:.2f} m.", f"The {near.name} is closer to the {r.name}."]
     check = f"{min(da, db):.2f} m < {max(da, db):.2f} m."
     cot = trace(steps, check, f"The {near.name} (option {letter}).", letter)
     q = f"Which object is closer to the {r.name}: the {a.name} or the {b.name}?"
@@ -177,7 +185,7 @@ def spatial_rel_direction(rng: random.Random, image_size: int, mc: bool) -> Gene
     side = "right" if cross < 0 else "left"
     opts = ["left", "right"]
     letter = LETTERS[opts.index(side)]
-    steps = [_where(a).capitalize() + f"; the {b.name} is at x = {b.x:.2f}, z = {b.z:.2f}; the {c.name} at x = {c.x:.2f}, z = {c.z:.2f}.", f"Facing from the {a.name} towards the {b.name}, the {c.name} lies about {angle:.0f} degrees to the {side}."]
+    steps = [*_scan(scene), _where(a).capitalize() + f"; the {b.name} is at x = {b.x:.2f}, z = {b.z:.2f}; the {c.name} at x = {c.x:.2f}, z = {c.z:.2f}.", f"Facing from the {a.name} towards the {b.name}, the {c.name} lies about {angle:.0f} degrees to the {side}."]
     check = f"the cross product of the facing direction and the direction to the {c.name} is {cross:.2f}, {'negative, so right' if cross < 0 else 'positive, so left'}."
     cot = trace(steps, check, f"The {c.name} is to my {side} (option {letter}).", letter)
     q = f"If I am standing by the {a.name} and facing the {b.name}, is the {c.name} to my left or to my right?"
@@ -188,7 +196,7 @@ def spatial_abs_distance(rng: random.Random, image_size: int, mc: bool) -> Gener
     scene, img = sample_scene(rng, image_size)
     a, b = rng.sample(scene.objects, 2)
     d = _floor_dist(a, b)
-    steps = [_where(a).capitalize() + ".", _where(b).capitalize() + ".", f"The distance between their centres is sqrt(({a.x - b.x:.2f})^2 + ({a.z - b.z:.2f})^2) = {d:.2f} m."]
+    steps = [*_scan(scene), _where(a).capitalize() + ".", _where(b).capitalize() + ".", f"The distance between their centres is sqrt(({a.x - b.x:.2f})^2 + ({a.z - b.z:.2f})^2) = {d:.2f} m."]
     check = f"the grid squares are 1 m, and the two objects are about {d:.1f} squares apart."
     q = f"What is the distance between the centres of the {a.name} and the {b.name}, in meters?"
     s = Sample(id="", task="spatial/abs_distance", question=q, answer="", answer_type="number", images=["img0.png"], meta=scene.to_meta() | {"a": a.name, "b": b.name})
@@ -200,7 +208,7 @@ def spatial_obj_size(rng: random.Random, image_size: int, mc: bool) -> Generated
     o = rng.choice(scene.objects)
     dims = {"width": o.width, "height": o.height, "depth": o.depth}
     longest = max(dims.values())
-    steps = [f"The {o.name} is about {o.width * 100:.0f} cm wide, {o.height * 100:.0f} cm tall and {o.depth * 100:.0f} cm deep, judging against the 1 m floor grid.", f"Its longest dimension is {longest * 100:.0f} cm."]
+    steps = [*_scan(scene), f"The {o.name} is about {o.width * 100:.0f} cm wide, {o.height * 100:.0f} cm tall and {o.depth * 100:.0f} cm deep, judging against the 1 m floor grid.", f"Its longest dimension is {longest * 100:.0f} cm."]
     check = f"max({', '.join(f'{v * 100:.0f}' for v in dims.values())}) = {longest * 100:.0f}."
     q = f"What is the length of the longest dimension (width, height or depth) of the {o.name}, in centimeters?"
     s = Sample(id="", task="spatial/obj_size", question=q, answer="", answer_type="number", images=["img0.png"], meta=scene.to_meta() | {"object": o.name})
@@ -344,8 +352,9 @@ def general_word_problem(rng: random.Random, image_size: int, mc: bool) -> Gener
 
 # The embedded generators' output version: part of the build key (m2r.data.build.build_key), so shards built by
 # older generators or an older renderer are rebuilt, never reused. Bump it whenever a generator or the renderer
-# changes what it writes. 2: the floor lit from the left wall (scene._light_floor).
-EMBEDDED_VERSION = 2
+# changes what it writes. 2: the floor lit from the left wall (scene._light_floor). 3: the scene tasks' traces open
+# with every object's column and row, left to right (`_scan`).
+EMBEDDED_VERSION = 3
 
 TASKS: dict[str, Callable[[random.Random, int, bool], Generated]] = {
     "spatial/count": spatial_count,

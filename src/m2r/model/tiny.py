@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
 import tempfile
 from pathlib import Path
@@ -58,6 +59,11 @@ def _corpus(cfg: ModelConfig) -> list[str]:
             s, _ = generate(task, i, seed=12345, split="tokenizer", image_size=56, mc_ratio=0.5, num_frames=8)
             texts.append(format_question(s))
             texts.append(s.cot or "")
+    from m2r.data.perceive import perception_sample  # the perception warm-up's question and listings
+
+    for i in range(cfg.tiny.corpus_samples_per_task):
+        s, _ = perception_sample(random.Random(f"tokenizer/perceive/{i}"), 112, (2, 6))
+        texts += [format_question(s), s.cot]
     return texts
 
 
@@ -114,10 +120,12 @@ def build_tiny_processor(cfg: ModelConfig):
 
 
 def tiny_processor_key(cfg: ModelConfig) -> str:
-    from m2r.data.tasks import all_tasks
+    from m2r.data.tasks import EMBEDDED_VERSION, all_tasks
 
+    # The corpus is the embedded generators' text: their version is part of the key (v3: the perception listings joined it).
     blob = json.dumps(
-        {"tiny": {k: getattr(cfg.tiny, k) for k in ("vocab_size", "corpus_samples_per_task")}, "min_pixels": cfg.min_pixels, "max_pixels": cfg.max_pixels, "template": CHAT_TEMPLATE, "base": _BASE_TEXT, "tasks": sorted(all_tasks()), "v": 2},
+        {"tiny": {k: getattr(cfg.tiny, k) for k in ("vocab_size", "corpus_samples_per_task")}, "min_pixels": cfg.min_pixels, "max_pixels": cfg.max_pixels, "template": CHAT_TEMPLATE, "base": _BASE_TEXT, "tasks": sorted(all_tasks()),
+         "generators": EMBEDDED_VERSION, "v": 3},
         sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

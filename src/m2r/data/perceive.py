@@ -1,0 +1,190 @@
+"""The perception warm-up's data: fresh simulator scenes whose trace lists every object, left to right.
+
+A pretrained Qwen2.5-VL can already say what is where in an image; a model built from config (the tiny
+default) cannot, and the recipe's SFT set (a few hundred scenes, each seen a handful of times) is too
+small to teach it (benchmarks/README.md, "Scenes taken apart"). The `perceive` step trains it first on a
+stream of scenes drawn fresh for every sample, each answered by one reading per object:
+
+    The red cube is in column 1, row 3.
+    The blue sphere is in column 3, row 2.
+
+(columns and rows are quarters of the image), then the count in `\\boxed{}`. One reading per line is what
+the tiny model learns to look from; a question about one named object is not (the probe's scene-locate).
+The embedded spatial traces open with the same listing (`m2r.data.tasks`), so SFT builds on it.
+
+Every sample is a pure function of (seed, rank, batch index, position in the batch): a resumed run
+continues at its next unseen batch without replaying anything, and ranks never draw the same scene.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from typing import Iterator
+
+import lightning as L
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from m2r.data.collate import M2_SYSTEM_PROMPT, SFTCollator
+from m2r.data.scene import PALETTE, SHAPES, Scene, sample_scene
+from m2r.data.schema import Sample
+
+log = logging.getLogger(__name__)
+
+QUESTION = "List the objects in the image from left to right, with the column and row of each."
+
+
+def quarter(t: float, size: int) -> int:
+    """Which quarter (1-4) of an image `size` px wide a pixel coordinate falls in: the readings' column and row."""
+    return min(4, max(1, int(t * 4 // size) + 1))
+
+
+def placed(scene: Scene) -> list[tuple[float, float, object]]:
+    """(u, v, object) for every object of `scene`, left to right by the pixel column of its centre."""
+    out = []
+    for o in scene.objects:
+        u, v = scene.camera.project(o.centre[None])[0]
+        out.append((float(u), float(v), o))
+    return sorted(out, key=lambda t: t[0])
+
+
+def listing(scene: Scene) -> list[str]:
+    """One reading per object, left to right: "The red cube is in column 1, row 3." (quarters of the image)."""
+    size = scene.camera.image_size
+    return [f"The {o.name} is in column {quarter(u, size)}, row {quarter(v, size)}." for u, v, o in placed(scene)]
+
+
+def perception_sample(rng: random.Random, image_size: int, objects: tuple[int, int]) -> tuple[Sample, list[Image.Image]]:
+    """A fresh scene of `objects` (lo, hi) objects and its listing trace; the answer is the count."""
+    scene, img = sample_scene(rng, image_size, n_objects=objects)
+    n = len(scene.objects)
+    body = "\n".join(listing(scene))
+    cot = f"<think>\n{body}\nLet me verify: I listed {n} objects.\n</think>\n<answer>\nThere are {n} objects. \\boxed{{{n}}}\n</answer>"
+    sample = Sample(id="", task="perceive/list", question=QUESTION, answer=str(n), answer_type="number", images=["img0.png"], cot=cot, meta=scene.to_meta())
+    return sample, [img]
+
+
+def check_objects(objects: tuple[int, int] | list[int]) -> tuple[int, int]:
+    """`perceive.objects` as (lo, hi), or a ValueError that says what is wrong."""
+    lo, hi = (int(v) for v in objects)
+    most = len(PALETTE) * len(SHAPES)
+    if not 1 <= lo <= hi or hi > 8:
+        raise ValueError(f"perceive.objects={[lo, hi]}: give [lo, hi] with 1 <= lo <= hi <= 8 (a scene holds at most 8 objects that all stay "
+                         f"visible; there are {most} colour and shape pairs)")
+    return lo, hi
+
+
+class PerceptionStream(IterableDataset):
+    """An endless stream of perception samples for one rank, from batch `start_batch` on.
+
+    Batch b of rank r holds samples (seed, r, b, 0..batch_size-1). With DataLoader workers, worker j of W
+    makes batches start + j, start + j + W, ...: the DataLoader takes one batch from each worker in turn, so
+    the batches arrive in order b = start, start + 1, ... whatever the number of workers."""
+
+    def __init__(self, seed: int, rank: int, batch_size: int, image_size: int, objects: tuple[int, int], start_batch: int = 0,
+                 split: str = "train", limit_batches: int | None = None):
+        self.seed, self.rank, self.batch_size, self.image_size = seed, rank, batch_size, image_size
+        self.objects, self.start_batch, self.split, self.limit_batches = check_objects(objects), start_batch, split, limit_batches
+
+    def sample(self, batch: int, i: int) -> tuple[Sample, list[Image.Image]]:
+        rng = random.Random(f"{self.seed}/perceive/{self.split}/{self.rank}/{batch}/{i}")
+        sample, images = perception_sample(rng, self.image_size, self.objects)
+        sample.id = f"perceive-{self.split}-r{self.rank}-b{batch}-{i}"
+        return sample, images
+
+    def __iter__(self) -> Iterator[tuple[Sample, list[Image.Image]]]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        batch = self.start_batch + worker
+        end = None if self.limit_batches is None else self.start_batch + self.limit_batches
+        while end is None or batch < end:
+            for i in range(self.batch_size):
+                yield self.sample(batch, i)
+            batch += workers
+
+
+class PerceiveDataModule(L.LightningDataModule):
+    """The `perceive` step's data: each rank's own endless stream of fresh scenes, and `val_samples` fixed held-out
+    scenes (drawn with split "val", spread over the ranks) for `val/loss` and `val/token_acc`.
+
+    Resume: the checkpoint holds how many training batches the loop has taken (counted as `SFTDataModule` counts
+    them, once per batch trained on); the resumed stream starts at the next one."""
+
+    def __init__(self, processor, seed: int = 0, batch_size: int = 8, image_size: int = 168, objects: tuple[int, int] = (2, 6),
+                 val_samples: int = 64, max_length: int = 512, num_workers: int = 0, system_prompt: str | None = M2_SYSTEM_PROMPT):
+        super().__init__()
+        self.seed, self.batch_size, self.image_size, self.objects = seed, batch_size, image_size, check_objects(objects)
+        self.val_samples, self.num_workers = val_samples, num_workers
+        self.collator = SFTCollator(processor, max_length, system_prompt)
+        self.train_batches = 0
+
+    def _rank_world(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+
+    def _loader(self, stream: PerceptionStream) -> DataLoader:
+        return DataLoader(stream, batch_size=self.batch_size, num_workers=self.num_workers, collate_fn=self.collator)
+
+    def train_dataloader(self) -> DataLoader:
+        rank, _ = self._rank_world()
+        if self.train_batches:
+            log.info("resuming the perception stream of rank %d at batch %d", rank, self.train_batches)
+        return self._loader(PerceptionStream(self.seed, rank, self.batch_size, self.image_size, self.objects, start_batch=self.train_batches))
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_samples <= 0:
+            return []
+        rank, world = self._rank_world()
+        batches = math.ceil(self.val_samples / (world * self.batch_size))  # the same number on every rank: DDP never waits on one
+        stream = PerceptionStream(self.seed, rank, self.batch_size, self.image_size, self.objects, split="val", limit_batches=batches)
+        return DataLoader(stream, batch_size=self.batch_size, num_workers=0, collate_fn=self.collator)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.trainer is not None and self.trainer.training:  # once per batch the loop trains on (not prefetched, not validation)
+            self.train_batches += 1
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"train_batches": self.train_batches}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.train_batches = int(state_dict.get("train_batches", 0))
+
+
+def reading_accuracy(model, processor, samples: list[tuple[Sample, list[Image.Image]]], batch_size: int = 16, max_length: int = 512) -> dict[str, float]:
+    """The look test of a warmed-up model: teacher-forced, the share of reading digits (the C and R of every "column C,
+    row R") whose greedy token is right, on `samples` as they are (`reading_acc`) and with each image moved one sample on
+    (`reading_acc_swapped`). A model that reads its images falls towards the floor with swapped images; one that has only
+    learnt the listing's priors (columns rise left to right, rows are mostly 2 and 3) does not."""
+    import torch
+
+    tok = processor.tokenizer
+    cue = {tok(w, add_special_tokens=False)["input_ids"][-1] for w in (" column", " row")}
+    digits = {tok(" " + d, add_special_tokens=False)["input_ids"][-1] for d in "1234"}
+    collate = SFTCollator(processor, max_length)
+    device = next(model.parameters()).device
+    hits = {"reading_acc": 0, "reading_acc_swapped": 0}
+    total = 0
+    was_training = model.training
+    model.eval()
+    for i in range(0, len(samples) - 1, batch_size):
+        chunk = samples[i : i + batch_size]
+        if len(chunk) < 2:
+            break
+        batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in collate(chunk).items()}
+        labels = batch.pop("labels")[:, 1:]
+        grids = batch["image_grid_thw"]
+        if not bool((grids == grids[:1]).all()):
+            raise ValueError("reading_accuracy needs images of one size (one grid) to swap them")
+        per = batch["pixel_values"].shape[0] // len(chunk)
+        swapped = batch["pixel_values"].view(len(chunk), per, -1).roll(1, dims=0).reshape(batch["pixel_values"].shape)
+        prev2 = torch.nn.functional.pad(labels, (2, 0), value=-100)[:, :-2]
+        scored = torch.isin(labels, torch.tensor(sorted(digits), device=device)) & torch.isin(prev2, torch.tensor(sorted(cue), device=device))
+        total += int(scored.sum())
+        with torch.no_grad():
+            for key, pixels in (("reading_acc", batch["pixel_values"]), ("reading_acc_swapped", swapped)):
+                pred = model(**{**batch, "pixel_values": pixels}).logits[:, :-1].argmax(-1)
+                hits[key] += int(((pred == labels) & scored).sum())
+    model.train(was_training)
+    return {k: v / max(1, total) for k, v in hits.items()} | {"readings": total}

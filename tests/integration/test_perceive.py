@@ -1,0 +1,91 @@
+"""The `perceive` step through the real config: SFT starts from its export, its settings key SFT's output,
+it is absent when off, and a killed warm-up resumes on the batches an uninterrupted one takes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import m2r
+from conftest import FAST, compose
+from m2r import stepkeys
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["stage=sft", *FAST, "data.tasks=[spatial/count,spatial/depth]", "perceive.batch_size=2", "perceive.image_size=112", "perceive.val_samples=4",
+         "perceive.objects=[1,3]", "trainer.val_check_interval=100", "trainer.limit_val_batches=0"]
+
+
+def _weights(folder) -> dict[str, torch.Tensor]:
+    from transformers import AutoModelForImageTextToText
+
+    return AutoModelForImageTextToText.from_pretrained(folder).state_dict()
+
+
+def test_sft_starts_from_the_warm_up_and_its_key_follows_it(tmp_path, cache_dir):
+    run = tmp_path / "run"
+    # SFT with a learning rate too small to move a weight: its export is the warm-up's, not model.*'s random init
+    cfg = compose([*SMALL, "perceive.max_steps=3", "sft.module.lr=1e-12", "sft.module.warmup_steps=0"], run, cache_dir)
+    out = m2r.run(cfg)
+    assert out["perceive"]["steps"] == 3 and (run / "perceive" / "hf" / "COMPLETE").exists()
+    warm, sft = _weights(run / "perceive" / "hf"), _weights(run / "sft" / "hf")
+    assert warm.keys() == sft.keys()
+    assert all(torch.allclose(warm[k], sft[k], atol=1e-6) for k in warm)
+    from m2r.model.load import build_model, load_processor
+
+    mc = m2r.pipeline.OmegaConf.to_object(cfg.model)
+    scratch = build_model(mc, load_processor(mc, str(cache_dir))).state_dict()
+    assert scratch.keys() == warm.keys()
+    moved = [k for k in warm if not torch.allclose(warm[k], scratch[k])]
+    assert len(moved) > len(warm) // 2  # the warm-up trained (and SFT did not start from scratch)
+
+    recorded = json.loads((run / "sft" / "key.json").read_text())["config"]["inputs"]
+    assert recorded["perceive"] == json.loads((run / "perceive" / "key.json").read_text())["key"]
+    k3 = stepkeys.step_key(cfg, "sft")[0]
+    assert stepkeys.step_key(compose([*SMALL, "perceive.max_steps=3", "sft.module.lr=1e-12", "perceive.objects=[1,2]"], run, cache_dir), "perceive")[0] \
+        != json.loads((run / "perceive" / "key.json").read_text())["key"]  # another scene mix is another warm-up
+
+    # off: no perceive folder, and SFT's key reads no perceive input
+    off_run = tmp_path / "off"
+    off = compose([*SMALL, "perceive.max_steps=0"], off_run, cache_dir)
+    assert "perceive" not in stepkeys.step_key(off, "sft")[1]["inputs"] and stepkeys.step_key(off, "sft")[0] != k3
+    assert m2r.run(off)["perceive"] == {"skipped": True}
+    assert not (off_run / "perceive").exists() and (off_run / "sft" / "hf" / "COMPLETE").exists()
+
+
+def test_sft_without_its_warm_up_says_how_to_run_it(tmp_path, cache_dir):
+    cfg = compose([*SMALL, "perceive.max_steps=3", "stage.steps=[build,sft]"], tmp_path / "run", cache_dir)
+    with pytest.raises(FileNotFoundError, match="perceive.max_steps=3 but the perception warm-up has no finished output"):
+        m2r.run(cfg)
+
+
+def test_killed_warm_up_resumes_on_the_uninterrupted_batches(tmp_path, cache_dir, monkeypatch):
+    import m2r.data.perceive
+    import m2r.training
+    from test_sft_resume import IdCollator, make_recorder
+
+    monkeypatch.setattr(m2r.data.perceive, "SFTCollator", IdCollator)
+    seen: list[tuple[int, list[int]]] = []
+    make_trainer = m2r.training.make_trainer
+
+    def recording(*a, extra_callbacks=None, **k):
+        return make_trainer(*a, extra_callbacks=[*(extra_callbacks or []), make_recorder(seen)], **k) if a[2] == "perceive" else make_trainer(*a, extra_callbacks=extra_callbacks, **k)
+
+    monkeypatch.setattr(m2r.training, "make_trainer", recording)
+    common = [*SMALL, "stage.steps=[perceive]", "perceive.max_steps=5", "trainer.accumulate_grad_batches=2", "callbacks.checkpoint.every_n_train_steps=1"]
+    m2r.run(compose(common, tmp_path / "straight", cache_dir))
+    straight, seen[:] = list(seen), []
+    assert [s for s, _ in straight] == [s for s in range(1, 6) for _ in range(2)]
+    assert len({i for _, b in straight for i in b}) == 20  # 10 batches of 2 fresh scenes
+
+    run_dir = tmp_path / "resumed"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        m2r.run(compose([*common, "+callbacks.crash._target_=conftest.CrashAfter", "+callbacks.crash.step=3"], run_dir, cache_dir))
+    crashed, seen[:] = list(seen), []
+    last = torch.load(run_dir / "perceive" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["global_step"] == 2 and last["PerceiveDataModule"]["train_batches"] == 4
+    assert m2r.run(compose(common, run_dir, cache_dir))["perceive"]["steps"] == 5
+    assert crashed == straight[:6] and seen[0][0] == 3
+    assert [b for s, b in crashed if s <= 2] + [b for _, b in seen] == [b for _, b in straight]

@@ -1,0 +1,95 @@
+"""The perception warm-up's data (m2r.data.perceive): readings that match the render, a stream that is a pure
+function of (seed, rank, batch), resumes at any batch, keeps its order with workers, and differs across ranks; the look
+test scores every column and row digit and nothing else."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from m2r.data.perceive import PerceptionStream, check_objects, listing, perception_sample, quarter, reading_accuracy
+from m2r.data.scene import sample_scene
+
+
+def test_listing_reads_each_object_left_to_right_at_its_projected_centre():
+    for seed in range(20):
+        scene, _ = sample_scene(random.Random(seed), 168, n_objects=(2, 6))
+        lines = listing(scene)
+        assert len(lines) == len(scene.objects)
+        names = [line.removeprefix("The ").split(" is in ")[0] for line in lines]
+        assert sorted(names) == sorted(o.name for o in scene.objects)
+        centre = {o.name: scene.camera.project(o.centre[None])[0] for o in scene.objects}
+        assert [centre[n][0] for n in names] == sorted(centre[n][0] for n in names)
+        for line, name in zip(lines, names):
+            u, v = centre[name]
+            assert line == f"The {name} is in column {quarter(u, 168)}, row {quarter(v, 168)}."
+
+
+def test_quarters():
+    assert [quarter(t, 168) for t in (-5, 0, 41.9, 42, 83.9, 84, 126, 167.9, 168, 500)] == [1, 1, 1, 2, 2, 3, 4, 4, 4, 4]
+
+
+def test_sample_answer_is_the_count_and_the_trace_lists_every_object():
+    sample, images = perception_sample(random.Random(3), 112, (3, 5))
+    n = int(sample.answer)
+    assert 3 <= n <= 5 and len(images) == 1 and images[0].size == (112, 112)
+    assert sample.cot.count(" is in column ") == n and sample.cot.endswith(f"\\boxed{{{n}}}\n</answer>")
+
+
+def ids_of(stream, workers: int, n: int) -> list[list[str]]:
+    loader = DataLoader(stream, batch_size=stream.batch_size, num_workers=workers, collate_fn=lambda b: [s.id for s, _ in b])
+    return list(itertools.islice(loader, n))
+
+
+def test_stream_resumes_at_any_batch_and_keeps_its_order_with_workers():
+    kw = dict(seed=1, rank=0, batch_size=2, image_size=56, objects=(1, 2))
+    full = ids_of(PerceptionStream(**kw), 0, 6)
+    assert full == [[f"perceive-train-r0-b{b}-{i}" for i in range(2)] for b in range(6)]
+    assert ids_of(PerceptionStream(**kw), 2, 6) == full  # two workers, batches in the same order
+    assert ids_of(PerceptionStream(**kw, start_batch=4), 2, 2) == full[4:]
+    # the samples themselves are a pure function of their ids: the same scene whoever draws it
+    a, b = PerceptionStream(**kw), PerceptionStream(**kw, start_batch=3)
+    assert a.sample(3, 0)[0].cot == next(iter(b))[0].cot
+
+
+def test_ranks_and_splits_draw_different_scenes():
+    kw = dict(seed=0, batch_size=4, image_size=56, objects=(2, 3))
+    r0, r1 = PerceptionStream(rank=0, **kw), PerceptionStream(rank=1, **kw)
+    val = PerceptionStream(rank=0, split="val", limit_batches=2, **kw)
+    cots = [[s.cot + str(s.meta["objects"]) for s, _ in itertools.islice(st, 8)] for st in (r0, r1, val)]
+    assert not set(cots[0]) & set(cots[1]) and not set(cots[0]) & set(cots[2])
+    assert len(list(val)) == 8  # limit_batches ends the held-out stream
+
+
+@pytest.mark.parametrize("bad", [(0, 2), (3, 2), (2, 9)])
+def test_bad_object_ranges_say_what_to_give(bad):
+    with pytest.raises(ValueError, match=r"perceive.objects=.*1 <= lo <= hi <= 8"):
+        check_objects(bad)
+
+
+class Oracle(torch.nn.Module):
+    """Predicts every next token right when it sees a batch's own images, and token 0 when they were swapped."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.vocab, self.w = vocab, torch.nn.Parameter(torch.zeros(1))
+        self.seen: dict[bytes, torch.Tensor] = {}
+
+    def forward(self, input_ids, pixel_values, **kw):
+        key = input_ids.numpy().tobytes()
+        own = self.seen.setdefault(key, pixel_values.clone())  # the first call of a batch has its own images
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        if torch.equal(own, pixel_values):
+            logits[:, :-1].scatter_(2, input_ids[:, 1:, None], 1.0)
+        return type("Out", (), {"logits": logits})()
+
+
+def test_reading_accuracy_scores_each_column_and_row_and_sees_the_swap(processor):
+    samples = [PerceptionStream(0, 0, 6, 112, (1, 3)).sample(0, i) for i in range(6)]
+    n_objects = sum(int(s.answer) for s, _ in samples)
+    out = reading_accuracy(Oracle(len(processor.tokenizer)), processor, samples, batch_size=3)
+    assert out == {"reading_acc": 1.0, "reading_acc_swapped": 0.0, "readings": 2 * n_objects}

@@ -69,6 +69,8 @@ FAST = [
     "eval.max_new_tokens=16",
     "data.batch_size=4",
     "sft.max_steps=2", "grpo.max_steps=2",
+    "perceive.max_steps=0",  # off (experiment=tiny_m2 has 2000); tests that run it say perceive.max_steps=N and get these small settings:
+    "perceive.batch_size=2", "perceive.image_size=112", "perceive.val_samples=4",
     "trainer.val_check_interval=2",
     "trainer.log_every_n_steps=1",
     "trainer.enable_progress_bar=false",

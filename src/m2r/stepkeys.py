@@ -121,6 +121,11 @@ def step_key(cfg: DictConfig, step: str) -> tuple[str, dict[str, Any]]:
         parts["trainer.devices"] = device_count(parts["trainer.devices"])
     if parts.get("trainer.gradient_clip_val") == 0:
         parts["trainer.gradient_clip_val"] = None  # both mean no clipping
+    if step == "perceive" and isinstance(model, dict) and model.get("source") == "tiny":
+        # the tiny model's tokenizer is trained on the embedded generators' text: new generators, another tokenizer
+        from m2r.model.tiny import tiny_processor_key
+
+        parts["tokenizer"] = tiny_processor_key(OmegaConf.to_object(cfg.model))
     if step in CODE_VERSION:
         parts["code"] = CODE_VERSION[step]
     parts["inputs"] = _inputs(cfg, step)

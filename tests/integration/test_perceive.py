@@ -14,8 +14,7 @@ from m2r import stepkeys
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["stage=sft", *FAST, "data.tasks=[spatial/count,spatial/depth]", "perceive.batch_size=2", "perceive.image_size=112", "perceive.val_samples=4",
-         "perceive.objects=[1,3]", "trainer.val_check_interval=100", "trainer.limit_val_batches=0"]
+SMALL = ["stage=sft", *FAST, "data.tasks=[spatial/count,spatial/depth]", "perceive.objects=[1,3]", "trainer.val_check_interval=100", "trainer.limit_val_batches=0"]
 
 
 def _weights(folder) -> dict[str, torch.Tensor]:
@@ -89,3 +88,14 @@ def test_killed_warm_up_resumes_on_the_uninterrupted_batches(tmp_path, cache_dir
     assert m2r.run(compose(common, run_dir, cache_dir))["perceive"]["steps"] == 5
     assert crashed == straight[:6] and seen[0][0] == 3
     assert [b for s, b in crashed if s <= 2] + [b for _, b in seen] == [b for _, b in straight]
+
+
+def test_new_generators_make_a_new_warm_up_for_the_tiny_model(tmp_path, cache_dir, monkeypatch):
+    """The tiny model's tokenizer is trained on the generators' text, so a generators' version bump keys a new warm-up
+    (reusing the old one would pair its weights with another tokenizer)."""
+    from m2r.data import tasks
+
+    cfg = compose([*SMALL, "perceive.max_steps=3"], tmp_path, cache_dir)
+    before = stepkeys.step_key(cfg, "perceive")[0]
+    monkeypatch.setattr(tasks, "EMBEDDED_VERSION", tasks.EMBEDDED_VERSION + 1)
+    assert stepkeys.step_key(cfg, "perceive")[0] != before

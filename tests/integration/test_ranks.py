@@ -140,8 +140,7 @@ def test_perceive_two_ranks_draw_their_own_scenes_in_lockstep(tmp_path, cache_di
     the rank would give both the same batches), parameters stay equal, and SFT starts from the export."""
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "run.py", "stage=sft", "strategy=ddp", "trainer.devices=2", f"paths.run_dir={run_dir}", f"hydra.run.dir={run_dir}", *FAST,
-           "data.tasks=[spatial/count,spatial/depth]", "perceive.max_steps=3", "perceive.batch_size=2", "perceive.image_size=112", "perceive.val_samples=4",
-           "trainer.limit_val_batches=0", "+callbacks.probe._target_=rank_probe.RankProbe", f"+callbacks.probe.dirpath={run_dir}/probe"]
+           "data.tasks=[spatial/count,spatial/depth]", "perceive.max_steps=3", "trainer.limit_val_batches=0", "+callbacks.probe._target_=rank_probe.RankProbe", f"+callbacks.probe.dirpath={run_dir}/probe"]
     out = subprocess.run(cmd, cwd=ROOT, env=_env(cache_dir), capture_output=True, text=True, timeout=400)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = [[json.loads(line) for line in (run_dir / "probe" / f"probe.rank{r}.jsonl").read_text().splitlines()] for r in range(2)]

@@ -23,9 +23,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_pipeline_runs_every_step_writes_report_and_skips_when_done(tmp_path, cache_dir):
-    overrides = [*FAST, "grpo.max_steps=3", "data.train_per_task=6", "data.rl_per_task=4"]
+    overrides = [*FAST, "grpo.max_steps=3", "data.train_per_task=6", "data.rl_per_task=4", "perceive.max_steps=2"]
     results = m2r.run(compose(overrides, tmp_path, cache_dir))
-    assert list(results) == ["build", "quality", "sft", "difficulty", "curriculum", "heldout_sft", "grpo", "heldout_grpo", "report"]
+    assert list(results) == ["build", "quality", "perceive", "sft", "difficulty", "curriculum", "heldout_sft", "grpo", "heldout_grpo", "report"]
     q = results["quality"]
     noisy = {k: v for k, v in q["by_noise"].items() if k != "clean"}
     assert q["kept"] + q["dropped"] == q["in"] == 6 * N_TASKS
@@ -37,7 +37,9 @@ def test_pipeline_runs_every_step_writes_report_and_skips_when_done(tmp_path, ca
         m = results[f"heldout_{which}"]
         assert len([k for k in m if k.startswith("task/")]) == N_TASKS and 0.0 <= m["overall"] <= 1.0
     report = (tmp_path / "report.md").read_text()
-    for section in ("Wall time per step", "Quality filter", "Difficulty and curriculum", "Held-out accuracy per task", "after RL", "| task | blind | after SFT |"):
+    assert results["perceive"]["steps"] == 2 and results["perceive"]["readings"] > 0 and "SFT starts from its export" in report
+    assert json.loads((tmp_path / "sft" / "key.json").read_text())["config"]["inputs"]["perceive"] == json.loads((tmp_path / "perceive" / "key.json").read_text())["key"]
+    for section in ("Wall time per step", "Quality filter", "Perception warm-up", "The look test", "Difficulty and curriculum", "Held-out accuracy per task", "after RL", "| task | blind | after SFT |"):
         assert section in report
     blind = results["heldout_sft"]["blind/spatial/relation"]
     assert f"| spatial/relation | {100 * blind:.1f} | {100 * results['heldout_sft']['task/spatial/relation']:.1f} |" in report
@@ -160,7 +162,7 @@ def test_recipe_under_ddp_two_cpu_processes(tmp_path, processor):
     env = {**os.environ, "M2R_NO_PROGRESS": "1"}
     env.pop("M2R_RUN_ID", None)
     run = subprocess.run(
-        [sys.executable, "run.py", "strategy=ddp", "trainer.devices=2", *FAST, "data.rl_per_task=4", "curriculum.samples_per_shard=1",
+        [sys.executable, "run.py", "strategy=ddp", "trainer.devices=2", *FAST, "perceive.max_steps=2", "data.rl_per_task=4", "curriculum.samples_per_shard=1",
          "grpo.max_steps=2", "grpo.module.max_new_tokens=16", f"hydra.run.dir={tmp_path}/run", f"shared.dir={tmp_path}/shared"],
         cwd=ROOT, capture_output=True, text=True, env=env, timeout=600,
     )
@@ -168,7 +170,7 @@ def test_recipe_under_ddp_two_cpu_processes(tmp_path, processor):
     out = tmp_path / "run"
     # shared steps (m2r.shared) under 2 ranks: rank 1 trained, scored and evaluated in the folders rank 0 chose
     made = json.loads((out / "shared.json").read_text())
-    assert all(made[s]["made"] for s in ("build", "sft", "difficulty", "grpo", "heldout_grpo")) and (out / "sft").is_symlink()
+    assert all(made[s]["made"] for s in ("build", "perceive", "sft", "difficulty", "grpo", "heldout_grpo")) and (out / "sft").is_symlink()
     assert (out / "sft").resolve() == (tmp_path / "shared" / "sft" / made["sft"]["key"]).resolve()
     ids = [json.loads(x)["id"] for x in (out / "score" / "difficulty.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 4 * N_TASKS

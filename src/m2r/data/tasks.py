@@ -118,38 +118,47 @@ def spatial_count(rng: random.Random, image_size: int, mc: bool) -> Generated:
 
 
 def spatial_relation(rng: random.Random, image_size: int, mc: bool) -> Generated:
-    for _ in range(100):
+    """Left/right or above/below between two objects a quarter of the image apart or more (different columns, or rows),
+    so that the listing's readings decide it."""
+    from m2r.data.perceive import quarter
+
+    for _ in range(200):
         scene, img = sample_scene(rng, image_size)
         a, b = rng.sample(scene.objects, 2)
         (ua, va), (ub, vb) = _pixel(scene, a), _pixel(scene, b)
-        if abs(ua - ub) > 0.12 * image_size or abs(va - vb) > 0.12 * image_size:
+        ca, cb, ra, rb = quarter(ua, image_size), quarter(ub, image_size), quarter(va, image_size), quarter(vb, image_size)
+        if ca != cb or ra != rb:
             break
-    if abs(ua - ub) >= abs(va - vb):
-        axis, opts, correct, pa, pb = "horizontal", ["left", "right"], "left" if ua < ub else "right", ua, ub
+    if ca != cb:
+        axis, opts, correct, pa, pb, word = "horizontal", ["left", "right"], "left" if ca < cb else "right", ca, cb, "column"
         q = f"Considering the image, is the {a.name} to the left or to the right of the {b.name}?"
     else:
-        axis, opts, correct, pa, pb = "vertical", ["above", "below"], "above" if va < vb else "below", va, vb
+        axis, opts, correct, pa, pb, word = "vertical", ["above", "below"], "above" if ra < rb else "below", ra, rb, "row"
         q = f"Considering the image, is the {a.name} above or below the {b.name}?"
-    coord = "x" if axis == "horizontal" else "y"
-    steps = [*_scan(scene), f"The {a.name} is centred near {coord} = {pa:.0f} px and the {b.name} near {coord} = {pb:.0f} px in the {image_size} px image.", f"So the {a.name} is to the {correct} of the {b.name}." if axis == "horizontal" else f"So the {a.name} is {correct} the {b.name}."]
-    check = f"{pa:.0f} {'<' if pa < pb else '>'} {pb:.0f}, consistent with '{correct}'."
+    steps = [*_scan(scene), f"The {a.name} is in {word} {pa} and the {b.name} in {word} {pb}.", f"So the {a.name} is to the {correct} of the {b.name}." if axis == "horizontal" else f"So the {a.name} is {correct} the {b.name}."]
+    check = f"{word} {pa} {'<' if pa < pb else '>'} {word} {pb}, consistent with '{correct}'."
     letter = LETTERS[opts.index(correct)]
     cot = trace(steps, check, f"The {a.name} is {correct} (option {letter}).", letter)
     return Sample(id="", task="spatial/relation", question=q, answer=letter, answer_type="choice", choices=opts, images=["img0.png"], cot=cot, meta=scene.to_meta() | {"a": a.name, "b": b.name, "axis": axis}), [img]
 
 
 def spatial_depth(rng: random.Random, image_size: int, mc: bool) -> Generated:
-    for _ in range(100):
+    """Which of two objects is closer to the camera, for pairs in different rows whose lower one is the nearer (objects
+    stand on the floor, so the nearer sits lower in the image): the listing's rows decide it."""
+    from m2r.data.perceive import quarter
+
+    for _ in range(200):
         scene, img = sample_scene(rng, image_size)
         a, b = rng.sample(scene.objects, 2)
         da, db = _cam_dist(scene, a), _cam_dist(scene, b)
-        if max(da, db) / min(da, db) > 1.15:
+        ra, rb = quarter(_pixel(scene, a)[1], image_size), quarter(_pixel(scene, b)[1], image_size)
+        if max(da, db) / min(da, db) > 1.15 and ra != rb and (ra > rb) == (da < db):
             break
     near = a if da < db else b
     opts = [a.name, b.name]
     letter = LETTERS[opts.index(near.name)]
-    steps = [*_scan(scene), f"Using the floor grid, the {a.name} is about {da:.1f} m from the camera and the {b.name} about {db:.1f} m.", f"The {near.name} is closer."]
-    check = f"the {near.name} also sits lower in the image, nearer the camera, matching {min(da, db):.1f} m < {max(da, db):.1f} m."
+    steps = [*_scan(scene), f"The {a.name} is in row {ra} and the {b.name} in row {rb}; both stand on the floor, so the lower one is nearer the camera.", f"The {near.name} is closer."]
+    check = f"using the floor grid, the {a.name} is about {da:.1f} m from the camera and the {b.name} about {db:.1f} m."
     cot = trace(steps, check, f"The {near.name} is closer to the camera (option {letter}).", letter)
     q = f"Which object is closer to the camera: the {a.name} or the {b.name}?"
     return Sample(id="", task="spatial/depth", question=q, answer=letter, answer_type="choice", choices=opts, images=["img0.png"], cot=cot, meta=scene.to_meta() | {"a": a.name, "b": b.name}), [img]
@@ -353,8 +362,9 @@ def general_word_problem(rng: random.Random, image_size: int, mc: bool) -> Gener
 # The embedded generators' output version: part of the build key (m2r.data.build.build_key), so shards built by
 # older generators or an older renderer are rebuilt, never reused. Bump it whenever a generator or the renderer
 # changes what it writes. 2: the floor lit from the left wall (scene._light_floor). 3: the scene tasks' traces open
-# with every object's column and row, left to right (`_scan`).
-EMBEDDED_VERSION = 3
+# with every object's column and row, left to right (`_scan`). 4: relation and depth decide from those readings (pairs
+# a column or row apart; depth: the lower of two objects in different rows is the nearer).
+EMBEDDED_VERSION = 4
 
 TASKS: dict[str, Callable[[random.Random, int, bool], Generated]] = {
     "spatial/count": spatial_count,

@@ -67,6 +67,27 @@ def test_relation_agrees_with_independent_projection():
         assert expected[chosen(s)], (s.question, chosen(s), pa, pb)
 
 
+def quarter_of(t: float, size: int = 168) -> int:
+    return min(4, max(1, int(t * 4 // size) + 1))
+
+
+def test_relation_and_depth_are_decided_by_the_listed_readings():
+    """The traces open with every object's column and row, and the two objects asked about differ in the reading that
+    decides the answer (relation: column, or row for above/below; depth: row, the lower one the nearer)."""
+    for s, _ in samples("spatial/relation") + samples("spatial/depth"):
+        obj = objects(s.meta)
+        read = {n: tuple(quarter_of(t) for t in my_projection(s.meta, o["x"], o["height"] / 2, o["z"])) for n, o in obj.items()}
+        listed = re.findall(r"The (\w+ \w+) is in column ([1-4]), row ([1-4])\.", s.cot)
+        assert [(n, (int(c), int(r))) for n, c, r in listed] == sorted(((n, read[n]) for n in obj), key=lambda t: my_projection(s.meta, obj[t[0]]["x"], obj[t[0]]["height"] / 2, obj[t[0]]["z"])[0])
+        if s.task == "spatial/relation":
+            (ca, ra), (cb, rb) = read[s.meta["a"]], read[s.meta["b"]]
+            want = {"left": ca < cb, "right": ca > cb, "above": ca == cb and ra < rb, "below": ca == cb and ra > rb}
+            assert want[chosen(s)], (s.question, chosen(s), read)
+        else:
+            other = [c for c in s.choices if c != chosen(s)][0]
+            assert read[chosen(s)][1] > read[other][1]  # the nearer is the lower in the image
+
+
 def test_rel_distance_answer_is_nearer_to_reference():
     for s, _ in samples("spatial/rel_distance"):
         obj = objects(s.meta)

@@ -60,8 +60,13 @@ def step_perceive(cfg: DictConfig) -> dict[str, Any]:
         log.info("perception warm-up %s is complete; skipping (resume=false to train again)", hf_dir)
         return json.loads(summary_path.read_text())
     t0 = time.perf_counter()
+    from dataclasses import replace
+
+    from m2r.config import LoraConfig
+
     p = cfg.perceive
-    model_cfg = OmegaConf.to_object(cfg.model)
+    # A warm-up of a model from scratch trains every weight: freezing and LoRA (model.freeze_*, model.lora) are SFT's choices.
+    model_cfg = replace(OmegaConf.to_object(cfg.model), freeze_vision=False, freeze_projector=False, freeze_language=False, lora=LoraConfig(enabled=False))
     if model_cfg.source == "pretrained":
         log.warning("perceive.max_steps=%d on a pretrained checkpoint (%s): the warm-up is meant for a model built from config; "
                     "say perceive.max_steps=0 to start SFT from the checkpoint itself", p.max_steps, model_cfg.path)
@@ -81,8 +86,6 @@ def step_perceive(cfg: DictConfig) -> dict[str, Any]:
     }
     if trainer.is_global_zero:
         if int(p.val_samples) > 1:  # the look test on the held-out scenes, from the export (whole weights under any strategy)
-            from dataclasses import replace
-
             from m2r.data.perceive import PerceptionStream, reading_accuracy
 
             model = build_model(replace(model_cfg, source="pretrained", path=str(hf_dir), processor_path=None), processor).to(trainer.strategy.root_device)

@@ -121,6 +121,9 @@ def step_key(cfg: DictConfig, step: str) -> tuple[str, dict[str, Any]]:
         parts["trainer.devices"] = device_count(parts["trainer.devices"])
     if parts.get("trainer.gradient_clip_val") == 0:
         parts["trainer.gradient_clip_val"] = None  # both mean no clipping
+    if step == "perceive" and isinstance(model, dict):
+        for k in ("freeze_vision", "freeze_projector", "freeze_language", "lora"):  # the warm-up trains every weight (pipeline.step_perceive)
+            model.pop(k, None)
     if step == "perceive" and isinstance(model, dict) and model.get("source") == "tiny":
         # the tiny model's tokenizer is trained on the embedded generators' text: new generators, another tokenizer
         from m2r.model.tiny import tiny_processor_key

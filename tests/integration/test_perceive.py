@@ -99,3 +99,20 @@ def test_new_generators_make_a_new_warm_up_for_the_tiny_model(tmp_path, cache_di
     before = stepkeys.step_key(cfg, "perceive")[0]
     monkeypatch.setattr(tasks, "EMBEDDED_VERSION", tasks.EMBEDDED_VERSION + 1)
     assert stepkeys.step_key(cfg, "perceive")[0] != before
+
+
+def test_the_warm_up_trains_every_weight_whatever_sft_freezes(tmp_path, cache_dir):
+    """model.freeze_* and model.lora are SFT's choices: the warm-up of a model from scratch ignores them (same key, and
+    the vision tower moves during the warm-up of a run that freezes it for SFT)."""
+    plain = compose([*SMALL, "perceive.max_steps=2"], tmp_path / "a", cache_dir)
+    frozen = compose([*SMALL, "perceive.max_steps=2", "model.freeze_vision=true", "model.freeze_projector=true", "stage.steps=[perceive]"], tmp_path / "b", cache_dir)
+    assert stepkeys.step_key(plain, "perceive")[0] == stepkeys.step_key(frozen, "perceive")[0]
+    assert stepkeys.step_key(plain, "sft")[0] != stepkeys.step_key(frozen, "sft")[0]
+    m2r.run(frozen)
+    from m2r.model.load import build_model, load_processor
+
+    mc = m2r.pipeline.OmegaConf.to_object(frozen.model)
+    scratch = build_model(mc, load_processor(mc, str(cache_dir))).state_dict()
+    warm = _weights(tmp_path / "b" / "perceive" / "hf")
+    vision = [k for k in warm if ".visual." in k or k.startswith("visual.") or "model.visual" in k]
+    assert vision and all(not torch.equal(warm[k], scratch[k]) for k in vision if k.endswith("weight") and "norm" not in k)

@@ -155,17 +155,18 @@ class PerceiveDataModule(L.LightningDataModule):
 def reading_accuracy(model, processor, samples: list[tuple[Sample, list[Image.Image]]], batch_size: int = 16, max_length: int = 512) -> dict[str, float]:
     """The look test of a warmed-up model: teacher-forced, the share of reading digits (the C and R of every "column C,
     row R") whose greedy token is right, on `samples` as they are (`reading_acc`) and with each image moved one sample on
-    (`reading_acc_swapped`). A model that reads its images falls towards the floor with swapped images; one that has only
-    learnt the listing's priors (columns rise left to right, rows are mostly 2 and 3) does not."""
+    (`reading_acc_swapped`), and the same for the columns and the rows alone (`reading_acc_column`, `_row`, each also
+    `_swapped`). A model that reads its images falls towards the floor with swapped images; one that has only learnt the
+    listing's priors (columns rise left to right, rows are mostly 2 and 3) does not."""
     import torch
 
     tok = processor.tokenizer
-    cue = {tok(w, add_special_tokens=False)["input_ids"][-1] for w in (" column", " row")}
+    cues = {w.strip(): tok(w, add_special_tokens=False)["input_ids"][-1] for w in (" column", " row")}
     digits = {tok(" " + d, add_special_tokens=False)["input_ids"][-1] for d in "1234"}
     collate = SFTCollator(processor, max_length)
     device = next(model.parameters()).device
-    hits = {"reading_acc": 0, "reading_acc_swapped": 0}
-    total = 0
+    hits = {f"reading_acc{part}{swap}": 0 for part in ("", "_column", "_row") for swap in ("", "_swapped")}
+    counts = {"": 0, "_column": 0, "_row": 0}
     was_training = model.training
     model.eval()
     for i in range(0, len(samples) - 1, batch_size):
@@ -179,12 +180,16 @@ def reading_accuracy(model, processor, samples: list[tuple[Sample, list[Image.Im
             raise ValueError("reading_accuracy needs images of one size (one grid) to swap them")
         per = batch["pixel_values"].shape[0] // len(chunk)
         swapped = batch["pixel_values"].view(len(chunk), per, -1).roll(1, dims=0).reshape(batch["pixel_values"].shape)
-        prev2 = torch.nn.functional.pad(labels, (2, 0), value=-100)[:, :-2]
-        scored = torch.isin(labels, torch.tensor(sorted(digits), device=device)) & torch.isin(prev2, torch.tensor(sorted(cue), device=device))
-        total += int(scored.sum())
+        prev2 = torch.nn.functional.pad(labels, (2, 0), value=-100)[:, :-2]  # the cue word two tokens back ("column", " ", "3")
+        digit = torch.isin(labels, torch.tensor(sorted(digits), device=device))
+        masks = {"_column": digit & (prev2 == cues["column"]), "_row": digit & (prev2 == cues["row"])}
+        masks[""] = masks["_column"] | masks["_row"]
+        for part, m in masks.items():
+            counts[part] += int(m.sum())
         with torch.no_grad():
-            for key, pixels in (("reading_acc", batch["pixel_values"]), ("reading_acc_swapped", swapped)):
-                pred = model(**{**batch, "pixel_values": pixels}).logits[:, :-1].argmax(-1)
-                hits[key] += int(((pred == labels) & scored).sum())
+            for swap, pixels in (("", batch["pixel_values"]), ("_swapped", swapped)):
+                right = model(**{**batch, "pixel_values": pixels}).logits[:, :-1].argmax(-1) == labels
+                for part, m in masks.items():
+                    hits[f"reading_acc{part}{swap}"] += int((right & m).sum())
     model.train(was_training)
-    return {k: v / max(1, total) for k, v in hits.items()} | {"readings": total}
+    return {k: v / max(1, counts[k.removeprefix("reading_acc").removesuffix("_swapped")]) for k, v in hits.items()} | {"readings": counts[""]}

@@ -92,4 +92,5 @@ def test_reading_accuracy_scores_each_column_and_row_and_sees_the_swap(processor
     samples = [PerceptionStream(0, 0, 6, 112, (1, 3)).sample(0, i) for i in range(6)]
     n_objects = sum(int(s.answer) for s, _ in samples)
     out = reading_accuracy(Oracle(len(processor.tokenizer)), processor, samples, batch_size=3)
-    assert out == {"reading_acc": 1.0, "reading_acc_swapped": 0.0, "readings": 2 * n_objects}
+    assert out == {"reading_acc": 1.0, "reading_acc_swapped": 0.0, "reading_acc_column": 1.0, "reading_acc_column_swapped": 0.0,
+                   "reading_acc_row": 1.0, "reading_acc_row_swapped": 0.0, "readings": 2 * n_objects}

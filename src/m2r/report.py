@@ -135,11 +135,12 @@ def write_report(run: str | Path) -> dict[str, Any]:
         L.append("\n`clean` are the generator's traces; the other rows are the failures the embedded data injected (`data.noisy_trace_ratio`).\n")
 
     pc = _load(run / "perceive" / "summary.json")
-    if pc and "steps" in pc:
+    sft_inputs = (_load(run / "sft" / "key.json") or {}).get("config", {}).get("inputs", {})
+    if pc and "steps" in pc and "perceive" in sft_inputs:  # a warm-up this run's SFT started from (not one left from an earlier setting)
         L.append(f"## Perception warm-up (`perceive/summary.json`)\n\n{pc['steps']} steps on fresh scenes, every object listed left to right with its column "
                  f"and row; train loss {_fmt(pc.get('loss_first'))} -> {_fmt(pc.get('loss_last'))}; on the held-out scenes loss {_fmt(pc.get('val_loss'))}, "
                  f"token accuracy {_fmt(pc.get('val_token_acc_first'))} -> {_fmt(pc.get('val_token_acc_last'))}. SFT starts from its export.\n")
-        if pc.get("reading_acc") is not None:
+        if pc.get("reading_acc") is not None and pc.get("reading_acc_swapped") is not None:
             L.append(f"The look test ({pc['readings']} column and row digits of the held-out scenes, teacher-forced): {_fmt(pc['reading_acc'], True)}% "
                      f"right, {_fmt(pc['reading_acc_swapped'], True)}% with each image swapped for another scene's. A model that reads its "
                      "images loses accuracy when they are swapped; one that learnt only the listing's priors does not.\n")

@@ -124,11 +124,15 @@ def step_key(cfg: DictConfig, step: str) -> tuple[str, dict[str, Any]]:
     if step == "perceive" and isinstance(model, dict):
         for k in ("freeze_vision", "freeze_projector", "freeze_language", "lora"):  # the warm-up trains every weight (pipeline.step_perceive)
             model.pop(k, None)
-    if step == "perceive" and isinstance(model, dict) and model.get("source") == "tiny":
-        # the tiny model's tokenizer is trained on the embedded generators' text: new generators, another tokenizer
-        from m2r.model.tiny import tiny_processor_key
+    if step == "perceive":
+        from m2r.data.tasks import EMBEDDED_VERSION
 
-        parts["tokenizer"] = tiny_processor_key(OmegaConf.to_object(cfg.model))
+        parts["generators"] = EMBEDDED_VERSION  # the scenes and listings it trains on
+        if isinstance(model, dict) and model.get("source") in ("tiny", "random") and not model.get("processor_path"):
+            # the tiny tokenizer (of sources tiny and random) is trained on the generators' text: new generators, another tokenizer
+            from m2r.model.tiny import tiny_processor_key
+
+            parts["tokenizer"] = tiny_processor_key(OmegaConf.to_object(cfg.model))
     if step in CODE_VERSION:
         parts["code"] = CODE_VERSION[step]
     parts["inputs"] = _inputs(cfg, step)

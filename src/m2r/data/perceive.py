@@ -68,7 +68,9 @@ def perception_sample(rng: random.Random, image_size: int, objects: tuple[int, i
 
 def check_objects(objects: tuple[int, int] | list[int]) -> tuple[int, int]:
     """`perceive.objects` as (lo, hi), or a ValueError that says what is wrong."""
-    lo, hi = (int(v) for v in objects)
+    if len(objects) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in objects):
+        raise ValueError(f"perceive.objects={list(objects)}: give two whole numbers [lo, hi], e.g. perceive.objects=[2,6]")
+    lo, hi = objects
     most = len(PALETTE) * len(SHAPES)
     if not 1 <= lo <= hi or hi > 8:
         raise ValueError(f"perceive.objects={[lo, hi]}: give [lo, hi] with 1 <= lo <= hi <= 8 (a scene holds at most 8 objects that all stay "
@@ -90,7 +92,11 @@ class PerceptionStream(IterableDataset):
 
     def sample(self, batch: int, i: int) -> tuple[Sample, list[Image.Image]]:
         rng = random.Random(f"{self.seed}/perceive/{self.split}/{self.rank}/{batch}/{i}")
-        sample, images = perception_sample(rng, self.image_size, self.objects)
+        try:
+            sample, images = perception_sample(rng, self.image_size, self.objects)
+        except RuntimeError as e:
+            raise RuntimeError(f"perceive: {e} (perceive.objects={list(self.objects)} at perceive.image_size={self.image_size} px: "
+                               "lower the most objects or raise the image size)") from None
         sample.id = f"perceive-{self.split}-r{self.rank}-b{batch}-{i}"
         return sample, images
 
@@ -169,6 +175,7 @@ def reading_accuracy(model, processor, samples: list[tuple[Sample, list[Image.Im
     counts = {"": 0, "_column": 0, "_row": 0}
     was_training = model.training
     model.eval()
+    batch_size = max(2, batch_size)  # a swap needs two images in a batch
     for i in range(0, len(samples) - 1, batch_size):
         chunk = samples[i : i + batch_size]
         if len(chunk) < 2:
@@ -192,4 +199,8 @@ def reading_accuracy(model, processor, samples: list[tuple[Sample, list[Image.Im
                 for part, m in masks.items():
                     hits[f"reading_acc{part}{swap}"] += int((right & m).sum())
     model.train(was_training)
-    return {k: v / max(1, counts[k.removeprefix("reading_acc").removesuffix("_swapped")]) for k, v in hits.items()} | {"readings": counts[""]}
+    out: dict[str, float | None] = {}
+    for k, v in hits.items():
+        n = counts[k.removeprefix("reading_acc").removesuffix("_swapped")]
+        out[k] = v / n if n else None  # no readings scored: no accuracy (not 0)
+    return out | {"readings": counts[""]}

@@ -129,6 +129,8 @@ def spatial_relation(rng: random.Random, image_size: int, mc: bool) -> Generated
         ca, cb, ra, rb = quarter(ua, image_size), quarter(ub, image_size), quarter(va, image_size), quarter(vb, image_size)
         if ca != cb or ra != rb:
             break
+    else:
+        raise RuntimeError(f"spatial/relation: no two objects a column or a row apart in 200 scenes of {image_size} px; raise data.image_size")
     if ca != cb:
         axis, opts, correct, pa, pb, word = "horizontal", ["left", "right"], "left" if ca < cb else "right", ca, cb, "column"
         q = f"Considering the image, is the {a.name} to the left or to the right of the {b.name}?"
@@ -154,6 +156,8 @@ def spatial_depth(rng: random.Random, image_size: int, mc: bool) -> Generated:
         ra, rb = quarter(_pixel(scene, a)[1], image_size), quarter(_pixel(scene, b)[1], image_size)
         if max(da, db) / min(da, db) > 1.15 and ra != rb and (ra > rb) == (da < db):
             break
+    else:
+        raise RuntimeError(f"spatial/depth: no two objects in different rows, the lower the nearer, in 200 scenes of {image_size} px; raise data.image_size")
     near = a if da < db else b
     opts = [a.name, b.name]
     letter = LETTERS[opts.index(near.name)]

@@ -94,3 +94,33 @@ def test_reading_accuracy_scores_each_column_and_row_and_sees_the_swap(processor
     out = reading_accuracy(Oracle(len(processor.tokenizer)), processor, samples, batch_size=3)
     assert out == {"reading_acc": 1.0, "reading_acc_swapped": 0.0, "reading_acc_column": 1.0, "reading_acc_column_swapped": 0.0,
                    "reading_acc_row": 1.0, "reading_acc_row_swapped": 0.0, "readings": 2 * n_objects}
+
+
+def test_reading_accuracy_with_batch_size_one_still_swaps_and_none_without_readings(processor):
+    samples = [PerceptionStream(0, 0, 4, 112, (1, 2)).sample(0, i) for i in range(4)]
+    out = reading_accuracy(Oracle(len(processor.tokenizer)), processor, samples, batch_size=1)
+    assert out["reading_acc"] == 1.0 and out["reading_acc_swapped"] == 0.0 and out["readings"] > 0
+    empty = reading_accuracy(Oracle(len(processor.tokenizer)), processor, samples[:1])
+    assert empty["readings"] == 0 and empty["reading_acc"] is None  # nothing scored is not 0 %
+
+
+@pytest.mark.parametrize("bad", [[2.5, 4], ["a", 3], [2]])
+def test_object_ranges_must_be_two_whole_numbers(bad):
+    with pytest.raises(ValueError, match="give two whole numbers"):
+        check_objects(bad)
+
+
+def test_the_report_shows_a_warm_up_only_when_sft_started_from_it(tmp_path):
+    import json
+
+    from m2r.report import write_report
+
+    (tmp_path / "perceive").mkdir()
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "perceive" / "summary.json").write_text(json.dumps({"steps": 5, "reading_acc": 0.7, "reading_acc_swapped": 0.5, "readings": 10}))
+    (tmp_path / "sft" / "key.json").write_text(json.dumps({"key": "k", "config": {"inputs": {"build": "b", "perceive": "p"}}}))
+    write_report(tmp_path)
+    assert "Perception warm-up" in (tmp_path / "report.md").read_text() and "70.0% right, 50.0% with each image swapped" in (tmp_path / "report.md").read_text()
+    (tmp_path / "sft" / "key.json").write_text(json.dumps({"key": "k2", "config": {"inputs": {"build": "b"}}}))  # SFT redone without it
+    write_report(tmp_path)
+    assert "Perception warm-up" not in (tmp_path / "report.md").read_text()

@@ -43,8 +43,6 @@ def test_sft_starts_from_the_warm_up_and_its_key_follows_it(tmp_path, cache_dir)
     recorded = json.loads((run / "sft" / "key.json").read_text())["config"]["inputs"]
     assert recorded["perceive"] == json.loads((run / "perceive" / "key.json").read_text())["key"]
     k3 = stepkeys.step_key(cfg, "sft")[0]
-    assert stepkeys.step_key(compose([*SMALL, "perceive.max_steps=3", "sft.module.lr=1e-12", "perceive.objects=[1,2]"], run, cache_dir), "perceive")[0] \
-        != json.loads((run / "perceive" / "key.json").read_text())["key"]  # another scene mix is another warm-up
 
     # off: no perceive folder, and SFT's key reads no perceive input
     off_run = tmp_path / "off"
@@ -116,3 +114,22 @@ def test_the_warm_up_trains_every_weight_whatever_sft_freezes(tmp_path, cache_di
     warm = _weights(tmp_path / "b" / "perceive" / "hf")
     vision = [k for k in warm if ".visual." in k or k.startswith("visual.") or "model.visual" in k]
     assert vision and all(not torch.equal(warm[k], scratch[k]) for k in vision if k.endswith("weight") and "norm" not in k)
+
+
+def test_a_pretrained_checkpoint_refuses_the_warm_up(tmp_path, cache_dir):
+    from m2r.checks import ConfigError, check_config
+
+    cfg = compose([*SMALL, "model=qwen2_5_vl", "model.path=/ckpt/Qwen2.5-VL-7B-Instruct", "perceive.max_steps=5"], tmp_path, cache_dir)
+    with pytest.raises(ConfigError, match="perceive.max_steps=5 with model.source=pretrained.*say perceive.max_steps=0"):
+        check_config(cfg)
+    check_config(compose([*SMALL, "model=qwen2_5_vl", "model.path=/ckpt/Qwen2.5-VL-7B-Instruct", "perceive.max_steps=0"], tmp_path, cache_dir))
+
+
+def test_a_random_shape_model_keys_its_warm_up_by_the_tokenizer(tmp_path, cache_dir, monkeypatch):
+    from m2r.data import tasks
+
+    cfg = compose([*SMALL, "model=qwen2_5_vl_3b_random", "perceive.max_steps=3"], tmp_path, cache_dir)
+    key, parts = stepkeys.step_key(cfg, "perceive")
+    assert "tokenizer" in parts and parts["generators"] == tasks.EMBEDDED_VERSION
+    monkeypatch.setattr(tasks, "EMBEDDED_VERSION", tasks.EMBEDDED_VERSION + 1)
+    assert stepkeys.step_key(cfg, "perceive")[0] != key

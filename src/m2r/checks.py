@@ -198,11 +198,6 @@ def _check_pairs(cfg: DictConfig) -> None:
             check_objects(objects)
         except (TypeError, ValueError) as e:
             raise ConfigError(str(e)) from None
-    steps, source = _get(cfg, "perceive.max_steps"), _get(cfg, "model.source")
-    if isinstance(steps, int) and steps > 0 and source == "pretrained":
-        raise ConfigError(f"perceive.max_steps={steps} with model.source=pretrained ({_get(cfg, 'model.path')}): the perception warm-up trains a model "
-                          "built from config from scratch, every weight, and a pretrained checkpoint can already see; say perceive.max_steps=0 "
-                          "(experiment=tiny_m2 turns the warm-up on for the tiny model)")
     for key in ("sft.module.betas", "grpo.module.betas", "perceive.module.betas"):
         betas = _get(cfg, key)
         if betas is not _MISSING:

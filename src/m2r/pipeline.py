@@ -52,7 +52,8 @@ def step_perceive(cfg: DictConfig) -> dict[str, Any]:
     from m2r.training import export_hf, make_trainer, resume_path
 
     if not perceive_on(cfg):
-        log.info("perceive.max_steps=0: no perception warm-up; SFT starts from model=%s", cfg.model.name)
+        why = "perceive.max_steps=0" if not int(cfg.perceive.max_steps) else f"model.source=pretrained ({cfg.model.path}) can already see"
+        log.info("%s: no perception warm-up; SFT starts from model=%s", why, cfg.model.name)
         return {"skipped": True}
     pdir = Path(cfg.paths.perceive_dir)
     hf_dir, summary_path = pdir / "hf", pdir / "summary.json"

@@ -141,8 +141,11 @@ def step_key(cfg: DictConfig, step: str) -> tuple[str, dict[str, Any]]:
 
 
 def perceive_on(cfg: DictConfig) -> bool:
-    """Whether the run has a perception warm-up (`perceive.max_steps` > 0): without one, SFT reads no perceive output."""
-    return int(OmegaConf.select(cfg, "perceive.max_steps", default=0) or 0) > 0
+    """Whether the run has a perception warm-up: `perceive.max_steps` > 0 and a model built from config (a pretrained
+    checkpoint can already see, so `python run.py model=qwen2_5_vl model.path=...` on top of experiment=tiny_m2 skips it).
+    Without one, SFT reads no perceive output."""
+    steps = int(OmegaConf.select(cfg, "perceive.max_steps", default=0) or 0)
+    return steps > 0 and OmegaConf.select(cfg, "model.source", default=None) != "pretrained"
 
 
 def device_count(devices: Any) -> Any:

@@ -116,13 +116,16 @@ def test_the_warm_up_trains_every_weight_whatever_sft_freezes(tmp_path, cache_di
     assert vision and all(not torch.equal(warm[k], scratch[k]) for k in vision if k.endswith("weight") and "norm" not in k)
 
 
-def test_a_pretrained_checkpoint_refuses_the_warm_up(tmp_path, cache_dir):
-    from m2r.checks import ConfigError, check_config
+def test_a_pretrained_checkpoint_skips_the_warm_up(tmp_path, cache_dir):
+    """`python run.py model=qwen2_5_vl model.path=...` composes on experiment=tiny_m2 (2000 warm-up steps): a checkpoint
+    that can already see skips the warm-up, and its SFT key reads no perceive output."""
+    from m2r.checks import check_config
 
     cfg = compose([*SMALL, "model=qwen2_5_vl", "model.path=/ckpt/Qwen2.5-VL-7B-Instruct", "perceive.max_steps=5"], tmp_path, cache_dir)
-    with pytest.raises(ConfigError, match="perceive.max_steps=5 with model.source=pretrained.*say perceive.max_steps=0"):
-        check_config(cfg)
-    check_config(compose([*SMALL, "model=qwen2_5_vl", "model.path=/ckpt/Qwen2.5-VL-7B-Instruct", "perceive.max_steps=0"], tmp_path, cache_dir))
+    check_config(cfg)
+    assert not stepkeys.perceive_on(cfg) and stepkeys.prepare(cfg, "perceive") is None
+    assert m2r.pipeline.step_perceive(cfg) == {"skipped": True}
+    assert "perceive" not in stepkeys.step_key(cfg, "sft")[1]["inputs"] and not (tmp_path / "perceive").exists()
 
 
 def test_a_random_shape_model_keys_its_warm_up_by_the_tokenizer(tmp_path, cache_dir, monkeypatch):

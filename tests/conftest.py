@@ -54,7 +54,8 @@ def compose(overrides: list[str], run_dir: Path, cache: Path):
     import m2r  # noqa: F401  (registers the structured-config schemas)
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return hcompose(config_name="run", overrides=[f"paths.run_dir={run_dir}", f"paths.cache_dir={cache}", *overrides])
+        # the warm-up off unless a test says perceive.max_steps=N (experiment=tiny_m2's 2000 steps are not a test's)
+        return hcompose(config_name="run", overrides=[f"paths.run_dir={run_dir}", f"paths.cache_dir={cache}", "perceive.max_steps=0", *overrides])
 
 
 # Small, fast settings for end-to-end runs on the tiny model.

@@ -94,7 +94,7 @@ def test_ddp_on_two_cpu_processes(tmp_path):
 
     env = {**os.environ, "M2R_NO_PROGRESS": "1"}
     run = subprocess.run(
-        [sys.executable, "run.py", "stage=sft", "strategy=ddp", "trainer.devices=2", "sft.max_steps=4", "grpo.max_steps=4", "trainer.val_check_interval=2",
+        [sys.executable, "run.py", "stage=sft", "strategy=ddp", "trainer.devices=2", "perceive.max_steps=0", "sft.max_steps=4", "grpo.max_steps=4", "trainer.val_check_interval=2",
          "data.train_per_task=4", "data.val_per_task=2", "data.samples_per_shard=2", "trainer.enable_progress_bar=false", f"hydra.run.dir={tmp_path}/run"],
         cwd=ROOT, capture_output=True, text=True, env=env, timeout=400,
     )

@@ -145,7 +145,7 @@ from m2r import pipeline, stepkeys
 conf, run_dir, rank = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 with initialize_config_dir(config_dir=conf, version_base="1.3"):
     cfg = compose(config_name="run", overrides=[f"paths.run_dir={run_dir}", f"paths.cache_dir={run_dir}/cache", "stage=sft",
-                                                 "stage.steps=[sft]", "sft.module.lr=2e-5"])
+                                                 "stage.steps=[sft]", "sft.module.lr=2e-5", "perceive.max_steps=0"])
 
 real_prepare = stepkeys.prepare
 def slow_prepare(cfg, step, **kw):  # rank 0 takes its time before it removes the stale output

@@ -108,7 +108,7 @@ def test_loss_matches_trl(trl_batch, loss_type, mu, monkeypatch):
 
 def test_logprobs_equal_plain_transformers_and_near_trl(trl_batch):
     """Our log-probs equal the plain transformers computation; TRL's fused LM-head kernel differs
-    from both by up to about 0.3% of the log-prob on this model, which is why the loss test feeds both sides one tensor."""
+    from both by up to about 0.6% of the log-prob on this model, which is why the loss test feeds both sides one tensor."""
     base, trainer, _, out = trl_batch
     tr, model = trainer("grpo")
     P = out["prompt_ids"].shape[1]
@@ -122,5 +122,6 @@ def test_logprobs_equal_plain_transformers_and_near_trl(trl_batch):
         plain = torch.gather(torch.log_softmax(logits, -1), 2, out["completion_ids"][..., None]).squeeze(2)
     m = out["completion_mask"].bool()
     assert torch.allclose(ours[m], plain[m], atol=1e-6)
-    # TRL's fused head drifts with the logits' scale: 0.024 at most (log-probs -4 to -9) at init std 0.08, a few 1e-3 at 0.02.
-    assert torch.allclose(trl_logps[m], plain[m], atol=1e-2, rtol=3e-3), ((trl_logps[m] - plain[m]).abs().max(), plain[m])
+    # TRL's fused head drifts with the logits' scale: 0.024 at most (log-probs -4 to -9) at init std 0.08, a few 1e-3 at 0.02;
+    # 0.035 (about 0.6% of a log-prob of -5.8) with the tokenizer of the generators' version 4, whose vocabulary differs.
+    assert torch.allclose(trl_logps[m], plain[m], atol=1e-2, rtol=8e-3), ((trl_logps[m] - plain[m]).abs().max(), plain[m])

@@ -43,8 +43,10 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), 
 
 
 def quarter(t: float, size: int) -> int:
-    """Which quarter (1-4) of an image `size` px wide pixel coordinate t falls in: the readings' column and row."""
-    return min(4, max(1, int(t * 4 // size) + 1))
+    """Which quarter (1-4) of the image pixel coordinate t falls in (the readings' column and row, as the recipe's)."""
+    from m2r.data.perceive import quarter as recipe_quarter
+
+    return recipe_quarter(t, size)
 
 
 def make_sample(rng: random.Random, task: str, size: int, lit: bool, objects: tuple[int, int] = (2, 5), column_only: bool = False, ramp: float = 0.0, min_px: int = 40,

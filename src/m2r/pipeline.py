@@ -44,6 +44,15 @@ def step_build(cfg: DictConfig) -> dict[str, Any]:
     return {"root": str(root), "seconds": round(time.perf_counter() - t0, 1)}
 
 
+def _finished(cfg: DictConfig, stage_dir: Path, what: str) -> dict[str, Any] | None:
+    """The summary of a training step whose export and summary are both written (and `resume` is on), else None."""
+    hf_dir, summary_path = stage_dir / "hf", stage_dir / "summary.json"
+    if cfg.get("resume", True) and (hf_dir / "COMPLETE").exists() and summary_path.exists():
+        log.info("%s %s is complete; skipping (resume=false to train again)", what, hf_dir)
+        return json.loads(summary_path.read_text())
+    return None
+
+
 def step_perceive(cfg: DictConfig) -> dict[str, Any]:
     """The perception warm-up (m2r.data.perceive): model.* trained on fresh scenes' listings, exported to <perceive>/hf."""
     from m2r.callbacks.history import MetricHistory
@@ -57,9 +66,8 @@ def step_perceive(cfg: DictConfig) -> dict[str, Any]:
         return {"skipped": True}
     pdir = Path(cfg.paths.perceive_dir)
     hf_dir, summary_path = pdir / "hf", pdir / "summary.json"
-    if cfg.get("resume", True) and (hf_dir / "COMPLETE").exists() and summary_path.exists():
-        log.info("perception warm-up %s is complete; skipping (resume=false to train again)", hf_dir)
-        return json.loads(summary_path.read_text())
+    if (done := _finished(cfg, pdir, "perception warm-up")) is not None:
+        return done
     t0 = time.perf_counter()
     from dataclasses import replace
 
@@ -141,11 +149,9 @@ def step_sft(cfg: DictConfig) -> dict[str, Any]:
     from m2r.training import export_hf, make_trainer, resume_path
 
     sft_dir = Path(cfg.paths.sft_dir)
-    hf_dir = sft_dir / "hf"
-    summary_path = sft_dir / "summary.json"
-    if cfg.get("resume", True) and (hf_dir / "COMPLETE").exists() and summary_path.exists():
-        log.info("SFT output %s is complete; skipping (resume=false to train again)", hf_dir)
-        return json.loads(summary_path.read_text())
+    hf_dir, summary_path = sft_dir / "hf", sft_dir / "summary.json"
+    if (done := _finished(cfg, sft_dir, "SFT output")) is not None:
+        return done
 
     t0 = time.perf_counter()
     filtered = Path(cfg.paths.quality_dir)
@@ -212,9 +218,8 @@ def step_grpo(cfg: DictConfig) -> dict[str, Any]:
 
     grpo_dir = Path(cfg.paths.grpo_dir)
     hf_dir, summary_path = grpo_dir / "hf", grpo_dir / "summary.json"
-    if cfg.get("resume", True) and (hf_dir / "COMPLETE").exists() and summary_path.exists():
-        log.info("GRPO output %s is complete; skipping (resume=false to train again)", hf_dir)
-        return json.loads(summary_path.read_text())
+    if (done := _finished(cfg, grpo_dir, "GRPO output")) is not None:
+        return done
 
     t0 = time.perf_counter()
     data_cfg, model_cfg = OmegaConf.to_object(cfg.data), OmegaConf.to_object(cfg.model)

@@ -43,11 +43,9 @@ def quarter(t: float, size: int) -> int:
 
 def placed(scene: Scene) -> list[tuple[float, float, object]]:
     """(u, v, object) for every object of `scene`, left to right by the pixel column of its centre."""
-    out = []
-    for o in scene.objects:
-        u, v = scene.camera.project(o.centre[None])[0]
-        out.append((float(u), float(v), o))
-    return sorted(out, key=lambda t: t[0])
+    from m2r.data.tasks import _pixel  # the embedded tasks' projection of an object's centre
+
+    return sorted(((*_pixel(scene, o), o) for o in scene.objects), key=lambda t: t[0])
 
 
 def listing(scene: Scene) -> list[str]:

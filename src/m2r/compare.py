@@ -166,9 +166,14 @@ def _values(job: Job, metric: str) -> dict[str, float] | None:
     if metric == "gain":
         if after is None or before is None:
             return None
-        return {k: after[k] - before[k] for k in after if (k.startswith("task/") or k in FAMILIES) and _num(after[k]) and _num(before.get(k))}
+        return {k: after[k] - before[k] for k in after if _is_row(k) and _num(after[k]) and _num(before.get(k))}
     m = job.files[metric]
-    return None if m is None else {k: v for k, v in m.items() if (k.startswith("task/") or k in FAMILIES) and _num(v)}
+    return None if m is None else {k: v for k, v in m.items() if _is_row(k) and _num(v)}
+
+
+def _is_row(key: str) -> bool:
+    """A metrics.json key that is a table row: a task, a family mean, or an answer type (`type/number`: every numeric answer)."""
+    return key.startswith(("task/", "type/")) or key in FAMILIES
 
 
 def _table(arms: dict[str, list[Job]], metric: str) -> tuple[dict[str, dict[str, dict]], dict[str, int]]:
@@ -187,7 +192,7 @@ def _table(arms: dict[str, list[Job]], metric: str) -> tuple[dict[str, dict[str,
 def _row_order(table: dict[str, dict[str, dict]], families_only: bool = False) -> list[str]:
     present = {r for rows in table.values() for r in rows}
     tasks = [] if families_only else sorted(r for r in present if r.startswith("task/"))
-    return tasks + [f for f in FAMILIES if f in present]
+    return tasks + [f for f in FAMILIES if f in present] + sorted(r for r in present if r.startswith("type/"))
 
 
 def _smooth(ys: list[float], w: int) -> list[float]:
@@ -233,7 +238,11 @@ def _cell(s: dict | None, n_arm: int, signed: bool) -> str:
 
 
 def _row_name(row: str, md: bool = True) -> str:
-    return row.removeprefix("task/") if row.startswith("task/") else (f"**{row}**" if md else row)
+    if row.startswith("task/"):
+        return row.removeprefix("task/")
+    if row.startswith("type/"):  # the mean over every held-out row with that answer type (rows, not tasks, weigh equally)
+        return f"*{row.removeprefix('type/')} answers*" if md else f"{row.removeprefix('type/')} answers"
+    return f"**{row}**" if md else row
 
 
 def _md_table(table: dict, n: dict[str, int], rows: list[str], metric: str) -> list[str]:
@@ -308,7 +317,7 @@ def _print_table(res: dict) -> None:
         t.add_column(label, justify="right")
     t.add_row("seeds (n)", *[str(n[a]) for a in table])
     for r in _row_order(table):
-        t.add_row(f"[bold]{r}[/bold]" if r in FAMILIES else _row_name(r), *[_cell(table[a].get(r), n[a], metric == "gain") for a in table])
+        t.add_row(f"[bold]{r}[/bold]" if r in FAMILIES else _row_name(r, md=False), *[_cell(table[a].get(r), n[a], metric == "gain") for a in table])
     Console().print(t)
 
 
@@ -328,7 +337,7 @@ def _markdown(res: dict, jobs: list[Job], arms: dict[str, list[Job]], smooth: in
 
     table = res["metrics"][metric]
     L += [f"\n## {METRICS[metric]} (%; mean ± 95% CI half-width over seeds, Student's t)\n",
-          "Rows: held-out tasks, then the family means (**bold**). A cell `x (n=1)` has one seed and no interval; "
+          "Rows: held-out tasks, then the family means over tasks (**bold**), then the means over rows by answer type (*italic*). A cell `x (n=1)` has one seed and no interval; "
           "`(n=k)` marks a row with fewer seeds than its arm.\n"]
     L += _md_table(table, res["n"][metric], _row_order(table), metric)
     L.append("\n## Family means, all three metrics\n")

@@ -25,7 +25,7 @@ def _write(path: Path, obj) -> None:
 
 def _metrics(count: float, chart: float) -> dict:
     return {"task/spatial/count": count, "task/general/chart": chart, "spatial": count, "general": chart, "video": None,
-            "overall": (count + chart) / 2, "score": (count + chart) / 2, "seconds": 3.0}
+            "overall": (count + chart) / 2, "score": (count + chart) / 2, "type/number": count, "type/choice": chart, "seconds": 3.0}
 
 
 def _hydra(job: Path, arm: str, seed: int) -> None:
@@ -95,6 +95,17 @@ def test_gain_is_paired_by_seed_and_reads_through_links(result):
     assert res["metrics"]["gain"][B]["general"]["values"] == pytest.approx([0.0, 0.1, 0.2])
     md = (root / "compare" / "compare.md").read_text()
     assert "| **spatial** | +20.0 ± 37.3 | +15.0 ± 12.4 |" in md  # the family table of the gain, always written
+
+
+def test_answer_type_rows_follow_the_families(result):
+    res, root = result
+    n = res["metrics"]["heldout_grpo"][B]["type/number"]  # metrics.json's type/number: 0.7, 0.8, 0.75
+    assert n["values"] == [0.7, 0.8, 0.75] and n["mean"] == pytest.approx(0.75)
+    assert res["metrics"]["gain"][A]["type/choice"]["values"] == pytest.approx([0.1, 0.1, 0.1])  # paired like the tasks
+    md = (root / "compare" / "compare.md").read_text()
+    main = md.split("## Family means")[0]
+    assert main.index("| **overall** |") < main.index("| *choice answers* |") < main.index("| *number answers* |")
+    assert "| *number answers* | 60.0 ± 24.8 | 75.0 ± 12.4 |" in main
 
 
 def test_the_crashed_job_is_listed_and_not_counted(result):

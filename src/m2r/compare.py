@@ -189,6 +189,23 @@ def _table(arms: dict[str, list[Job]], metric: str) -> tuple[dict[str, dict[str,
     return table, n
 
 
+def _blind(jobs: list[Job]) -> dict[str, dict]:
+    """The `blind` baseline (the best constant answer per task, `m2r.eval.embedded.blind_baseline`) of these jobs per
+    family: mean and 95% CI over seeds. It depends on a job's held-out rows, so each seed counts once."""
+    by_seed: dict[int, dict[str, float]] = {}
+    for j in jobs:
+        m = j.files["heldout_sft"] or j.files["heldout_grpo"]
+        b = {k.removeprefix("blind/"): v for k, v in (m or {}).items() if k.startswith("blind/") and _num(v)}
+        if b:
+            by_seed.setdefault(j.seed, b)
+    out = {}
+    for family, prefix in (("spatial", "spatial/"), ("general", "general/"), ("video", "spatial/video/"), ("overall", "")):
+        vals = {s: statistics.fmean(v for t, v in b.items() if t.startswith(prefix)) for s, b in sorted(by_seed.items()) if any(t.startswith(prefix) for t in b)}
+        if vals:
+            out[family] = {**mean_ci(list(vals.values())), "seeds": list(vals), "values": list(vals.values())}
+    return out
+
+
 def _row_order(table: dict[str, dict[str, dict]], families_only: bool = False) -> list[str]:
     present = {r for rows in table.values() for r in rows}
     tasks = [] if families_only else sorted(r for r in present if r.startswith("task/"))
@@ -340,6 +357,12 @@ def _markdown(res: dict, jobs: list[Job], arms: dict[str, list[Job]], smooth: in
           "Rows: held-out tasks, then the family means over tasks (**bold**), then the means over rows by answer type (*italic*). A cell `x (n=1)` has one seed and no interval; "
           "`(n=k)` marks a row with fewer seeds than its arm.\n"]
     L += _md_table(table, res["n"][metric], _row_order(table), metric)
+    if blind := res["blind"]:
+        line = lambda b: ", ".join(f"{f} {_cell(c, c['n'], False)}" for f, c in b.items())  # noqa: E731
+        same = len({json.dumps(b, sort_keys=True) for b in blind.values()}) == 1 and len(blind) == len(arms)
+        L.append("\n`blind`, the best constant answer per task on the same held-out rows (a bar to beat, "
+                 "`m2r.eval.embedded.blind_baseline`): " + (f"{line(next(iter(blind.values())))}, in every arm." if same
+                                                           else "; ".join(f"`{a}` {line(b)}" for a, b in blind.items()) + "."))
     L.append("\n## Family means, all three metrics\n")
     for m in METRICS:
         L += [f"### {names[m]} (`{m}`): {METRICS[m]}\n"]
@@ -382,7 +405,8 @@ def compare(multirun: Path, out: Path | None = None, metric: str = "heldout_grpo
     The result (also `compare.json`): `metrics[m][arm][row]` = {mean, lo, hi, half, n, seeds, jobs, values} for
     each m in METRICS (`metric` picks the main table), rows `task/<name>` and the families; `n[m][arm]` the jobs
     with the files m reads; `arms[arm]` its jobs, seeds and wall time; `curves[arm]` the smoothed reward curve;
-    `incomplete` the jobs missing files; `common` the overrides shared by every arm.
+    `incomplete` the jobs missing files; `common` the overrides shared by every arm; `blind[arm][family]` the
+    best-constant-answer baseline of its held-out rows over seeds. Rows `type/<answer type>` average rows, not tasks.
     """
     if metric not in METRICS:
         raise ValueError(f"metric={metric!r}: choose one of {', '.join(METRICS)}")
@@ -396,12 +420,13 @@ def compare(multirun: Path, out: Path | None = None, metric: str = "heldout_grpo
     arms = {label[k]: [j for j in jobs if j.arm == k] for k in keys}
     tables = {m: _table(arms, m) for m in METRICS}
     curves = _curves(arms, smooth)
+    blind = {a: b for a, js in arms.items() if (b := _blind(js))}  # per arm: an arm may change the held-out rows
     used = {"heldout_sft": "after SFT", "heldout_grpo": "after RL", "history": "reward curves", "timings": "wall time"}
     res: dict[str, Any] = {
         "multirun": str(multirun), "metric": metric, "common": common, "smooth": smooth,
         "arms": {a: {"overrides": [o for o in k if o not in common], "jobs": [j.name for j in arms[a]], "seeds": sorted(j.seed for j in arms[a]),
                      "complete": sum(not j.missing for j in arms[a]), "wall_s": _wall(arms[a])} for k, a in label.items()},
-        "metrics": {m: t for m, (t, _) in tables.items()}, "n": {m: n for m, (_, n) in tables.items()}, "curves": curves,
+        "metrics": {m: t for m, (t, _) in tables.items()}, "n": {m: n for m, (_, n) in tables.items()}, "curves": curves, "blind": blind,
         "incomplete": [{"job": j.name, "arm": label[j.arm], "seed": j.seed, "missing": j.missing,
                         "used_in": [u for f, u in used.items() if j.files[f] is not None]} for j in jobs if j.missing],
     }

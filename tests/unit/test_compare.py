@@ -25,7 +25,8 @@ def _write(path: Path, obj) -> None:
 
 def _metrics(count: float, chart: float) -> dict:
     return {"task/spatial/count": count, "task/general/chart": chart, "spatial": count, "general": chart, "video": None,
-            "overall": (count + chart) / 2, "score": (count + chart) / 2, "type/number": count, "type/choice": chart, "seconds": 3.0}
+            "overall": (count + chart) / 2, "score": (count + chart) / 2, "type/number": count, "type/choice": chart, "seconds": 3.0,
+            "blind/spatial/count": 0.4 + count / 10, "blind/general/chart": 0.2}  # the blind baseline moves with the held-out rows, i.e. the seed
 
 
 def _hydra(job: Path, arm: str, seed: int) -> None:
@@ -159,3 +160,19 @@ def test_a_folder_without_jobs_says_what_it_expected(tmp_path, capsys):
     with pytest.raises(ValueError, match="does not exist"):
         compare(tmp_path / "nope")
     assert main([str(tmp_path)]) == 2 and "<N>/.hydra/overrides.yaml" in capsys.readouterr().err
+
+
+def test_blind_is_per_arm_and_counted_once_per_seed(result, tmp_path):
+    res, root = result
+    # from heldout_sft: blind spatial = 0.4 + count0 / 10, so A's seeds give 0.445, 0.44, 0.435 and B's 0.46 (a job per seed)
+    a, b = res["blind"][A]["spatial"], res["blind"][B]["spatial"]
+    assert a["seeds"] == [0, 1, 2] and a["values"] == pytest.approx([0.445, 0.44, 0.435]) and a["mean"] == pytest.approx(0.44)
+    assert b["values"] == pytest.approx([0.46] * 3)  # B's crashed job (seed 3) has no metrics: not counted
+    assert res["blind"][A]["overall"]["mean"] == pytest.approx((0.44 + 0.2) / 2) and "video" not in res["blind"][A]
+    md = (root / "compare" / "compare.md").read_text()
+    assert f"`{A}` spatial 44.0 ± 1.2, general 20.0 ± 0.0, overall 32.0 ± 0.6; `{B}` spatial 46.0 ± 0.0" in md
+    # two jobs of one seed in one arm count once; arms with equal rows get one line
+    same = [(0, A, 0, 0.5, 0.4, 0.2, 0.1), (1, A, 0, 0.6, 0.4, 0.2, 0.1), (2, B, 0, 0.7, 0.4, 0.3, 0.3)]
+    res2 = compare(make_multirun(tmp_path / "same", same, crashed=False))
+    assert res2["blind"][A]["spatial"]["n"] == 1 and res2["blind"][A]["spatial"]["mean"] == pytest.approx(0.44)
+    assert "spatial 44.0 (n=1), general 20.0 (n=1), overall 32.0 (n=1), in every arm." in (tmp_path / "same" / "compare" / "compare.md").read_text()

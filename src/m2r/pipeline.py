@@ -99,9 +99,10 @@ def step_perceive(cfg: DictConfig) -> dict[str, Any]:
     return summary
 
 
-def _look_test(cfg: DictConfig, export_cfg, processor) -> dict[str, Any]:
-    """The warm-up's look test (`m2r.data.perceive.reading_accuracy`) on its held-out scenes, from the export (whole weights
-    under any strategy; rank 0 alone, after every rank has left the trainer). A diagnostic: a failure is logged, not raised."""
+def _look_test(cfg: DictConfig, export_cfg, processor, who: str = "perceive") -> dict[str, Any]:
+    """The warm-up's look test (`m2r.data.perceive.reading_accuracy`) on its held-out scenes, from an export (whole weights
+    under any strategy; rank 0 alone, after every rank has left the trainer): the warm-up's, and SFT's to see how much of
+    the reading SFT keeps. A diagnostic: a failure is logged, not raised."""
     import torch
 
     from m2r.data.perceive import PerceptionStream, reading_accuracy
@@ -117,12 +118,15 @@ def _look_test(cfg: DictConfig, export_cfg, processor) -> dict[str, Any]:
         out = reading_accuracy(model, processor, list(held), batch_size=8, max_length=int(cfg.data.max_length))
         del model
     except Exception as e:  # noqa: BLE001  (diagnostics must not fail a finished warm-up)
-        log.warning("perceive: the look test failed (%s: %s); the warm-up's export is complete and used as is", type(e).__name__, e)
+        log.warning("%s: the look test failed (%s: %s); the export is complete and used as is", who, type(e).__name__, e)
         return {"reading_acc": None, "look_error": f"{type(e).__name__}: {e}"}
     if out["readings"]:
-        log.info("perceive: held-out reading accuracy %.3f (columns %.3f, rows %.3f); with each image swapped for another scene's %.3f "
-                 "(columns %.3f, rows %.3f); %d readings", out["reading_acc"], out["reading_acc_column"], out["reading_acc_row"],
+        log.info("%s: held-out reading accuracy %.3f (columns %.3f, rows %.3f); with each image swapped for another scene's %.3f "
+                 "(columns %.3f, rows %.3f); %d readings", who, out["reading_acc"], out["reading_acc_column"], out["reading_acc_row"],
                  out["reading_acc_swapped"], out["reading_acc_column_swapped"], out["reading_acc_row_swapped"], out["readings"])
+    if out.get("naming_acc_colour") is not None:
+        log.info("%s: colour words %.3f (swapped %.3f), shape words %s (swapped %s); %d objects", who, out["naming_acc_colour"],
+                 out["naming_acc_colour_swapped"], out["naming_acc_shape"], out["naming_acc_shape_swapped"], out["namings"])
     return out
 
 
@@ -190,6 +194,13 @@ def step_sft(cfg: DictConfig) -> dict[str, Any]:
         "hf_dir": str(hf_dir),
     }
     if trainer.is_global_zero:
+        if perceive_on(cfg) and int(cfg.perceive.val_samples) > 1:  # how much of the warm-up's reading SFT kept (the same scenes)
+            from dataclasses import replace
+
+            from m2r.config import LoraConfig
+
+            export = replace(model_cfg, source="pretrained", path=str(hf_dir), processor_path=None, lora=LoraConfig(enabled=False))
+            summary["look"] = _look_test(cfg, export, processor, who="SFT")
         summary_path.write_text(json.dumps(summary, indent=2))
     log.info("SFT: %s", summary)
     return summary

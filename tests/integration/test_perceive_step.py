@@ -32,6 +32,10 @@ def test_sft_starts_from_the_warm_up_and_its_key_follows_it(tmp_path, cache_dir)
     warm, sft = _weights(run / "perceive" / "hf"), _weights(run / "sft" / "hf")
     assert warm.keys() == sft.keys()
     assert all(torch.allclose(warm[k], sft[k], atol=1e-6) for k in warm)
+    # SFT's look test reads the same scenes with the same weights: the warm-up's figures, to the digit
+    look, warm_look = out["sft"]["look"], out["perceive"]
+    assert look["readings"] > 0 and look["namings"] > 0
+    assert {k: v for k, v in look.items() if k.startswith(("reading_", "naming_"))} == {k: v for k, v in warm_look.items() if k.startswith(("reading_", "naming_"))}
     from m2r.model.load import build_model, load_processor
 
     mc = m2r.pipeline.OmegaConf.to_object(cfg.model)
@@ -48,7 +52,8 @@ def test_sft_starts_from_the_warm_up_and_its_key_follows_it(tmp_path, cache_dir)
     off_run = tmp_path / "off"
     off = compose([*SMALL, "perceive.max_steps=0"], off_run, cache_dir)
     assert "perceive" not in stepkeys.step_key(off, "sft")[1]["inputs"] and stepkeys.step_key(off, "sft")[0] != k3
-    assert m2r.run(off)["perceive"] == {"skipped": True}
+    off_out = m2r.run(off)
+    assert off_out["perceive"] == {"skipped": True} and "look" not in off_out["sft"]  # nothing to compare SFT's reading with
     assert not (off_run / "perceive").exists() and (off_run / "sft" / "hf" / "COMPLETE").exists()
 
 

@@ -161,16 +161,26 @@ def reading_accuracy(model, processor, samples: list[tuple[Sample, list[Image.Im
     row R") whose greedy token is right, on `samples` as they are (`reading_acc`) and with each image moved one sample on
     (`reading_acc_swapped`), and the same for the columns and the rows alone (`reading_acc_column`, `_row`, each also
     `_swapped`). A model that reads its images falls towards the floor with swapped images; one that has only learnt the
-    listing's priors (columns rise left to right, rows are mostly 2 and 3) does not."""
+    listing's priors (columns rise left to right, rows are mostly 2 and 3) does not.
+
+    The same for the names: `naming_acc_colour` scores each object's colour word, `naming_acc_shape` its shape word
+    (the one after a colour), each also `_swapped`, over `namings` objects; None where a colour or shape word is not one
+    token of this tokenizer. A listing whose digits are right but whose names are not cannot say which object is where."""
     import torch
 
     tok = processor.tokenizer
     cues = {w.strip(): tok(w, add_special_tokens=False)["input_ids"][-1] for w in (" column", " row")}
     digits = {tok(" " + d, add_special_tokens=False)["input_ids"][-1] for d in "1234"}
+    words = {kind: [tok(" " + w, add_special_tokens=False)["input_ids"] for w in names] for kind, names in (("colour", PALETTE), ("shape", SHAPES))}
+    name_ids = {kind: {ids[0] for ids in v} if all(len(ids) == 1 for ids in v) else None for kind, v in words.items()}
     collate = SFTCollator(processor, max_length)
     device = next(model.parameters()).device
-    hits = {f"reading_acc{part}{swap}": 0 for part in ("", "_column", "_row") for swap in ("", "_swapped")}
-    counts = {"": 0, "_column": 0, "_row": 0}
+    parts = ("", "_column", "_row")
+    hits = {f"reading_acc{part}{swap}": 0 for part in parts for swap in ("", "_swapped")}
+    hits |= {f"naming_acc_{kind}{swap}": 0 for kind in name_ids for swap in ("", "_swapped")}
+    counts = {"": 0, "_column": 0, "_row": 0, "colour": 0, "shape": 0}
+    colour_set = torch.tensor(sorted(name_ids["colour"] or []), dtype=torch.long, device=device)
+    shape_set = torch.tensor(sorted(name_ids["shape"] or []), dtype=torch.long, device=device)
     was_training = model.training
     model.eval()
     batch_size = max(2, batch_size)  # a swap needs two images in a batch
@@ -189,16 +199,22 @@ def reading_accuracy(model, processor, samples: list[tuple[Sample, list[Image.Im
         digit = torch.isin(labels, torch.tensor(sorted(digits), device=device))
         masks = {"_column": digit & (prev2 == cues["column"]), "_row": digit & (prev2 == cues["row"])}
         masks[""] = masks["_column"] | masks["_row"]
-        for part, m in masks.items():
+        is_colour = torch.isin(labels, colour_set)
+        prev1 = torch.nn.functional.pad(labels, (1, 0), value=-100)[:, :-1]
+        named = {"colour": is_colour, "shape": torch.isin(labels, shape_set) & torch.isin(prev1, colour_set)}
+        named = {kind: m for kind, m in named.items() if name_ids[kind] is not None}
+        for part, m in (masks | named).items():
             counts[part] += int(m.sum())
         with torch.no_grad():
             for swap, pixels in (("", batch["pixel_values"]), ("_swapped", swapped)):
                 right = model(**{**batch, "pixel_values": pixels}).logits[:, :-1].argmax(-1) == labels
                 for part, m in masks.items():
                     hits[f"reading_acc{part}{swap}"] += int((right & m).sum())
+                for kind, m in named.items():
+                    hits[f"naming_acc_{kind}{swap}"] += int((right & m).sum())
     model.train(was_training)
     out: dict[str, float | None] = {}
     for k, v in hits.items():
-        n = counts[k.removeprefix("reading_acc").removesuffix("_swapped")]
-        out[k] = v / n if n else None  # no readings scored: no accuracy (not 0)
-    return out | {"readings": counts[""]}
+        n = counts[k.removeprefix("reading_acc").removeprefix("naming_acc_").removesuffix("_swapped")]
+        out[k] = v / n if n else None  # nothing scored: no accuracy (not 0)
+    return out | {"readings": counts[""], "namings": counts["colour"]}

@@ -93,7 +93,37 @@ def test_reading_accuracy_scores_each_column_and_row_and_sees_the_swap(processor
     n_objects = sum(int(s.answer) for s, _ in samples)
     out = reading_accuracy(Oracle(len(processor.tokenizer)), processor, samples, batch_size=3)
     assert out == {"reading_acc": 1.0, "reading_acc_swapped": 0.0, "reading_acc_column": 1.0, "reading_acc_column_swapped": 0.0,
-                   "reading_acc_row": 1.0, "reading_acc_row_swapped": 0.0, "readings": 2 * n_objects}
+                   "reading_acc_row": 1.0, "reading_acc_row_swapped": 0.0, "readings": 2 * n_objects,
+                   "naming_acc_colour": 1.0, "naming_acc_colour_swapped": 0.0, "naming_acc_shape": 1.0, "naming_acc_shape_swapped": 0.0,
+                   "namings": n_objects}  # one colour and one shape word per object
+
+
+class ColourBlind(Oracle):
+    """Right on every token but the colour words, which it always says "red" for (a listing-prior model)."""
+
+    def __init__(self, vocab: int, colours: list[int], red: int):
+        super().__init__(vocab)
+        self.colours, self.red = torch.tensor(colours), red
+
+    def forward(self, input_ids, pixel_values, **kw):
+        logits = super().forward(input_ids, pixel_values).logits
+        nxt = torch.nn.functional.pad(input_ids[:, 1:], (0, 1))
+        at = torch.isin(nxt, self.colours)
+        logits[at] = 0.0
+        logits[..., self.red][at] = 1.0
+        return type("Out", (), {"logits": logits})()
+
+
+def test_naming_scores_colours_and_shapes_apart(processor):
+    from m2r.data.scene import PALETTE
+
+    tok = processor.tokenizer
+    ids = {c: tok(" " + c, add_special_tokens=False)["input_ids"][-1] for c in PALETTE}
+    samples = [PerceptionStream(0, 0, 6, 112, (2, 3)).sample(0, i) for i in range(6)]
+    said = [w for s, _ in samples for line in s.cot.splitlines() if line.startswith("The ") for w in [line.split()[1]]]
+    out = reading_accuracy(ColourBlind(len(tok), list(ids.values()), ids["red"]), processor, samples, batch_size=3)
+    assert out["namings"] == len(said) and out["naming_acc_colour"] == pytest.approx(said.count("red") / len(said))
+    assert out["naming_acc_shape"] == 1.0 and out["reading_acc"] == 1.0  # the shapes and digits are still right
 
 
 def test_reading_accuracy_with_batch_size_one_still_swaps_and_none_without_readings(processor):
@@ -119,8 +149,13 @@ def test_the_report_shows_a_warm_up_only_when_sft_started_from_it(tmp_path):
     (tmp_path / "sft").mkdir()
     (tmp_path / "perceive" / "summary.json").write_text(json.dumps({"steps": 5, "reading_acc": 0.7, "reading_acc_swapped": 0.5, "readings": 10}))
     (tmp_path / "sft" / "key.json").write_text(json.dumps({"key": "k", "config": {"inputs": {"build": "b", "perceive": "p"}}}))
+    look = {"reading_acc": 0.6, "reading_acc_column": 0.61, "reading_acc_column_swapped": 0.52, "naming_acc_colour": 0.38, "naming_acc_colour_swapped": 0.16}
+    (tmp_path / "sft" / "summary.json").write_text(json.dumps({"steps": 7, "look": look}))
     write_report(tmp_path)
-    assert "Perception warm-up" in (tmp_path / "report.md").read_text() and "70.0% right, 50.0% with each image swapped" in (tmp_path / "report.md").read_text()
+    md = (tmp_path / "report.md").read_text()
+    assert "Perception warm-up" in md and "70.0% right, 50.0% with each image swapped" in md
+    assert "| after the warm-up | - / - | - / - | - / - | - / - |" in md  # the warm-up's summary has no per-part figures
+    assert "| after SFT | 61.0 / 52.0 | - / - | 38.0 / 16.0 | - / - |" in md  # SFT's look, from sft/summary.json
     (tmp_path / "sft" / "key.json").write_text(json.dumps({"key": "k2", "config": {"inputs": {"build": "b"}}}))  # SFT redone without it
     write_report(tmp_path)
     assert "Perception warm-up" not in (tmp_path / "report.md").read_text()

@@ -40,6 +40,7 @@ RULES: dict[str, tuple[str, str | None, str | None, bool]] = {
     "sft.module.weight_decay": ("float", "0", None, False),
     "sft.module.warmup_steps": ("int", "0", None, False),
     "sft.module.loss_chunk": ("int", "1", None, False),
+    "sft.rehearsal": ("int", "0", None, False),
     "grpo.max_steps": ("int", "1", None, False),
     "grpo.prompts_per_step": ("int", "1", None, False),
     "grpo.module.max_new_tokens": ("int", "1", None, False),

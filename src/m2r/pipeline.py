@@ -171,6 +171,14 @@ def step_sft(cfg: DictConfig) -> dict[str, Any]:
         if made != now:  # stage=sft does not run the filter: its output must be the one these settings make
             raise ValueError(f"the quality-filtered traces in {filtered} were made with other quality.* settings or inputs than this run's; "
                              "filter again first (stage=score, or stage=pipeline), or train on every trace with quality.enabled=false")
+    extra = []
+    if _rehearsal_count(cfg):  # written by rank 0 before the ranks started (BEFORE_RANKS)
+        rehearsal = sft_dir / "rehearsal"
+        if not (rehearsal / "train" / "manifest.json").exists():
+            raise FileNotFoundError(f"sft.rehearsal={cfg.sft.rehearsal} but {rehearsal} holds no perception samples: run SFT through "
+                                    "the pipeline (stage=sft or stage=pipeline), which writes them before training")
+        extra.append(rehearsal)
+        log.info("SFT mixes %d perception samples into its training stream (%s)", cfg.sft.rehearsal, rehearsal)
     data_cfg = OmegaConf.to_object(cfg.data)
     model_cfg = _sft_start(cfg, OmegaConf.to_object(cfg.model))
     root = build_data(data_cfg, cfg.paths.build_dir, cfg.seed)  # no-op when the shards are there
@@ -178,7 +186,7 @@ def step_sft(cfg: DictConfig) -> dict[str, Any]:
     log.info("SFT trains on %s", (train_root or root) / "train")
     dm = SFTDataModule(
         root, processor, batch_size=data_cfg.batch_size, num_workers=data_cfg.num_workers, shuffle_buffer=data_cfg.shuffle_buffer,
-        max_length=data_cfg.max_length, seed=cfg.seed, train_root=train_root,
+        max_length=data_cfg.max_length, seed=cfg.seed, train_root=train_root, extra_train_roots=extra,
     )
     factory = partial(build_model, model_cfg, processor)
     module = instantiate(cfg.sft.module, factory, _convert_="all")  # objects positionally: kwargs are merged into the config
@@ -532,6 +540,26 @@ TRAINER_STEPS = ("perceive", "sft", "grpo")
 SPLIT_STEPS = ("difficulty", "heldout_sft", "heldout_grpo", "eval")
 
 
+def _rehearsal_count(cfg: DictConfig) -> int:
+    n = OmegaConf.select(cfg, "sft.rehearsal", default=0) or 0
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"sft.rehearsal={n!r}: give a whole number of perception samples to mix into SFT's training stream (0: none)")
+    return n
+
+
+def _before_sft(cfg: DictConfig) -> None:
+    """Rank 0, before any rank trains: the perception samples `sft.rehearsal` mixes into SFT (`<sft>/rehearsal`)."""
+    if (n := _rehearsal_count(cfg)) and not (Path(cfg.paths.sft_dir) / "hf" / "COMPLETE").exists():
+        from m2r.data.perceive import write_rehearsal
+
+        write_rehearsal(Path(cfg.paths.sft_dir) / "rehearsal", n, cfg.seed, int(cfg.perceive.image_size), tuple(cfg.perceive.objects),
+                        int(cfg.data.samples_per_shard))
+
+
+# What global rank 0 does for a trainer step after preparing its folder and before the other ranks may start it.
+BEFORE_RANKS: dict[str, Callable[[DictConfig], None]] = {"sft": _before_sft}
+
+
 def _enter_shared(cfg: DictConfig, step: str, held: ExitStack, ready: Path, run_id: str) -> dict[str, Any] | None:
     """With shared steps (`m2r.shared`): point cfg.paths at the keyed shared folders, link them into the run folder and,
     when `step` is shared, hold its lock until the step has run (in `held`). Returns the state to record, or None."""
@@ -619,6 +647,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                     # paths -> the keyed shared folders; waits while another run makes this output
                     shared_state = _enter_shared(cfg, step, held, ready, run_id)
                     stepkeys.prepare(cfg, step, expect=shared_state and shared_state["key"])  # stale output (other config or inputs) removed before any rank reads it
+                    if step in BEFORE_RANKS:
+                        BEFORE_RANKS[step](cfg)
                 except Exception as e:
                     for m in (marker, ready):
                         m.write_text(json.dumps({"run_id": run_id, "error": f"{type(e).__name__}: {e}"}))

@@ -133,6 +133,14 @@ def step_key(cfg: DictConfig, step: str) -> tuple[str, dict[str, Any]]:
             from m2r.model.tiny import tiny_processor_key
 
             parts["tokenizer"] = tiny_processor_key(OmegaConf.to_object(cfg.model))
+    if step == "sft" and isinstance(parts.get("sft"), dict):
+        if not parts["sft"].get("rehearsal"):
+            parts["sft"].pop("rehearsal", None)  # none mixed in: the keys of every SFT from before the field
+        else:  # the perception samples it mixes in are drawn by these
+            from m2r.data.tasks import EMBEDDED_VERSION
+
+            parts["rehearsal_scenes"] = {"image_size": OmegaConf.select(cfg, "perceive.image_size"), "objects": OmegaConf.to_container(cfg.perceive.objects),
+                                         "generators": EMBEDDED_VERSION, "samples_per_shard": OmegaConf.select(cfg, "data.samples_per_shard")}
     if step in CODE_VERSION:
         parts["code"] = CODE_VERSION[step]
     parts["inputs"] = _inputs(cfg, step)

@@ -1,5 +1,5 @@
 """A test-only callback for runs with several ranks: after every training step each rank appends
-to `<dir>/probe.rank<r>.jsonl` its step, task, sample ids (SFT-style batches: a hash of their tokens and pixels), a hash of all its parameters, and how
+to `<dir>/probe.rank<r>.jsonl` its step, task, sample ids (SFT-style batches: a hash of their tokens and pixels, and `rows`, one hash per row of its unpadded tokens), a hash of all its parameters, and how
 many gradient all-reduce rounds DDP ran in that step (a DDP comm hook counts the last bucket of
 each round). Loaded through the real CLI: `+callbacks.probe._target_=rank_probe.RankProbe`."""
 
@@ -45,7 +45,9 @@ class RankProbe(L.Callback):
             d = hashlib.sha256(batch["input_ids"].cpu().numpy().tobytes())
             if "pixel_values" in batch:
                 d.update(batch["pixel_values"].float().cpu().numpy().tobytes())
-            seen = {"task": None, "ids": [d.hexdigest()]}
+            rows = [hashlib.sha256(ids[mask.bool()].cpu().numpy().tobytes()).hexdigest()  # each row's tokens without padding
+                    for ids, mask in zip(batch["input_ids"], batch.get("attention_mask", torch.ones_like(batch["input_ids"])))]
+            seen = {"task": None, "ids": [d.hexdigest()], "rows": rows}
         row = {"step": trainer.global_step, **seen, "params": h.hexdigest(), "allreduce_rounds": self.rounds}
         self.rounds = 0
         self.dir.mkdir(parents=True, exist_ok=True)

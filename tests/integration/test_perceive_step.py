@@ -3,6 +3,7 @@ it is absent when off, and a killed warm-up resumes on the batches an uninterrup
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -141,3 +142,34 @@ def test_a_random_shape_model_keys_its_warm_up_by_the_tokenizer(tmp_path, cache_
     assert "tokenizer" in parts and parts["generators"] == tasks.EMBEDDED_VERSION
     monkeypatch.setattr(tasks, "EMBEDDED_VERSION", tasks.EMBEDDED_VERSION + 1)
     assert stepkeys.step_key(cfg, "perceive")[0] != key
+
+
+def test_sft_rehearsal_mixes_perception_samples_into_sft_and_keys_it(tmp_path, cache_dir):
+    from m2r.data.datamodule import SFTDataModule
+    from m2r.model.load import load_processor
+
+    small = [*SMALL, "perceive.max_steps=0", "perceive.image_size=112", "quality.enabled=false"]
+    off, zero = compose(small, tmp_path / "off", cache_dir), compose([*small, "sft.rehearsal=0"], tmp_path / "zero", cache_dir)
+    on = compose([*small, "sft.rehearsal=6"], tmp_path / "on", cache_dir)
+    assert stepkeys.step_key(zero, "sft")[0] == stepkeys.step_key(off, "sft")[0]  # 0 is no rehearsal: earlier SFT outputs keep their keys
+    assert stepkeys.step_key(on, "sft")[0] != stepkeys.step_key(off, "sft")[0]
+    wider = compose([*small, "sft.rehearsal=6", "perceive.objects=[2,3]"], tmp_path / "w", cache_dir)
+    assert stepkeys.step_key(wider, "sft")[0] != stepkeys.step_key(on, "sft")[0]  # the scenes it draws are in the key
+
+    out = m2r.run(on)
+    assert out["sft"]["steps"] == 2
+    root = tmp_path / "on" / "sft" / "rehearsal"
+    manifest = json.loads((root / "train" / "manifest.json").read_text())
+    assert manifest["count"] == 6 and list(manifest["tasks"]) == ["perceive/list"] and manifest["rehearsal"]["objects"] == [1, 3]
+    # the SFT stream is the tasks' traces and the rehearsal's listings together
+    dm = SFTDataModule(tmp_path / "on" / "build", load_processor(m2r.pipeline.OmegaConf.to_object(on.model), str(cache_dir)), batch_size=2,
+                       shuffle_buffer=0, extra_train_roots=[root])
+    dm.setup()
+    ids = [s.id for s, _ in itertools.islice(dm.train_dataloader().dataset, 14)]
+    assert sum(i.startswith("perceive-rehearsal-") for i in ids) == 6 and len(set(ids)) == 14  # 8 traces (2 tasks x 4) + 6, each once
+
+    with pytest.raises(ValueError, match=r"sft.rehearsal=-1: must be"):
+        m2r.run(compose([*small, "sft.rehearsal=-1"], tmp_path / "bad", cache_dir))
+    gone = compose([*small, "sft.rehearsal=6"], tmp_path / "gone", cache_dir)
+    with pytest.raises(FileNotFoundError, match="holds no perception samples: run SFT through the pipeline"):
+        m2r.pipeline.step_sft(gone)  # called without the pipeline's rank-0 preparation

@@ -153,6 +153,38 @@ def test_perceive_two_ranks_draw_their_own_scenes_in_lockstep(tmp_path, cache_di
     assert (run_dir / "sft" / "hf" / "COMPLETE").exists()
 
 
+def test_sft_rehearsal_on_two_ranks_is_written_once_and_split_between_them(tmp_path, cache_dir, processor):
+    """`sft.rehearsal` under DDP on 2 gloo ranks: rank 0 writes the perception samples before either rank trains, and the
+    one stream (the tasks' shards and the rehearsal's) is split so that each sample is trained on by one rank, once."""
+    import hashlib
+
+    from m2r.data.collate import SFTCollator
+    from m2r.data.shards import sample_stream, shard_urls
+
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "run.py", "stage=sft", "strategy=ddp", "trainer.devices=2", f"paths.run_dir={run_dir}", f"hydra.run.dir={run_dir}", *FAST,
+           "data.tasks=[spatial/count,spatial/depth]", "sft.rehearsal=8", "perceive.image_size=112", "perceive.objects=[1,3]", "quality.enabled=false",
+           "trainer.limit_val_batches=0", "data.shuffle_buffer=1", "+callbacks.probe._target_=rank_probe.RankProbe", f"+callbacks.probe.dirpath={run_dir}/probe"]
+    out = subprocess.run(cmd, cwd=ROOT, env=_env(cache_dir), capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("rehearsal: 8 perception samples") + out.stderr.count("rehearsal: 8 perception samples") == 1  # rank 0 alone wrote them
+    # FAST: 2 tasks x 4 traces and 8 rehearsal samples, 2 a shard (8 shards, 4 a rank); 2 steps of 4 a rank: each rank's whole
+    # share, once (shuffle buffer 1: a larger one draws from the repeating stream, so some samples twice and others not yet)
+    rows = [[r for x in _probe(run_dir, rank) for r in x["rows"]] for rank in range(2)]
+    assert len(rows[0]) == len(rows[1]) == 8 and not set(rows[0]) & set(rows[1])  # disjoint: no sample on both ranks
+    collate = SFTCollator(processor, 512)
+
+    def row_hash(sample) -> str:
+        b = collate([sample])
+        return hashlib.sha256(b["input_ids"][0][b["attention_mask"][0].bool()].numpy().tobytes()).hexdigest()
+
+    rehearsal = {row_hash(s) for s in sample_stream(shard_urls(run_dir / "sft" / "rehearsal", "train"), shuffle_shards=False)}
+    tasks = {row_hash(s) for s in sample_stream(shard_urls(run_dir / "build", "train"), shuffle_shards=False)}
+    assert len(rehearsal) == 8 and len(tasks) == 8
+    trained = set(rows[0]) | set(rows[1])
+    assert trained == rehearsal | tasks, (len(trained & rehearsal), len(trained & tasks))  # every sample of the one stream, the rehearsal's included, trained once
+
+
 def test_fsdp2_ranks_with_different_media_stop_with_an_error_not_a_hang(tmp_path, cache_dir, processor):
     """Two tasks, one shard each: under FSDP2 rank 0 gets one and rank 1 the other, so one rank's batch is text only and
     the other's an image: one rank runs the vision tower and the other does not, and its sharded blocks would wait

@@ -41,10 +41,12 @@ class SFTDataModule(L.LightningDataModule):
         system_prompt: str | None = M2_SYSTEM_PROMPT,
         preflight_samples: int = 32,
         train_root: str | Path | None = None,
+        extra_train_roots: list[str | Path] = (),
     ):
         super().__init__()
         self.root = Path(root)
         self.train_root = Path(train_root) if train_root else self.root  # e.g. the quality-filtered traces
+        self.extra_train_roots = [Path(r) for r in extra_train_roots]  # more train splits in the same stream (sft.rehearsal's listings)
         self.processor = processor
         self.batch_size, self.num_workers, self.shuffle_buffer = batch_size, num_workers, shuffle_buffer
         self.seed, self.preflight_samples = seed, preflight_samples
@@ -62,6 +64,10 @@ class SFTDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         self.train_manifest = read_manifest(self.train_root, "train")
         self.train_urls = shard_urls(self.train_root, "train")
+        probe_roots = [(self.train_root, self.train_manifest)]
+        for extra in self.extra_train_roots:  # their shards join the one stream: split over ranks and shuffled like the rest
+            probe_roots.append((extra, read_manifest(extra, "train")))
+            self.train_urls += shard_urls(extra, "train")
         self.val_urls = shard_urls(self.root, "val") if (self.root / "val" / "manifest.json").exists() else []
         self.val_count = read_manifest(self.root, "val")["count"] if self.val_urls else 0
         if self.val_urls and read_manifest(self.root, "val").get("without_cot"):
@@ -78,11 +84,12 @@ class SFTDataModule(L.LightningDataModule):
         if self.val_urls and len(self.val_urls) < world:
             log.warning("val has %d shard(s) for %d ranks; some ranks validate on repeated shards", len(self.val_urls), world)
         # Pre-flight: the first samples of every task must fit max_length with their image tokens.
-        per_task = max(1, self.preflight_samples // len(self.train_manifest["tasks"]))
+        per_task = max(1, self.preflight_samples // sum(len(m["tasks"]) for _, m in probe_roots))
         probe = []
-        for entry in self.train_manifest["tasks"].values():
-            url = str(self.train_root / "train" / entry["shards"][0]["path"])
-            probe.extend(itertools.islice(sample_stream([url], shuffle_shards=False), per_task))
+        for root, manifest in probe_roots:
+            for entry in manifest["tasks"].values():
+                url = str(root / "train" / entry["shards"][0]["path"])
+                probe.extend(itertools.islice(sample_stream([url], shuffle_shards=False), per_task))
         self.preflight_report = self.collator.preflight(probe)
         log.info("pre-flight: longest prompt %d tokens, longest sample %d, %.0f%% of probed samples truncated at max_length=%d",
                  self.preflight_report["max_prompt"], self.preflight_report["max_total"], 100 * self.preflight_report["truncated_share"], self.collator.max_length)

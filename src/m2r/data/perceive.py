@@ -218,3 +218,33 @@ def reading_accuracy(model, processor, samples: list[tuple[Sample, list[Image.Im
         n = counts[k.removeprefix("reading_acc").removeprefix("naming_acc_").removesuffix("_swapped")]
         out[k] = v / n if n else None  # nothing scored: no accuracy (not 0)
     return out | {"readings": counts[""], "namings": counts["colour"]}
+
+
+def write_rehearsal(root, count: int, seed: int, image_size: int, objects: tuple[int, int], samples_per_shard: int) -> dict:
+    """`count` perception samples (split "rehearsal", fixed by `seed`) as a train split of shards under `root`, for SFT to
+    mix into its training stream (`sft.rehearsal`): the warm-up's listings keep being trained while SFT learns the tasks.
+    Kept when `root` already holds the same ones; written whole or not at all (`SplitWriter`). Returns the manifest."""
+    from pathlib import Path
+
+    from m2r.data.shards import SplitWriter, image_bytes, read_manifest
+    from m2r.data.tasks import EMBEDDED_VERSION
+
+    settings = {"count": count, "seed": seed, "image_size": image_size, "objects": list(check_objects(objects)), "generators": EMBEDDED_VERSION}
+    root = Path(root)
+    if (root / "train" / "manifest.json").exists():
+        manifest = read_manifest(root, "train")
+        if manifest.get("rehearsal") == settings:
+            return manifest
+    if count < 1 or samples_per_shard < 1:
+        raise ValueError(f"sft.rehearsal={count} with data.samples_per_shard={samples_per_shard}: both must be >= 1 to write rehearsal shards")
+    writer = SplitWriter(root, "train", samples_per_shard)
+    stream = PerceptionStream(seed, 0, count, image_size, objects, split="rehearsal", limit_batches=1)
+    try:
+        for sample, images in stream:
+            writer.write(sample, [image_bytes(im) for im in images])
+    except BaseException:
+        writer.abort()
+        raise
+    manifest = writer.close({"source": "perceive", "rehearsal": settings})
+    log.info("rehearsal: %d perception samples in %s", manifest["count"], root / "train")
+    return manifest

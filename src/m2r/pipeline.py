@@ -549,7 +549,7 @@ def _rehearsal_count(cfg: DictConfig) -> int:
 
 def _before_sft(cfg: DictConfig) -> None:
     """Rank 0, before any rank trains: the perception samples `sft.rehearsal` mixes into SFT (`<sft>/rehearsal`)."""
-    if (n := _rehearsal_count(cfg)) and not (Path(cfg.paths.sft_dir) / "hf" / "COMPLETE").exists():
+    if n := _rehearsal_count(cfg):  # kept as they are when there (a finished or resumed SFT), else written
         from m2r.data.perceive import write_rehearsal
 
         write_rehearsal(Path(cfg.paths.sft_dir) / "rehearsal", n, cfg.seed, int(cfg.perceive.image_size), tuple(cfg.perceive.objects),

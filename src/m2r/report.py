@@ -144,12 +144,16 @@ def write_report(run: str | Path) -> dict[str, Any]:
             L.append(f"The look test ({pc['readings']} column and row digits of the held-out scenes, teacher-forced): {_fmt(pc['reading_acc'], True)}% "
                      f"right, {_fmt(pc['reading_acc_swapped'], True)}% with each image swapped for another scene's. A model that reads its "
                      "images loses accuracy when they are swapped; one that learnt only the listing's priors does not.\n")
-            looks = [("after the warm-up", pc), ("after SFT", ((_load(run / "sft" / "summary.json") or {}).get("look") or {}))]
+            sft_sum = _load(run / "sft" / "summary.json") or {}
+            rehearsal = ((_load(run / "sft" / "key.json") or {}).get("config", {}).get("sft") or {}).get("rehearsal")
+            looks = [("after the warm-up", pc), (f"after SFT (sft.rehearsal={rehearsal or 0})", sft_sum.get("look") or {})]
+            failed = [f"{name}: the look test failed ({lk['look_error']})" for name, lk in looks if lk.get("look_error")]
             looks = [(name, lk) for name, lk in looks if lk.get("reading_acc") is not None]
             cols = [("reading_acc_column", "columns"), ("reading_acc_row", "rows"), ("naming_acc_colour", "colour words"), ("naming_acc_shape", "shape words")]
             L += ["| model | " + " | ".join(f"{c} (own / swapped)" for _, c in cols) + " |", "|:---|" + "---:|" * len(cols)]
             L += [f"| {name} | " + " | ".join(f"{_fmt(lk.get(k), True)} / {_fmt(lk.get(k + '_swapped'), True)}" for k, _ in cols) + " |" for name, lk in looks]
             L.append("\n% right, teacher-forced, on the same held-out scenes; with swapped images a reader falls to the listing's prior.\n")
+            L += [f"{f}.\n" for f in failed]
 
     sft = _load(run / "sft" / "summary.json")
     if sft:

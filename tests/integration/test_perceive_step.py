@@ -24,11 +24,14 @@ def _weights(folder) -> dict[str, torch.Tensor]:
     return AutoModelForImageTextToText.from_pretrained(folder).state_dict()
 
 
-def test_sft_starts_from_the_warm_up_and_its_key_follows_it(tmp_path, cache_dir):
+def test_sft_starts_from_the_warm_up_and_its_key_follows_it(tmp_path, cache_dir, monkeypatch):
     run = tmp_path / "run"
     # SFT with a learning rate too small to move a weight: its export is the warm-up's, not model.*'s random init
     cfg = compose([*SMALL, "perceive.max_steps=3", "sft.module.lr=1e-12", "sft.module.warmup_steps=0"], run, cache_dir)
+    looked, look_test = [], m2r.pipeline._look_test
+    monkeypatch.setattr(m2r.pipeline, "_look_test", lambda c, export, p, **kw: looked.append(export.path) or look_test(c, export, p, **kw))
     out = m2r.run(cfg)
+    assert looked == [str(run / "perceive" / "hf"), str(run / "sft" / "hf")]  # each step's look reads its own export
     assert out["perceive"]["steps"] == 3 and (run / "perceive" / "hf" / "COMPLETE").exists()
     warm, sft = _weights(run / "perceive" / "hf"), _weights(run / "sft" / "hf")
     assert warm.keys() == sft.keys()
@@ -150,6 +153,10 @@ def test_sft_rehearsal_mixes_perception_samples_into_sft_and_keys_it(tmp_path, c
 
     small = [*SMALL, "perceive.max_steps=0", "perceive.image_size=112", "quality.enabled=false"]
     off, zero = compose(small, tmp_path / "off", cache_dir), compose([*small, "sft.rehearsal=0"], tmp_path / "zero", cache_dir)
+    from omegaconf import open_dict
+
+    with open_dict(off.sft):
+        del off.sft["rehearsal"]  # a config from before the field
     on = compose([*small, "sft.rehearsal=6"], tmp_path / "on", cache_dir)
     assert stepkeys.step_key(zero, "sft")[0] == stepkeys.step_key(off, "sft")[0]  # 0 is no rehearsal: earlier SFT outputs keep their keys
     assert stepkeys.step_key(on, "sft")[0] != stepkeys.step_key(off, "sft")[0]

@@ -154,8 +154,9 @@ def test_perceive_two_ranks_draw_their_own_scenes_in_lockstep(tmp_path, cache_di
 
 
 def test_sft_rehearsal_on_two_ranks_is_written_once_and_split_between_them(tmp_path, cache_dir, processor):
-    """`sft.rehearsal` under DDP on 2 gloo ranks: rank 0 writes the perception samples before either rank trains, and the
-    one stream (the tasks' shards and the rehearsal's) is split so that each sample is trained on by one rank, once."""
+    """`sft.rehearsal` under DDP on 2 gloo ranks: the perception samples are written once (rank 0's BEFORE_RANKS hook; rank
+    1, which Lightning starts at fit, does not write them again), and the one stream (the tasks' shards and the
+    rehearsal's) is split so that each sample is trained on by one rank, once."""
     import hashlib
 
     from m2r.data.collate import SFTCollator

@@ -171,6 +171,8 @@ def test_blind_is_per_arm_and_counted_once_per_seed(result, tmp_path):
     assert res["blind"][A]["overall"]["mean"] == pytest.approx((0.44 + 0.2) / 2) and "video" not in res["blind"][A]
     md = (root / "compare" / "compare.md").read_text()
     assert f"`{A}` spatial 44.0 ± 1.2, general 20.0 ± 0.0, overall 32.0 ± 0.6; `{B}` spatial 46.0 ± 0.0" in md
+    gain = compare(root, out=tmp_path / "gain", metric="gain")
+    assert gain["blind"] == res["blind"] and "`blind`" not in (tmp_path / "gain" / "compare.md").read_text()  # no bar for a difference
     # two jobs of one seed in one arm count once; arms with equal rows get one line
     same = [(0, A, 0, 0.5, 0.4, 0.2, 0.1), (1, A, 0, 0.6, 0.4, 0.2, 0.1), (2, B, 0, 0.7, 0.4, 0.3, 0.3)]
     res2 = compare(make_multirun(tmp_path / "same", same, crashed=False))

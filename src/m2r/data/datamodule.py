@@ -78,7 +78,8 @@ class SFTDataModule(L.LightningDataModule):
         need = world * max(1, self.num_workers)
         if len(self.train_urls) < need:
             raise ValueError(
-                f"{self.train_root}/train has {len(self.train_urls)} shard(s) but {world} rank(s) x {max(1, self.num_workers)} worker(s) need at least {need}; "
+                f"{self.train_root}/train{' and the extra train splits ' + ', '.join(map(str, self.extra_train_roots)) if self.extra_train_roots else ''} "
+                f"hold {len(self.train_urls)} shard(s) but {world} rank(s) x {max(1, self.num_workers)} worker(s) need at least {need}; "
                 f"rebuild with a smaller data.samples_per_shard or lower data.num_workers"
             )
         if self.val_urls and len(self.val_urls) < world:

@@ -229,7 +229,8 @@ def write_rehearsal(root, count: int, seed: int, image_size: int, objects: tuple
     from m2r.data.shards import SplitWriter, image_bytes, read_manifest
     from m2r.data.tasks import EMBEDDED_VERSION
 
-    settings = {"count": count, "seed": seed, "image_size": image_size, "objects": list(check_objects(objects)), "generators": EMBEDDED_VERSION}
+    settings = {"count": count, "seed": seed, "image_size": image_size, "objects": list(check_objects(objects)), "generators": EMBEDDED_VERSION,
+                "samples_per_shard": samples_per_shard}
     root = Path(root)
     if (root / "train" / "manifest.json").exists():
         manifest = read_manifest(root, "train")

@@ -155,7 +155,12 @@ def test_the_report_shows_a_warm_up_only_when_sft_started_from_it(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "Perception warm-up" in md and "70.0% right, 50.0% with each image swapped" in md
     assert "| after the warm-up | - / - | - / - | - / - | - / - |" in md  # the warm-up's summary has no per-part figures
-    assert "| after SFT | 61.0 / 52.0 | - / - | 38.0 / 16.0 | - / - |" in md  # SFT's look, from sft/summary.json
+    assert "| after SFT (sft.rehearsal=0) | 61.0 / 52.0 | - / - | 38.0 / 16.0 | - / - |" in md  # SFT's look, from sft/summary.json
+    (tmp_path / "sft" / "summary.json").write_text(json.dumps({"steps": 7, "look": {"reading_acc": None, "look_error": "OSError: no export"}}))
+    (tmp_path / "sft" / "key.json").write_text(json.dumps({"key": "k", "config": {"sft": {"rehearsal": 768}, "inputs": {"build": "b", "perceive": "p"}}}))
+    write_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "after SFT (sft.rehearsal=768): the look test failed (OSError: no export)." in md and "| after SFT" not in md  # said, not dropped
     (tmp_path / "sft" / "key.json").write_text(json.dumps({"key": "k2", "config": {"inputs": {"build": "b"}}}))  # SFT redone without it
     write_report(tmp_path)
     assert "Perception warm-up" not in (tmp_path / "report.md").read_text()

@@ -28,6 +28,8 @@ def test_sft_starts_from_the_warm_up_and_its_key_follows_it(tmp_path, cache_dir,
     run = tmp_path / "run"
     # SFT with a learning rate too small to move a weight: its export is the warm-up's, not model.*'s random init
     cfg = compose([*SMALL, "perceive.max_steps=3", "sft.module.lr=1e-12", "sft.module.warmup_steps=0"], run, cache_dir)
+    import m2r.pipeline
+
     looked, look_test = [], m2r.pipeline._look_test
     monkeypatch.setattr(m2r.pipeline, "_look_test", lambda c, export, p, **kw: looked.append(export.path) or look_test(c, export, p, **kw))
     out = m2r.run(cfg)

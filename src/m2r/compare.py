@@ -206,6 +206,11 @@ def _blind(jobs: list[Job]) -> dict[str, dict]:
     return out
 
 
+def _blind_alike(res: dict) -> bool:
+    """Whether every arm has the same `blind` baseline (the same held-out rows): then it is shown once."""
+    return len({json.dumps(b, sort_keys=True) for b in res["blind"].values()}) == 1 and len(res["blind"]) == len(res["arms"])
+
+
 def _row_order(table: dict[str, dict[str, dict]], families_only: bool = False) -> list[str]:
     present = {r for rows in table.values() for r in rows}
     tasks = [] if families_only else sorted(r for r in present if r.startswith("task/"))
@@ -281,7 +286,7 @@ def _plot_heldout(table: dict, rows: list[str], metric: str, path: Path) -> None
 
     labels = list(table)
     panels = [p for p in ([r for r in rows if r in FAMILIES], [r for r in rows if r.startswith("task/")]) if p]
-    width = min(48.0, max(10.0, 0.16 * len(labels) * sum(map(len, panels)) + 3))  # the bars drawn (not the answer-type rows)  # about 0.16 in per bar: 20 tasks x 4 arms stays legible
+    width = min(48.0, max(10.0, 0.16 * len(labels) * sum(map(len, panels)) + 3))  # about 0.16 in per bar drawn: 20 tasks x 4 arms stays legible
     fig, axes = plt.subplots(1, len(panels), figsize=(width, 5), sharey=True, squeeze=False,
                              gridspec_kw={"width_ratios": [len(p) + 0.5 for p in panels]})
     cmap, bw = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20"), 0.8 / len(labels)
@@ -336,7 +341,7 @@ def _print_table(res: dict) -> None:
     for r in _row_order(table):
         t.add_row(f"[bold]{r}[/bold]" if r in FAMILIES else _row_name(r, md=False), *[_cell(table[a].get(r), n[a], metric == "gain") for a in table])
     if metric != "gain":  # the blind baseline's overall figure, as under compare.md's main table: one row, or one per arm where they differ
-        same = len({json.dumps(v, sort_keys=True) for v in res["blind"].values()}) == 1
+        same = _blind_alike(res)
         for a, b in res["blind"].items():
             if "overall" in b:
                 t.add_row("blind, overall" if same else f"blind, overall ({a})", *[_cell(b["overall"], b["overall"]["n"], False)] * len(table))
@@ -366,7 +371,7 @@ def _markdown(res: dict, jobs: list[Job], arms: dict[str, list[Job]], smooth: in
     L += _md_table(table, res["n"][metric], _row_order(table), metric)
     if (blind := res["blind"]) and metric != "gain":  # a bar for accuracies, not for their differences
         line = lambda b: ", ".join(f"{f} {_cell(c, c['n'], False)}" for f, c in b.items())  # noqa: E731
-        same = len({json.dumps(b, sort_keys=True) for b in blind.values()}) == 1 and len(blind) == len(arms)
+        same = _blind_alike(res)
         L.append("\n`blind`, the best constant answer per task on the same held-out rows (a bar to beat, "
                  "`m2r.eval.embedded.blind_baseline`): " + (f"{line(next(iter(blind.values())))}, in every arm." if same
                                                            else "; ".join(f"`{a}` {line(b)}" for a, b in blind.items()) + "."))

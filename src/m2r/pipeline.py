@@ -92,19 +92,24 @@ def step_perceive(cfg: DictConfig) -> dict[str, Any]:
     }
     if trainer.is_global_zero:
         if int(p.val_samples) > 1:
-            summary |= _look_test(cfg, replace(model_cfg, source="pretrained", path=str(hf_dir), processor_path=None), processor)
+            summary |= _look_test(cfg, model_cfg, hf_dir, processor)
         summary["seconds"] = round(time.perf_counter() - t0, 1)
         summary_path.write_text(json.dumps(summary, indent=2))
     log.info("perceive: %s", summary)
     return summary
 
 
-def _look_test(cfg: DictConfig, export_cfg, processor, who: str = "perceive") -> dict[str, Any]:
-    """The warm-up's look test (`m2r.data.perceive.reading_accuracy`) on its held-out scenes, from an export (whole weights
-    under any strategy; rank 0 alone, after every rank has left the trainer): the warm-up's, and SFT's to see how much of
-    the reading SFT keeps. A diagnostic: a failure is logged, not raised."""
+def _look_test(cfg: DictConfig, model_cfg, hf_dir: Path, processor, who: str = "perceive") -> dict[str, Any]:
+    """The warm-up's look test (`m2r.data.perceive.reading_accuracy`) on its held-out scenes, from the export in `hf_dir`
+    (whole weights under any strategy, LoRA merged; rank 0 alone, after every rank has left the trainer): the warm-up's,
+    and SFT's to see how much of the reading SFT keeps. A diagnostic: a failure is logged, not raised."""
+    from dataclasses import replace
+
     import torch
 
+    from m2r.config import LoraConfig
+
+    export_cfg = replace(model_cfg, source="pretrained", path=str(hf_dir), processor_path=None, lora=LoraConfig(enabled=False))
     from m2r.data.perceive import PerceptionStream, reading_accuracy
     from m2r.dist import local_device
     from m2r.model.load import build_model
@@ -203,12 +208,7 @@ def step_sft(cfg: DictConfig) -> dict[str, Any]:
     }
     if trainer.is_global_zero:
         if perceive_on(cfg) and int(cfg.perceive.val_samples) > 1:  # how much of the warm-up's reading SFT kept (the same scenes)
-            from dataclasses import replace
-
-            from m2r.config import LoraConfig
-
-            export = replace(model_cfg, source="pretrained", path=str(hf_dir), processor_path=None, lora=LoraConfig(enabled=False))
-            summary["look"] = _look_test(cfg, export, processor, who="SFT")
+            summary["look"] = _look_test(cfg, model_cfg, hf_dir, processor, who="SFT")
         summary_path.write_text(json.dumps(summary, indent=2))
     log.info("SFT: %s", summary)
     return summary
@@ -541,10 +541,7 @@ SPLIT_STEPS = ("difficulty", "heldout_sft", "heldout_grpo", "eval")
 
 
 def _rehearsal_count(cfg: DictConfig) -> int:
-    n = OmegaConf.select(cfg, "sft.rehearsal", default=0) or 0
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"sft.rehearsal={n!r}: give a whole number of perception samples to mix into SFT's training stream (0: none)")
-    return n
+    return int(OmegaConf.select(cfg, "sft.rehearsal", default=0) or 0)  # m2r.checks has already refused a bad value
 
 
 def _before_sft(cfg: DictConfig) -> None:

@@ -31,7 +31,7 @@ def test_sft_starts_from_the_warm_up_and_its_key_follows_it(tmp_path, cache_dir,
     import m2r.pipeline
 
     looked, look_test = [], m2r.pipeline._look_test
-    monkeypatch.setattr(m2r.pipeline, "_look_test", lambda c, export, p, **kw: looked.append(export.path) or look_test(c, export, p, **kw))
+    monkeypatch.setattr(m2r.pipeline, "_look_test", lambda c, mc, hf, p, **kw: looked.append(str(hf)) or look_test(c, mc, hf, p, **kw))
     out = m2r.run(cfg)
     assert looked == [str(run / "perceive" / "hf"), str(run / "sft" / "hf")]  # each step's look reads its own export
     assert out["perceive"]["steps"] == 3 and (run / "perceive" / "hf" / "COMPLETE").exists()

@@ -5,8 +5,9 @@ default) cannot, and the recipe's SFT set (a few hundred scenes, each seen a han
 small to teach it (benchmarks/README.md, "Scenes taken apart"). The `perceive` step trains it first on a
 stream of scenes drawn fresh for every sample, each answered by one reading per object:
 
-    The red cube is in column 1, row 3.
-    The blue sphere is in column 3, row 2.
+    I see 2 objects, from left to right:
+    1. The red cube is in column 1, row 3.
+    2. The blue sphere is in column 3, row 2.
 
 (columns and rows are quarters of the image), then the count in `\\boxed{}`. One reading per line is what
 the tiny model learns to look from; a question about one named object is not (the probe's scene-locate).
@@ -48,10 +49,23 @@ def placed(scene: Scene) -> list[tuple[float, float, object]]:
     return sorted(((*_pixel(scene, o), o) for o in scene.objects), key=lambda t: t[0])
 
 
-def listing(scene: Scene) -> list[str]:
+def readings(scene: Scene) -> list[str]:
     """One reading per object, left to right: "The red cube is in column 1, row 3." (quarters of the image)."""
     size = scene.camera.image_size
     return [f"The {o.name} is in column {quarter(u, size)}, row {quarter(v, size)}." for u, v, o in placed(scene)]
+
+
+def listing(scene: Scene) -> list[str]:
+    """The listing a trace opens with: how many objects there are, then the readings, numbered:
+
+        I see 2 objects, from left to right:
+        1. The red cube is in column 1, row 3.
+        2. The blue sphere is in column 3, row 2.
+
+    The count comes first so that the list has a known end: without it the tiny model, once trained on the task
+    traces, kept listing objects that are not there (benchmarks/README.md, "Free-written listings")."""
+    lines = readings(scene)
+    return [f"I see {len(lines)} object{'s' if len(lines) != 1 else ''}, from left to right:", *(f"{i}. {line}" for i, line in enumerate(lines, 1))]
 
 
 def perception_sample(rng: random.Random, image_size: int, objects: tuple[int, int]) -> tuple[Sample, list[Image.Image]]:

@@ -83,11 +83,11 @@ def _floor_dist(a: SceneObject, b: SceneObject) -> float:
 
 
 def _scan(scene: Scene) -> list[str]:
-    """The trace's first lines on a scene: every object left to right with its column and row (quarters of the image),
-    the reading the perception warm-up teaches (`m2r.data.perceive`), so SFT's traces build on it."""
+    """The trace's first lines on a scene: how many objects, then every object left to right with its column and row
+    (quarters of the image), the listing the perception warm-up teaches (`m2r.data.perceive`), so SFT's traces build on it."""
     from m2r.data.perceive import listing
 
-    return ["From left to right I see:", *listing(scene)]
+    return listing(scene)
 
 
 def _where(o: SceneObject) -> str:
@@ -367,8 +367,9 @@ def general_word_problem(rng: random.Random, image_size: int, mc: bool) -> Gener
 # older generators or an older renderer are rebuilt, never reused. Bump it whenever a generator or the renderer
 # changes what it writes. 2: the floor lit from the left wall (scene._light_floor). 3: the scene tasks' traces open
 # with every object's column and row, left to right (`_scan`). 4: relation and depth decide from those readings (pairs
-# a column or row apart; depth: the lower of two objects in different rows is the nearer).
-EMBEDDED_VERSION = 4
+# a column or row apart; depth: the lower of two objects in different rows is the nearer). 5: the listing opens with
+# the count ("I see 3 objects, from left to right:") and numbers its lines, so the list has an end.
+EMBEDDED_VERSION = 5
 
 TASKS: dict[str, Callable[[random.Random, int, bool], Generated]] = {
     "spatial/count": spatial_count,

@@ -6,20 +6,25 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from m2r.data.perceive import PerceptionStream, check_objects, listing, perception_sample, quarter, reading_accuracy
+from m2r.data.perceive import PerceptionStream, check_objects, listing, perception_sample, quarter, reading_accuracy, readings
 from m2r.data.scene import sample_scene
 
 
-def test_listing_reads_each_object_left_to_right_at_its_projected_centre():
+def test_listing_counts_then_reads_each_object_left_to_right_at_its_projected_centre():
     for seed in range(20):
         scene, _ = sample_scene(random.Random(seed), 168, n_objects=(2, 6))
-        lines = listing(scene)
-        assert len(lines) == len(scene.objects)
+        head, *lines = listing(scene)
+        n = len(scene.objects)
+        assert head == f"I see {n} objects, from left to right:" and len(lines) == n
+        assert [line.split(". ", 1)[0] for line in lines] == [str(i) for i in range(1, n + 1)]
+        lines = [line.split(". ", 1)[1] for line in lines]
+        assert lines == readings(scene)
         names = [line.removeprefix("The ").split(" is in ")[0] for line in lines]
         assert sorted(names) == sorted(o.name for o in scene.objects)
         centre = {o.name: scene.camera.project(o.centre[None])[0] for o in scene.objects}
@@ -37,6 +42,7 @@ def test_sample_answer_is_the_count_and_the_trace_lists_every_object():
     sample, images = perception_sample(random.Random(3), 112, (3, 5))
     n = int(sample.answer)
     assert 3 <= n <= 5 and len(images) == 1 and images[0].size == (112, 112)
+    assert sample.cot.startswith(f"<think>\nI see {n} objects, from left to right:\n1. The ")
     assert sample.cot.count(" is in column ") == n and sample.cot.endswith(f"\\boxed{{{n}}}\n</answer>")
 
 
@@ -120,7 +126,7 @@ def test_naming_scores_colours_and_shapes_apart(processor):
     tok = processor.tokenizer
     ids = {c: tok(" " + c, add_special_tokens=False)["input_ids"][-1] for c in PALETTE}
     samples = [PerceptionStream(0, 0, 6, 112, (2, 3)).sample(0, i) for i in range(6)]
-    said = [w for s, _ in samples for line in s.cot.splitlines() if line.startswith("The ") for w in [line.split()[1]]]
+    said = [m for s, _ in samples for m in re.findall(r"^\d+\. The (\w+) ", s.cot, flags=re.M)]
     out = reading_accuracy(ColourBlind(len(tok), list(ids.values()), ids["red"]), processor, samples, batch_size=3)
     assert out["namings"] == len(said) and out["naming_acc_colour"] == pytest.approx(said.count("red") / len(said))
     assert out["naming_acc_shape"] == 1.0 and out["reading_acc"] == 1.0  # the shapes and digits are still right

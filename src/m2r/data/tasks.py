@@ -168,24 +168,48 @@ def spatial_depth(rng: random.Random, image_size: int, mc: bool) -> Generated:
     return Sample(id="", task="spatial/depth", question=q, answer=letter, answer_type="choice", choices=opts, images=["img0.png"], cot=cot, meta=scene.to_meta() | {"a": a.name, "b": b.name}), [img]
 
 
+def _cell(scene: Scene, obj: SceneObject) -> tuple[int, int]:
+    """(column, row) of an object in the listing: the quarters of the image its centre projects to."""
+    from m2r.data.perceive import quarter
+
+    u, v = _pixel(scene, obj)
+    return quarter(u, scene.camera.image_size), quarter(v, scene.camera.image_size)
+
+
+def _steps(n: int, unit: str) -> str:
+    return f"{n} {unit}{'' if n == 1 else 's'}"
+
+
 def spatial_rel_distance(rng: random.Random, image_size: int, mc: bool) -> Generated:
-    for _ in range(100):
+    """Which of two objects is closer to a third on the floor, for triples whose listed readings decide it: the nearer
+    on the floor is also fewer columns plus rows from the reference in the listing (and at least 1.2 times nearer)."""
+    for _ in range(200):
         scene, img = sample_scene(rng, image_size, n_objects=(3, 6))
         r, a, b = rng.sample(scene.objects, 3)
         da, db = _floor_dist(r, a), _floor_dist(r, b)
-        if max(da, db) / min(da, db) > 1.2:
+        (cr, rr), (ca, ra), (cb, rb) = _cell(scene, r), _cell(scene, a), _cell(scene, b)
+        ga, gb = abs(ca - cr) + abs(ra - rr), abs(cb - cr) + abs(rb - rr)
+        if max(da, db) / min(da, db) > 1.2 and ga != gb and (ga < gb) == (da < db):
             break
-    near = a if da < db else b
+    else:
+        raise RuntimeError(f"spatial/rel_distance: no triple whose readings decide the nearer in 200 scenes of {image_size} px; raise data.image_size")
+    near, far = (a, b) if da < db else (b, a)
     opts = [a.name, b.name]
     letter = LETTERS[opts.index(near.name)]
-    steps = [*_scan(scene), _where(r).capitalize() + ".", f"The {a.name} is about {da:.2f} m from it and the {b.name} about {db:.2f} m.", f"The {near.name} is closer to the {r.name}."]
-    check = f"{min(da, db):.2f} m < {max(da, db):.2f} m."
+    steps = [*_scan(scene), f"The {r.name} is in column {cr}, row {rr}.",
+             f"The {a.name} is {_steps(abs(ca - cr), 'column')} and {_steps(abs(ra - rr), 'row')} from it: {abs(ca - cr)} + {abs(ra - rr)} = {ga}.",
+             f"The {b.name} is {_steps(abs(cb - cr), 'column')} and {_steps(abs(rb - rr), 'row')} from it: {abs(cb - cr)} + {abs(rb - rr)} = {gb}.",
+             f"{min(ga, gb)} < {max(ga, gb)}, so the {near.name} is closer to the {r.name}."]
+    check = f"on the floor the {near.name} is about {min(da, db):.1f} m from the {r.name} and the {far.name} about {max(da, db):.1f} m."
     cot = trace(steps, check, f"The {near.name} (option {letter}).", letter)
     q = f"Which object is closer to the {r.name}: the {a.name} or the {b.name}?"
     return Sample(id="", task="spatial/rel_distance", question=q, answer=letter, answer_type="choice", choices=opts, images=["img0.png"], cot=cot, meta=scene.to_meta() | {"ref": r.name, "a": a.name, "b": b.name}), [img]
 
 
 def spatial_rel_direction(rng: random.Random, image_size: int, mc: bool) -> Generated:
+    """Left or right of a target, standing by one object and facing another, for triples whose listed readings decide
+    it: with columns across and rows up the image as a map of the floor, the sign of the cross product of the facing and
+    target directions agrees with the floor's (and the target is 25 to 155 degrees off the facing direction)."""
     for _ in range(200):
         scene, img = sample_scene(rng, image_size, n_objects=(3, 6))
         a, b, c = rng.sample(scene.objects, 3)
@@ -193,13 +217,20 @@ def spatial_rel_direction(rng: random.Random, image_size: int, mc: bool) -> Gene
         vx, vz = c.x - a.x, c.z - a.z
         cross = fx * vz - fz * vx  # < 0: c is to the right when facing from a towards b (seen from above)
         angle = math.degrees(math.atan2(abs(cross), fx * vx + fz * vz))
-        if 25 < angle < 155:
+        (c1, r1), (c2, r2), (c3, r3) = _cell(scene, a), _cell(scene, b), _cell(scene, c)
+        f_across, f_up, t_across, t_up = c2 - c1, r1 - r2, c3 - c1, r1 - r3  # up the image is away from the camera
+        listed = f_across * t_up - f_up * t_across
+        if 25 < angle < 155 and listed != 0 and (listed < 0) == (cross < 0):
             break
+    else:
+        raise RuntimeError(f"spatial/rel_direction: no triple whose readings decide the side in 200 scenes of {image_size} px; raise data.image_size")
     side = "right" if cross < 0 else "left"
     opts = ["left", "right"]
     letter = LETTERS[opts.index(side)]
-    steps = [*_scan(scene), _where(a).capitalize() + f"; the {b.name} is at x = {b.x:.2f}, z = {b.z:.2f}; the {c.name} at x = {c.x:.2f}, z = {c.z:.2f}.", f"Facing from the {a.name} towards the {b.name}, the {c.name} lies about {angle:.0f} degrees to the {side}."]
-    check = f"the cross product of the facing direction and the direction to the {c.name} is {cross:.2f}, {'negative, so right' if cross < 0 else 'positive, so left'}."
+    steps = [*_scan(scene), f"The {a.name} is in column {c1}, row {r1}, the {b.name} in column {c2}, row {r2}, the {c.name} in column {c3}, row {r3}.",
+             f"Towards the {b.name}: {f_across} across and {f_up} up. Towards the {c.name}: {t_across} across and {t_up} up.",
+             f"{f_across} x {t_up} - {f_up} x {t_across} = {listed}, {'negative, so right' if listed < 0 else 'positive, so left'}."]
+    check = f"on the floor, facing from the {a.name} towards the {b.name}, the {c.name} lies about {angle:.0f} degrees to the {side}."
     cot = trace(steps, check, f"The {c.name} is to my {side} (option {letter}).", letter)
     q = f"If I am standing by the {a.name} and facing the {b.name}, is the {c.name} to my left or to my right?"
     return Sample(id="", task="spatial/rel_direction", question=q, answer=letter, answer_type="choice", choices=opts, images=["img0.png"], cot=cot, meta=scene.to_meta() | {"stand": a.name, "face": b.name, "target": c.name}), [img]
@@ -368,7 +399,8 @@ def general_word_problem(rng: random.Random, image_size: int, mc: bool) -> Gener
 # changes what it writes. 2: the floor lit from the left wall (scene._light_floor). 3: the scene tasks' traces open
 # with every object's column and row, left to right (`_scan`). 4: relation and depth decide from those readings (pairs
 # a column or row apart; depth: the lower of two objects in different rows is the nearer). 5: the listing opens with
-# the count ("I see 3 objects, from left to right:") and numbers its lines, so the list has an end.
+# the count ("I see 3 objects, from left to right:") and numbers its lines, so the list has an end; rel_distance and
+# rel_direction decide from the listed readings too (columns plus rows apart; the cross product on the image grid).
 EMBEDDED_VERSION = 5
 
 TASKS: dict[str, Callable[[random.Random, int, bool], Generated]] = {

@@ -88,6 +88,30 @@ def test_relation_and_depth_are_decided_by_the_listed_readings():
             assert read[chosen(s)][1] > read[other][1]  # the nearer is the lower in the image
 
 
+def read_cells(s) -> dict[str, tuple[int, int]]:
+    obj = objects(s.meta)
+    return {n: tuple(quarter_of(t) for t in my_projection(s.meta, o["x"], o["height"] / 2, o["z"])) for n, o in obj.items()}
+
+
+def test_rel_distance_and_rel_direction_are_decided_by_the_listed_readings():
+    """The answer follows from the readings of the listing alone (recomputed here from an independent projection):
+    rel_distance's nearer object is fewer columns plus rows from the reference; rel_direction's side is the sign of the
+    cross product with columns across and rows up the image. The trace states those sums and that product."""
+    for s, _ in samples("spatial/rel_distance"):
+        cell = read_cells(s)
+        (cr, rr) = cell[s.meta["ref"]]
+        steps = {n: abs(cell[n][0] - cr) + abs(cell[n][1] - rr) for n in s.choices}
+        other = [c for c in s.choices if c != chosen(s)][0]
+        assert steps[chosen(s)] < steps[other], (s.question, cell)
+        assert f"{steps[chosen(s)]} < {steps[other]}, so the {chosen(s)} is closer" in s.cot
+    for s, _ in samples("spatial/rel_direction"):
+        cell = read_cells(s)
+        (c1, r1), (c2, r2), (c3, r3) = cell[s.meta["stand"]], cell[s.meta["face"]], cell[s.meta["target"]]
+        product = (c2 - c1) * (r1 - r3) - (r1 - r2) * (c3 - c1)
+        assert product != 0 and chosen(s) == ("right" if product < 0 else "left"), (s.question, cell)
+        assert f" = {product}, " in s.cot
+
+
 def test_rel_distance_answer_is_nearer_to_reference():
     for s, _ in samples("spatial/rel_distance"):
         obj = objects(s.meta)

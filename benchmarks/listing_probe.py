@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from m2r.eval.runner import generate_responses
 
     lo, hi = (int(x) for x in args.objects.split(","))
-    held = list(PerceptionStream(args.seed, 0, args.n, args.image_size, (lo, hi), split="val", limit_batches=1))
+    held = list(PerceptionStream(args.seed, 0, args.n, args.image_size, (lo, hi), split="val", limit_batches=1, locate=0.0))
     items = [EvalItem(key={"id": s.id}, question=format_question(s), options=[], answer=s.answer, images=list(im), meta={"task": s.task}) for s, im in held]
     table = Table(title=f"free-generation listings of {args.n} held-out scenes (greedy)")
     for col in ("model", "objects", "listed", "count right", "names found", "colour right", "column right"):

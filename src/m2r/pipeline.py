@@ -119,7 +119,7 @@ def _look_test(cfg: DictConfig, model_cfg, hf_dir: Path, processor, who: str = "
         model = build_model(export_cfg, processor).to(local_device())
         if torch.cuda.is_available() and export_cfg.dtype == "float32":
             model = model.to(torch.bfloat16)  # inference only (flash attention refuses float32)
-        held = PerceptionStream(cfg.seed, 0, int(p.val_samples), int(p.image_size), tuple(p.objects), split="val", limit_batches=1)
+        held = PerceptionStream(cfg.seed, 0, int(p.val_samples), int(p.image_size), tuple(p.objects), split="val", limit_batches=1, locate=0.0)
         out = reading_accuracy(model, processor, list(held), batch_size=8, max_length=int(cfg.data.max_length))
         del model
     except Exception as e:  # noqa: BLE001  (diagnostics must not fail a finished warm-up)

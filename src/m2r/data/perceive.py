@@ -68,13 +68,32 @@ def listing(scene: Scene) -> list[str]:
     return [f"I see {len(lines)} object{'s' if len(lines) != 1 else ''}, from left to right:", *(f"{i}. {line}" for i, line in enumerate(lines, 1))]
 
 
-def perception_sample(rng: random.Random, image_size: int, objects: tuple[int, int]) -> tuple[Sample, list[Image.Image]]:
-    """A fresh scene of `objects` (lo, hi) objects and its listing trace; the answer is the count."""
+def lookup(scene: Scene, names: list[str]) -> list[str]:
+    """The readings of the named objects, in the order named: a line of the listing copied for each, as the scene
+    tasks' traces restate the objects their question asks about."""
+    read = dict(zip((o.name for _, _, o in placed(scene)), readings(scene)))
+    return [read[n] for n in names]
+
+
+LOCATE = " Then say where the {} {}."
+
+
+def perception_sample(rng: random.Random, image_size: int, objects: tuple[int, int], locate: float = 0.5) -> tuple[Sample, list[Image.Image]]:
+    """A fresh scene of `objects` (lo, hi) objects and its listing trace; the answer is the count. With probability
+    `locate` the question also names one or two of its objects (in random order) and the trace ends by looking each up
+    in the listing: the copy from the question and the look-up that the scene tasks' traces make, which 500 SFT steps
+    on a twentieth of the mix each did not teach (benchmarks/README.md, "Copying the question's names")."""
     scene, img = sample_scene(rng, image_size, n_objects=objects)
     n = len(scene.objects)
-    body = "\n".join(listing(scene))
+    lines = listing(scene)
+    question = QUESTION
+    if rng.random() < locate:
+        names = [o.name for o in rng.sample(scene.objects, min(n, rng.choice((1, 2))))]
+        question += LOCATE.format(" and the ".join(names), "are" if len(names) > 1 else "is")
+        lines += lookup(scene, names)
+    body = "\n".join(lines)
     cot = f"<think>\n{body}\nLet me verify: I listed {n} objects.\n</think>\n<answer>\nThere are {n} objects. \\boxed{{{n}}}\n</answer>"
-    sample = Sample(id="", task="perceive/list", question=QUESTION, answer=str(n), answer_type="number", images=["img0.png"], cot=cot, meta=scene.to_meta())
+    sample = Sample(id="", task="perceive/list", question=question, answer=str(n), answer_type="number", images=["img0.png"], cot=cot, meta=scene.to_meta())
     return sample, [img]
 
 
@@ -95,17 +114,19 @@ class PerceptionStream(IterableDataset):
 
     Batch b of rank r holds samples (seed, r, b, 0..batch_size-1). With DataLoader workers, worker j of W
     makes batches start + j, start + j + W, ...: the DataLoader takes one batch from each worker in turn, so
-    the batches arrive in order b = start, start + 1, ... whatever the number of workers."""
+    the batches arrive in order b = start, start + 1, ... whatever the number of workers. `locate` is the share of
+    samples whose question also names objects to look up (`perception_sample`); the look test draws 0 (listings alone,
+    whose every digit is read from the image, where a looked-up digit can be copied from the listing)."""
 
     def __init__(self, seed: int, rank: int, batch_size: int, image_size: int, objects: tuple[int, int], start_batch: int = 0,
-                 split: str = "train", limit_batches: int | None = None):
-        self.seed, self.rank, self.batch_size, self.image_size = seed, rank, batch_size, image_size
+                 split: str = "train", limit_batches: int | None = None, locate: float = 0.5):
+        self.seed, self.rank, self.batch_size, self.image_size, self.locate = seed, rank, batch_size, image_size, locate
         self.objects, self.start_batch, self.split, self.limit_batches = check_objects(objects), start_batch, split, limit_batches
 
     def sample(self, batch: int, i: int) -> tuple[Sample, list[Image.Image]]:
         rng = random.Random(f"{self.seed}/perceive/{self.split}/{self.rank}/{batch}/{i}")
         try:
-            sample, images = perception_sample(rng, self.image_size, self.objects)
+            sample, images = perception_sample(rng, self.image_size, self.objects, self.locate)
         except RuntimeError as e:
             raise RuntimeError(f"perceive: {e} (perceive.objects={list(self.objects)} at perceive.image_size={self.image_size} px: "
                                "lower the most objects or raise the image size)") from None

@@ -90,6 +90,14 @@ def _scan(scene: Scene) -> list[str]:
     return listing(scene)
 
 
+def _find(scene: Scene, *objs: SceneObject) -> list[str]:
+    """The listing's readings of the objects a question names, in the order named (`m2r.data.perceive.lookup`, which the
+    perception warm-up trains on): the trace copies each name from the question and its reading from the listing."""
+    from m2r.data.perceive import lookup
+
+    return lookup(scene, [o.name for o in objs])
+
+
 def _where(o: SceneObject) -> str:
     return f"the {o.name} stands at about x = {o.x:.2f} m, z = {o.z:.2f} m on the floor"
 
@@ -137,8 +145,9 @@ def spatial_relation(rng: random.Random, image_size: int, mc: bool) -> Generated
     else:
         axis, opts, correct, pa, pb, word = "vertical", ["above", "below"], "above" if ra < rb else "below", ra, rb, "row"
         q = f"Considering the image, is the {a.name} above or below the {b.name}?"
-    steps = [*_scan(scene), f"The {a.name} is in {word} {pa} and the {b.name} in {word} {pb}.", f"So the {a.name} is to the {correct} of the {b.name}." if axis == "horizontal" else f"So the {a.name} is {correct} the {b.name}."]
-    check = f"{word} {pa} {'<' if pa < pb else '>'} {word} {pb}, consistent with '{correct}'."
+    steps = [*_scan(scene), *_find(scene, a, b), f"{word.capitalize()} {pa} {'<' if pa < pb else '>'} {word} {pb}, so the {a.name} is to the {correct} of the {b.name}." if axis == "horizontal"
+             else f"{word.capitalize()} {pa} {'<' if pa < pb else '>'} {word} {pb}, so the {a.name} is {correct} the {b.name}."]
+    check = f"the {a.name} is {'left of' if correct == 'left' else 'right of' if correct == 'right' else correct} the {b.name} in the listing's order, consistent with '{correct}'." if axis == "horizontal" else f"rows count down the image, so row {pa} is {correct} row {pb}."
     letter = LETTERS[opts.index(correct)]
     cot = trace(steps, check, f"The {a.name} is {correct} (option {letter}).", letter)
     return Sample(id="", task="spatial/relation", question=q, answer=letter, answer_type="choice", choices=opts, images=["img0.png"], cot=cot, meta=scene.to_meta() | {"a": a.name, "b": b.name, "axis": axis}), [img]
@@ -161,7 +170,7 @@ def spatial_depth(rng: random.Random, image_size: int, mc: bool) -> Generated:
     near = a if da < db else b
     opts = [a.name, b.name]
     letter = LETTERS[opts.index(near.name)]
-    steps = [*_scan(scene), f"The {a.name} is in row {ra} and the {b.name} in row {rb}; both stand on the floor, so the lower one is nearer the camera.", f"The {near.name} is closer."]
+    steps = [*_scan(scene), *_find(scene, a, b), f"Both stand on the floor, so the lower one in the image is nearer the camera: row {max(ra, rb)} is below row {min(ra, rb)}.", f"The {near.name} is closer."]
     check = f"using the floor grid, the {a.name} is about {da:.1f} m from the camera and the {b.name} about {db:.1f} m."
     cot = trace(steps, check, f"The {near.name} is closer to the camera (option {letter}).", letter)
     q = f"Which object is closer to the camera: the {a.name} or the {b.name}?"
@@ -196,7 +205,7 @@ def spatial_rel_distance(rng: random.Random, image_size: int, mc: bool) -> Gener
     near, far = (a, b) if da < db else (b, a)
     opts = [a.name, b.name]
     letter = LETTERS[opts.index(near.name)]
-    steps = [*_scan(scene), f"The {r.name} is in column {cr}, row {rr}.",
+    steps = [*_scan(scene), *_find(scene, r, a, b),
              f"The {a.name} is {_steps(abs(ca - cr), 'column')} and {_steps(abs(ra - rr), 'row')} from it: {abs(ca - cr)} + {abs(ra - rr)} = {ga}.",
              f"The {b.name} is {_steps(abs(cb - cr), 'column')} and {_steps(abs(rb - rr), 'row')} from it: {abs(cb - cr)} + {abs(rb - rr)} = {gb}.",
              f"{min(ga, gb)} < {max(ga, gb)}, so the {near.name} is closer to the {r.name}."]
@@ -227,7 +236,7 @@ def spatial_rel_direction(rng: random.Random, image_size: int, mc: bool) -> Gene
     side = "right" if cross < 0 else "left"
     opts = ["left", "right"]
     letter = LETTERS[opts.index(side)]
-    steps = [*_scan(scene), f"The {a.name} is in column {c1}, row {r1}, the {b.name} in column {c2}, row {r2}, the {c.name} in column {c3}, row {r3}.",
+    steps = [*_scan(scene), *_find(scene, a, b, c),
              f"Towards the {b.name}: {f_across} across and {f_up} up. Towards the {c.name}: {t_across} across and {t_up} up.",
              f"{f_across} x {t_up} - {f_up} x {t_across} = {listed}, {'negative, so right' if listed < 0 else 'positive, so left'}."]
     check = f"on the floor, facing from the {a.name} towards the {b.name}, the {c.name} lies about {angle:.0f} degrees to the {side}."
@@ -240,7 +249,7 @@ def spatial_abs_distance(rng: random.Random, image_size: int, mc: bool) -> Gener
     scene, img = sample_scene(rng, image_size)
     a, b = rng.sample(scene.objects, 2)
     d = _floor_dist(a, b)
-    steps = [*_scan(scene), _where(a).capitalize() + ".", _where(b).capitalize() + ".", f"The distance between their centres is sqrt(({a.x - b.x:.2f})^2 + ({a.z - b.z:.2f})^2) = {d:.2f} m."]
+    steps = [*_scan(scene), *_find(scene, a, b), _where(a).capitalize() + ".", _where(b).capitalize() + ".", f"The distance between their centres is sqrt(({a.x - b.x:.2f})^2 + ({a.z - b.z:.2f})^2) = {d:.2f} m."]
     check = f"the grid squares are 1 m, and the two objects are about {d:.1f} squares apart."
     q = f"What is the distance between the centres of the {a.name} and the {b.name}, in meters?"
     s = Sample(id="", task="spatial/abs_distance", question=q, answer="", answer_type="number", images=["img0.png"], meta=scene.to_meta() | {"a": a.name, "b": b.name})
@@ -252,7 +261,7 @@ def spatial_obj_size(rng: random.Random, image_size: int, mc: bool) -> Generated
     o = rng.choice(scene.objects)
     dims = {"width": o.width, "height": o.height, "depth": o.depth}
     longest = max(dims.values())
-    steps = [*_scan(scene), f"The {o.name} is about {o.width * 100:.0f} cm wide, {o.height * 100:.0f} cm tall and {o.depth * 100:.0f} cm deep, judging against the 1 m floor grid.", f"Its longest dimension is {longest * 100:.0f} cm."]
+    steps = [*_scan(scene), *_find(scene, o), f"It is about {o.width * 100:.0f} cm wide, {o.height * 100:.0f} cm tall and {o.depth * 100:.0f} cm deep, judging against the 1 m floor grid.", f"Its longest dimension is {longest * 100:.0f} cm."]
     check = f"max({', '.join(f'{v * 100:.0f}' for v in dims.values())}) = {longest * 100:.0f}."
     q = f"What is the length of the longest dimension (width, height or depth) of the {o.name}, in centimeters?"
     s = Sample(id="", task="spatial/obj_size", question=q, answer="", answer_type="number", images=["img0.png"], meta=scene.to_meta() | {"object": o.name})
@@ -400,7 +409,8 @@ def general_word_problem(rng: random.Random, image_size: int, mc: bool) -> Gener
 # with every object's column and row, left to right (`_scan`). 4: relation and depth decide from those readings (pairs
 # a column or row apart; depth: the lower of two objects in different rows is the nearer). 5: the listing opens with
 # the count ("I see 3 objects, from left to right:") and numbers its lines, so the list has an end; rel_distance and
-# rel_direction decide from the listed readings too (columns plus rows apart; the cross product on the image grid).
+# rel_direction decide from the listed readings too (columns plus rows apart; the cross product on the image grid);
+# every scene task restates the objects its question names with their listed readings (`_find`).
 EMBEDDED_VERSION = 5
 
 TASKS: dict[str, Callable[[random.Random, int, bool], Generated]] = {

@@ -39,11 +39,25 @@ def test_quarters():
 
 
 def test_sample_answer_is_the_count_and_the_trace_lists_every_object():
-    sample, images = perception_sample(random.Random(3), 112, (3, 5))
+    sample, images = perception_sample(random.Random(3), 112, (3, 5), locate=0.0)
     n = int(sample.answer)
     assert 3 <= n <= 5 and len(images) == 1 and images[0].size == (112, 112)
     assert sample.cot.startswith(f"<think>\nI see {n} objects, from left to right:\n1. The ")
     assert sample.cot.count(" is in column ") == n and sample.cot.endswith(f"\\boxed{{{n}}}\n</answer>")
+
+
+def test_a_locating_question_names_objects_and_the_trace_copies_their_listed_readings_in_that_order():
+    named_twice = 0
+    for seed in range(30):
+        sample, _ = perception_sample(random.Random(seed), 112, (2, 5), locate=1.0)
+        names = re.search(r"Then say where the (.+) (?:is|are)\.$", sample.question).group(1).split(" and the ")
+        listed = dict(re.findall(r"^\d+\. The (\w+ \w+) is in (column \d, row \d)\.$", sample.cot, flags=re.M))
+        looked = re.findall(r"^The (\w+ \w+) is in (column \d, row \d)\.$", sample.cot, flags=re.M)
+        assert [n for n, _ in looked] == names and all(listed[n] == where for n, where in looked)
+        named_twice += len(names) == 2
+    assert 0 < named_twice < 30  # one or two objects named
+    plain = [perception_sample(random.Random(seed), 112, (2, 5), locate=0.0)[0] for seed in range(10)]
+    assert all("Then say" not in s.question and not re.search(r"^The ", s.cot, flags=re.M) for s in plain)
 
 
 def ids_of(stream, workers: int, n: int) -> list[list[str]]:
@@ -95,7 +109,7 @@ class Oracle(torch.nn.Module):
 
 
 def test_reading_accuracy_scores_each_column_and_row_and_sees_the_swap(processor):
-    samples = [PerceptionStream(0, 0, 6, 112, (1, 3)).sample(0, i) for i in range(6)]
+    samples = [PerceptionStream(0, 0, 6, 112, (1, 3), locate=0.0).sample(0, i) for i in range(6)]
     n_objects = sum(int(s.answer) for s, _ in samples)
     out = reading_accuracy(Oracle(len(processor.tokenizer)), processor, samples, batch_size=3)
     assert out == {"reading_acc": 1.0, "reading_acc_swapped": 0.0, "reading_acc_column": 1.0, "reading_acc_column_swapped": 0.0,
@@ -125,7 +139,7 @@ def test_naming_scores_colours_and_shapes_apart(processor):
 
     tok = processor.tokenizer
     ids = {c: tok(" " + c, add_special_tokens=False)["input_ids"][-1] for c in PALETTE}
-    samples = [PerceptionStream(0, 0, 6, 112, (2, 3)).sample(0, i) for i in range(6)]
+    samples = [PerceptionStream(0, 0, 6, 112, (2, 3), locate=0.0).sample(0, i) for i in range(6)]
     said = [m for s, _ in samples for m in re.findall(r"^\d+\. The (\w+) ", s.cot, flags=re.M)]
     out = reading_accuracy(ColourBlind(len(tok), list(ids.values()), ids["red"]), processor, samples, batch_size=3)
     assert out["namings"] == len(said) and out["naming_acc_colour"] == pytest.approx(said.count("red") / len(said))
@@ -133,7 +147,7 @@ def test_naming_scores_colours_and_shapes_apart(processor):
 
 
 def test_reading_accuracy_with_batch_size_one_still_swaps_and_none_without_readings(processor):
-    samples = [PerceptionStream(0, 0, 4, 112, (1, 2)).sample(0, i) for i in range(4)]
+    samples = [PerceptionStream(0, 0, 4, 112, (1, 2), locate=0.0).sample(0, i) for i in range(4)]
     out = reading_accuracy(Oracle(len(processor.tokenizer)), processor, samples, batch_size=1)
     assert out["reading_acc"] == 1.0 and out["reading_acc_swapped"] == 0.0 and out["readings"] > 0
     empty = reading_accuracy(Oracle(len(processor.tokenizer)), processor, samples[:1])

@@ -18,7 +18,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-LINE = re.compile(r"The (\w+) (\w+) is in column (\d), row (\d)\.")
+LINE = re.compile(r"^\d+\. The (\w+) (\w+) is in column (\d), row (\d)\.", re.M)  # numbered listing lines, not look-ups
 
 
 def score_listing(reference: str, response: str) -> dict[str, int]:

@@ -3,7 +3,8 @@
 A pretrained Qwen2.5-VL can already say what is where in an image; a model built from config (the tiny
 default) cannot, and the recipe's SFT set (a few hundred scenes, each seen a handful of times) is too
 small to teach it (benchmarks/README.md, "Scenes taken apart"). The `perceive` step trains it first on a
-stream of scenes drawn fresh for every sample, each answered by one reading per object:
+stream of scenes drawn fresh for every sample, each answered by one reading per object (and, for half of them,
+the readings of the objects the question names, looked up in the listing: `perception_sample`):
 
     I see 2 objects, from left to right:
     1. The red cube is in column 1, row 3.
@@ -92,7 +93,8 @@ def perception_sample(rng: random.Random, image_size: int, objects: tuple[int, i
         question += LOCATE.format(" and the ".join(names), "are" if len(names) > 1 else "is")
         lines += lookup(scene, names)
     body = "\n".join(lines)
-    cot = f"<think>\n{body}\nLet me verify: I listed {n} objects.\n</think>\n<answer>\nThere are {n} objects. \\boxed{{{n}}}\n</answer>"
+    things = f"{n} object{'s' if n != 1 else ''}"
+    cot = f"<think>\n{body}\nLet me verify: I listed {things}.\n</think>\n<answer>\n{'There are' if n != 1 else 'There is'} {things}. \\boxed{{{n}}}\n</answer>"
     sample = Sample(id="", task="perceive/list", question=question, answer=str(n), answer_type="number", images=["img0.png"], cot=cot, meta=scene.to_meta())
     return sample, [img]
 

@@ -206,8 +206,8 @@ def spatial_rel_distance(rng: random.Random, image_size: int, mc: bool) -> Gener
     opts = [a.name, b.name]
     letter = LETTERS[opts.index(near.name)]
     steps = [*_scan(scene), *_find(scene, r, a, b),
-             f"The {a.name} is {_steps(abs(ca - cr), 'column')} and {_steps(abs(ra - rr), 'row')} from it: {abs(ca - cr)} + {abs(ra - rr)} = {ga}.",
-             f"The {b.name} is {_steps(abs(cb - cr), 'column')} and {_steps(abs(rb - rr), 'row')} from it: {abs(cb - cr)} + {abs(rb - rr)} = {gb}.",
+             f"The {a.name} is {_steps(abs(ca - cr), 'column')} and {_steps(abs(ra - rr), 'row')} from the {r.name}: {abs(ca - cr)} + {abs(ra - rr)} = {ga}.",
+             f"The {b.name} is {_steps(abs(cb - cr), 'column')} and {_steps(abs(rb - rr), 'row')} from the {r.name}: {abs(cb - cr)} + {abs(rb - rr)} = {gb}.",
              f"{min(ga, gb)} < {max(ga, gb)}, so the {near.name} is closer to the {r.name}."]
     check = f"on the floor the {near.name} is about {min(da, db):.1f} m from the {r.name} and the {far.name} about {max(da, db):.1f} m."
     cot = trace(steps, check, f"The {near.name} (option {letter}).", letter)

@@ -76,7 +76,8 @@ def lookup(scene: Scene, names: list[str]) -> list[str]:
     return [read[n] for n in names]
 
 
-LOCATE = " Then say where the {} {}."
+LOCATE = " Then say where the {} {}."  # the warm-up draws it for half its samples (locate=0.5, a code default keyed by
+# EMBEDDED_VERSION, not a config key: changing the default needs a version bump)
 
 
 def perception_sample(rng: random.Random, image_size: int, objects: tuple[int, int], locate: float = 0.5) -> tuple[Sample, list[Image.Image]]:

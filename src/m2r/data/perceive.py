@@ -11,7 +11,8 @@ the readings of the objects the question names, looked up in the listing: `perce
     2. The blue sphere is in column 3, row 2.
 
 (columns and rows are quarters of the image), then the count in `\\boxed{}`. One reading per line is what
-the tiny model learns to look from; a question about one named object is not (the probe's scene-locate).
+the tiny model learns to look from; reading one named object's place straight off the image is not (the probe's
+scene-locate), so a named object is looked up in the listing instead.
 The embedded spatial traces open with the same listing (`m2r.data.tasks`), so SFT builds on it.
 
 Every sample is a pure function of (seed, rank, batch index, position in the batch): a resumed run
@@ -84,7 +85,7 @@ def perception_sample(rng: random.Random, image_size: int, objects: tuple[int, i
     """A fresh scene of `objects` (lo, hi) objects and its listing trace; the answer is the count. With probability
     `locate` the question also names one or two of its objects (in random order) and the trace ends by looking each up
     in the listing: the copy from the question and the look-up that the scene tasks' traces make, which 500 SFT steps
-    on a twentieth of the mix each did not teach (benchmarks/README.md, "Copying the question's names")."""
+    on a twentieth of the mix each did not teach (benchmarks/README.md, "Counting first, looking up the question's objects")."""
     scene, img = sample_scene(rng, image_size, n_objects=objects)
     n = len(scene.objects)
     lines = listing(scene)

@@ -74,6 +74,14 @@ def _pixel(scene: Scene, obj: SceneObject) -> tuple[float, float]:
     return float(u), float(v)
 
 
+def _cell(scene: Scene, obj: SceneObject) -> tuple[int, int]:
+    """(column, row) of an object in the listing: the quarters of the image its centre projects to."""
+    from m2r.data.perceive import quarter
+
+    u, v = _pixel(scene, obj)
+    return quarter(u, scene.camera.image_size), quarter(v, scene.camera.image_size)
+
+
 def _cam_dist(scene: Scene, obj: SceneObject) -> float:
     return float(np.linalg.norm(obj.centre - np.array([0.0, scene.camera.height, 0.0])))
 
@@ -128,13 +136,10 @@ def spatial_count(rng: random.Random, image_size: int, mc: bool) -> Generated:
 def spatial_relation(rng: random.Random, image_size: int, mc: bool) -> Generated:
     """Left/right or above/below between two objects a quarter of the image apart or more (different columns, or rows),
     so that the listing's readings decide it."""
-    from m2r.data.perceive import quarter
-
     for _ in range(200):
         scene, img = sample_scene(rng, image_size)
         a, b = rng.sample(scene.objects, 2)
-        (ua, va), (ub, vb) = _pixel(scene, a), _pixel(scene, b)
-        ca, cb, ra, rb = quarter(ua, image_size), quarter(ub, image_size), quarter(va, image_size), quarter(vb, image_size)
+        (ca, ra), (cb, rb) = _cell(scene, a), _cell(scene, b)
         if ca != cb or ra != rb:
             break
     else:
@@ -145,9 +150,10 @@ def spatial_relation(rng: random.Random, image_size: int, mc: bool) -> Generated
     else:
         axis, opts, correct, pa, pb, word = "vertical", ["above", "below"], "above" if ra < rb else "below", ra, rb, "row"
         q = f"Considering the image, is the {a.name} above or below the {b.name}?"
-    steps = [*_scan(scene), *_find(scene, a, b), f"{word.capitalize()} {pa} {'<' if pa < pb else '>'} {word} {pb}, so the {a.name} is to the {correct} of the {b.name}." if axis == "horizontal"
-             else f"{word.capitalize()} {pa} {'<' if pa < pb else '>'} {word} {pb}, so the {a.name} is {correct} the {b.name}."]
-    check = f"the {a.name} is {'left of' if correct == 'left' else 'right of' if correct == 'right' else correct} the {b.name} in the listing's order, consistent with '{correct}'." if axis == "horizontal" else f"rows count down the image, so row {pa} is {correct} row {pb}."
+    relation = f"to the {correct} of" if axis == "horizontal" else correct
+    steps = [*_scan(scene), *_find(scene, a, b), f"{word.capitalize()} {pa} {'<' if pa < pb else '>'} {word} {pb}, so the {a.name} is {relation} the {b.name}."]
+    check = (f"the {a.name} is {correct} of the {b.name} in the listing's order, consistent with '{correct}'." if axis == "horizontal"
+             else f"rows count down the image, so row {pa} is {correct} row {pb}.")
     letter = LETTERS[opts.index(correct)]
     cot = trace(steps, check, f"The {a.name} is {correct} (option {letter}).", letter)
     return Sample(id="", task="spatial/relation", question=q, answer=letter, answer_type="choice", choices=opts, images=["img0.png"], cot=cot, meta=scene.to_meta() | {"a": a.name, "b": b.name, "axis": axis}), [img]
@@ -156,13 +162,11 @@ def spatial_relation(rng: random.Random, image_size: int, mc: bool) -> Generated
 def spatial_depth(rng: random.Random, image_size: int, mc: bool) -> Generated:
     """Which of two objects is closer to the camera, for pairs in different rows whose lower one is the nearer (objects
     stand on the floor, so the nearer sits lower in the image): the listing's rows decide it."""
-    from m2r.data.perceive import quarter
-
     for _ in range(200):
         scene, img = sample_scene(rng, image_size)
         a, b = rng.sample(scene.objects, 2)
         da, db = _cam_dist(scene, a), _cam_dist(scene, b)
-        ra, rb = quarter(_pixel(scene, a)[1], image_size), quarter(_pixel(scene, b)[1], image_size)
+        ra, rb = _cell(scene, a)[1], _cell(scene, b)[1]
         if max(da, db) / min(da, db) > 1.15 and ra != rb and (ra > rb) == (da < db):
             break
     else:
@@ -175,14 +179,6 @@ def spatial_depth(rng: random.Random, image_size: int, mc: bool) -> Generated:
     cot = trace(steps, check, f"The {near.name} is closer to the camera (option {letter}).", letter)
     q = f"Which object is closer to the camera: the {a.name} or the {b.name}?"
     return Sample(id="", task="spatial/depth", question=q, answer=letter, answer_type="choice", choices=opts, images=["img0.png"], cot=cot, meta=scene.to_meta() | {"a": a.name, "b": b.name}), [img]
-
-
-def _cell(scene: Scene, obj: SceneObject) -> tuple[int, int]:
-    """(column, row) of an object in the listing: the quarters of the image its centre projects to."""
-    from m2r.data.perceive import quarter
-
-    u, v = _pixel(scene, obj)
-    return quarter(u, scene.camera.image_size), quarter(v, scene.camera.image_size)
 
 
 def _steps(n: int, unit: str) -> str:

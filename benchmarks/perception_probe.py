@@ -42,15 +42,17 @@ TASKS = ["colour", "side", "relation", "relation-bins", "relation-px", "scene-co
 COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (235, 210, 20), "purple": (140, 40, 170), "orange": (245, 130, 10)}
 
 
-def quarter(t: float, size: int) -> int:
-    """Which quarter (1-4) of the image pixel coordinate t falls in (the readings' column and row, as the recipe's)."""
-    from m2r.data.perceive import quarter as recipe_quarter
+def quarter(t: float, size: int, cells: int | None = None) -> int:
+    """Which cell (1-cells; default the recipe's `perceive.GRID`, thirds) of the image pixel coordinate t falls in:
+    the readings' column and row. (Named when the recipe read quarters; the squares' tasks still call it.)"""
+    from m2r.data.perceive import GRID
 
-    return recipe_quarter(t, size)
+    cells = cells or GRID
+    return min(cells, max(1, int(t * cells // size) + 1))
 
 
 def make_sample(rng: random.Random, task: str, size: int, lit: bool, objects: tuple[int, int] = (2, 5), column_only: bool = False, ramp: float = 0.0, min_px: int = 40,
-                rows: bool = False):
+                rows: bool = False, vramp: float = 0.0, spread: bool = True, cells: int | None = None):
     from PIL import Image, ImageDraw
 
     from m2r.data.schema import Sample
@@ -64,12 +66,14 @@ def make_sample(rng: random.Random, task: str, size: int, lit: bool, objects: tu
         from m2r.data.scene import sample_scene
         from m2r.data.tasks import _pixel
 
-        scene, img = sample_scene(rng, size, n_objects=objects if task in ("scene-locate", "scene-list") else (1, 1), min_visible_px=min_px)
+        scene, img = sample_scene(rng, size, n_objects=objects if task in ("scene-locate", "scene-list") else (1, 1), min_visible_px=min_px, spread=spread)
         if ramp:
             img = ramped(img, ramp)
+        if vramp:
+            img = ramped(img, vramp, vertical=True)
         if task == "scene-list":
             placed = sorted(((_pixel(scene, o), o) for o in scene.objects), key=lambda t: t[0][0])
-            lines = [f"The {o.colour} {o.shape} is in column {quarter(x, size)}" + (f", row {quarter(y, size)}." if rows else ".") for (x, y), o in placed]
+            lines = [f"The {o.colour} {o.shape} is in column {quarter(x, size, cells)}" + (f", row {quarter(y, size, cells)}." if rows else ".") for (x, y), o in placed]
             return sample("List the objects from left to right.", str(len(placed)), "\n".join(lines), img)
         if task == "scene-locate":
             obj = rng.choice([o for o in scene.objects if sum(p.colour == o.colour for p in scene.objects) == 1] or scene.objects[:1])
@@ -79,7 +83,7 @@ def make_sample(rng: random.Random, task: str, size: int, lit: bool, objects: tu
             return sample(f"Where is the {obj.colour} object?", f"{col},{row}", f"The {obj.colour} object is in column {col}, row {row}.", img)
         answer = scene.objects[0].colour if task == "scene-colour" else scene.objects[0].shape
         return sample(f"What {task.removeprefix('scene-')} is the object?", answer, f"It is {answer}.", img)
-    column = lambda x: quarter(x + side / 2, size)  # noqa: E731  (of the square's centre)
+    column = lambda x: quarter(x + side / 2, size, 4)  # noqa: E731  (of the square's centre; quarters, as measured)
     if task.startswith("relation"):
         a, b = rng.sample(list(COLOURS), 2)
         while True:
@@ -116,15 +120,17 @@ def make_sample(rng: random.Random, task: str, size: int, lit: bool, objects: tu
     return sample(question, answer, think, img)
 
 
-def ramped(img, strength: float):
-    """The whole image (objects included) darkened linearly from left (x1) to right (x 1 - strength): a cue of the
-    image column in every patch's content, unlike the scenes' lit floor, which follows the room's x."""
+def ramped(img, strength: float, vertical: bool = False):
+    """The whole image (objects included) darkened linearly from left (x1) to right (x 1 - strength), or from top to
+    bottom (`vertical`): a cue of the image column (row) in every patch's content, unlike the scenes' lit floor, which
+    follows the room's x."""
     import numpy as np
     from PIL import Image
 
     px = np.asarray(img).astype(np.float32)
-    gain = 1.0 - strength * (np.arange(px.shape[1]) + 0.5) / px.shape[1]
-    return Image.fromarray(np.rint(px * gain[None, :, None]).clip(0, 255).astype(np.uint8))
+    gain = 1.0 - strength * (np.arange(px.shape[0 if vertical else 1]) + 0.5) / px.shape[0 if vertical else 1]
+    gain = gain[:, None, None] if vertical else gain[None, :, None]
+    return Image.fromarray(np.rint(px * gain).clip(0, 255).astype(np.uint8))
 
 
 STEPWISE = ("relation-bins", "relation-px", "scene-locate", "scene-list")
@@ -171,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-px", type=int, default=40, help="scene tasks: the fewest visible pixels of any object (the simulator's default 40)")
     ap.add_argument("--rows", action="store_true", help="scene-list: read each object's row too (\"column C, row R\")")
     ap.add_argument("--ramp", type=float, default=0.0, help="scene tasks: darken the whole image left to right by this share (0-1)")
+    ap.add_argument("--unspread", action="store_true", help="scene tasks: EMBEDDED_VERSION 5's scenes (sample_scene(spread=False): most objects in the middle rows)")
+    ap.add_argument("--cells", type=int, default=None, help="scene-list: columns and rows of the reading grid (default: the recipe's, thirds since v6; 4 = v5's quarters)")
+    ap.add_argument("--vramp", type=float, default=0.0, help="scene tasks: darken the whole image top to bottom by this share (0-1)")
     args = ap.parse_args(argv)
     objects = tuple(int(n) for n in args.objects.split("-"))
     if len(objects) != 2 or not 1 <= objects[0] <= objects[1]:
@@ -197,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     collate = SFTCollator(processor, 512)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     rng, eval_rng = random.Random(args.seed), random.Random(10_000 + args.seed)
-    held_out = collate([make_sample(eval_rng, args.task, args.size, args.lit, objects, args.column_only, args.ramp, args.min_px, args.rows) for _ in range(args.eval)])
+    held_out = collate([make_sample(eval_rng, args.task, args.size, args.lit, objects, args.column_only, args.ramp, args.min_px, args.rows, args.vramp, not args.unspread, args.cells) for _ in range(args.eval)])
     answer_ids = scored_ids(processor.tokenizer, args.task)
 
     # The same held-out texts with each image moved one row on (every image has the same grid): a model that reads its
@@ -207,24 +216,30 @@ def main(argv: list[str] | None = None) -> int:
     patches = held_out["pixel_values"].shape[0] // args.eval
     swapped = dict(held_out, pixel_values=held_out["pixel_values"].view(args.eval, patches, -1).roll(1, dims=0).reshape(held_out["pixel_values"].shape))
 
-    def accuracy(inputs) -> tuple[float, float]:
+    def accuracy(inputs) -> tuple[float, float, float]:
+        """(accuracy on every scored digit, held-out loss, accuracy on the rows alone: scene-list --rows, else nan)."""
         model.eval()
         with torch.no_grad():
             out = model(**inputs)
         model.train()
         labels, pred = inputs["labels"][:, 1:], out.logits[:, :-1].argmax(-1)
         first = scored(labels, answer_ids, args.task, args.column_only)
-        return float(((pred == labels) & first).sum() / first.sum().clamp(min=1)), float(out.loss)
+        right = (pred == labels) & first
+        rows = first & (first.cumsum(1) % 2 == 0) if args.rows and args.task == "scene-list" else None  # "column C, row R": every second reading
+        row_acc = float((right & rows).sum() / rows.sum().clamp(min=1)) if rows is not None else float("nan")
+        return float(right.sum() / first.sum().clamp(min=1)), float(out.loss), row_acc
 
     print(f"task {args.task}{' (lit)' if args.lit else ''}, lr {args.lr}, {args.steps} steps of {args.batch}, {args.size} px", flush=True)
     t0 = time.time()
     for step in range(args.steps + 1):
         if step % args.every == 0:
-            acc, loss = accuracy(held_out)
-            print(f"step {step:5d}  held-out loss {loss:.3f}  answer accuracy {acc:.3f}  with swapped images {accuracy(swapped)[0]:.3f}  {time.time() - t0:.0f}s", flush=True)
+            acc, loss, row_acc = accuracy(held_out)
+            swap_acc, _, swap_row = accuracy(swapped)
+            rows = f"  rows {row_acc:.3f} (swapped {swap_row:.3f})" if row_acc == row_acc else ""
+            print(f"step {step:5d}  held-out loss {loss:.3f}  answer accuracy {acc:.3f}  with swapped images {swap_acc:.3f}{rows}  {time.time() - t0:.0f}s", flush=True)
         if step == args.steps:
             break
-        loss = model(**collate([make_sample(rng, args.task, args.size, args.lit, objects, args.column_only, args.ramp, args.min_px, args.rows) for _ in range(args.batch)])).loss
+        loss = model(**collate([make_sample(rng, args.task, args.size, args.lit, objects, args.column_only, args.ramp, args.min_px, args.rows, args.vramp, not args.unspread, args.cells) for _ in range(args.batch)])).loss
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -10,7 +10,7 @@ the readings of the objects the question names, looked up in the listing: `perce
     1. The red cube is in column 1, row 3.
     2. The blue sphere is in column 3, row 2.
 
-(columns and rows are quarters of the image), then the count in `\\boxed{}`. One reading per line is what
+(columns and rows are thirds of the image: `GRID`), then the count in `\\boxed{}`. One reading per line is what
 the tiny model learns to look from; reading one named object's place straight off the image is not (the probe's
 scene-locate), so a named object is looked up in the listing instead.
 The embedded spatial traces open with the same listing (`m2r.data.tasks`), so SFT builds on it.
@@ -39,9 +39,15 @@ log = logging.getLogger(__name__)
 QUESTION = "List the objects in the image from left to right, with the column and row of each."
 
 
-def quarter(t: float, size: int) -> int:
-    """Which quarter (1-4) of an image `size` px wide a pixel coordinate falls in: the readings' column and row."""
-    return min(4, max(1, int(t * 4 // size) + 1))
+GRID = 3  # columns and rows of the readings: thirds, so that each cell is whole image tokens (168 px: 2 x 2 of the 6 x 6)
+
+
+def cell(t: float, size: int) -> int:
+    """Which third (1-GRID) of an image `size` px wide a pixel coordinate falls in: the readings' column and row.
+
+    Thirds since EMBEDDED_VERSION 6 (quarters before): a quarter of the recipe's 168 px image is one and a half of its 28 px
+    tokens, so a token straddled two cells; `benchmarks/perception_probe.py --cells` measures the difference."""
+    return min(GRID, max(1, int(t * GRID // size) + 1))
 
 
 def placed(scene: Scene) -> list[tuple[float, float, object]]:
@@ -52,9 +58,9 @@ def placed(scene: Scene) -> list[tuple[float, float, object]]:
 
 
 def readings(scene: Scene) -> list[str]:
-    """One reading per object, left to right: "The red cube is in column 1, row 3." (quarters of the image)."""
+    """One reading per object, left to right: "The red cube is in column 1, row 3." (thirds of the image)."""
     size = scene.camera.image_size
-    return [f"The {o.name} is in column {quarter(u, size)}, row {quarter(v, size)}." for u, v, o in placed(scene)]
+    return [f"The {o.name} is in column {cell(u, size)}, row {cell(v, size)}." for u, v, o in placed(scene)]
 
 
 def listing(scene: Scene) -> list[str]:

@@ -75,11 +75,11 @@ def _pixel(scene: Scene, obj: SceneObject) -> tuple[float, float]:
 
 
 def _cell(scene: Scene, obj: SceneObject) -> tuple[int, int]:
-    """(column, row) of an object in the listing: the quarters of the image its centre projects to."""
-    from m2r.data.perceive import quarter
+    """(column, row) of an object in the listing: the thirds of the image its centre projects to."""
+    from m2r.data.perceive import cell
 
     u, v = _pixel(scene, obj)
-    return quarter(u, scene.camera.image_size), quarter(v, scene.camera.image_size)
+    return cell(u, scene.camera.image_size), cell(v, scene.camera.image_size)
 
 
 def _cam_dist(scene: Scene, obj: SceneObject) -> float:
@@ -92,7 +92,7 @@ def _floor_dist(a: SceneObject, b: SceneObject) -> float:
 
 def _scan(scene: Scene) -> list[str]:
     """The trace's first lines on a scene: how many objects, then every object left to right with its column and row
-    (quarters of the image), the listing the perception warm-up teaches (`m2r.data.perceive`), so SFT's traces build on it."""
+    (thirds of the image), the listing the perception warm-up teaches (`m2r.data.perceive`), so SFT's traces build on it."""
     from m2r.data.perceive import listing
 
     return listing(scene)
@@ -134,7 +134,7 @@ def spatial_count(rng: random.Random, image_size: int, mc: bool) -> Generated:
 
 
 def spatial_relation(rng: random.Random, image_size: int, mc: bool) -> Generated:
-    """Left/right or above/below between two objects a quarter of the image apart or more (different columns, or rows),
+    """Left/right or above/below between two objects a third of the image apart or more (different columns, or rows),
     so that the listing's readings decide it."""
     for _ in range(200):
         scene, img = sample_scene(rng, image_size)
@@ -406,8 +406,10 @@ def general_word_problem(rng: random.Random, image_size: int, mc: bool) -> Gener
 # a column or row apart; depth: the lower of two objects in different rows is the nearer). 5: the listing opens with
 # the count ("I see 3 objects, from left to right:") and numbers its lines, so the list has an end; rel_distance and
 # rel_direction decide from the listed readings too (columns plus rows apart; the cross product on the image grid);
-# every scene task restates the objects its question names with their listed readings (`_find`).
-EMBEDDED_VERSION = 5
+# every scene task restates the objects its question names with their listed readings (`_find`). 6: the readings are
+# thirds of the image, not quarters (whole image tokens), and scenes spread their objects over the image's rows (a steeper
+# camera, distances drawn by viewing angle: `sample_scene(spread=True)`), where v5's stood three times in four in one row.
+EMBEDDED_VERSION = 6
 
 TASKS: dict[str, Callable[[random.Random, int, bool], Generated]] = {
     "spatial/count": spatial_count,

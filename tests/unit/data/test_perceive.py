@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from m2r.data.perceive import PerceptionStream, check_objects, listing, perception_sample, quarter, reading_accuracy, readings
+from m2r.data.perceive import PerceptionStream, check_objects, listing, perception_sample, cell, reading_accuracy, readings
 from m2r.data.scene import sample_scene
 
 
@@ -31,11 +31,11 @@ def test_listing_counts_then_reads_each_object_left_to_right_at_its_projected_ce
         assert [centre[n][0] for n in names] == sorted(centre[n][0] for n in names)
         for line, name in zip(lines, names):
             u, v = centre[name]
-            assert line == f"The {name} is in column {quarter(u, 168)}, row {quarter(v, 168)}."
+            assert line == f"The {name} is in column {cell(u, 168)}, row {cell(v, 168)}."
 
 
-def test_quarters():
-    assert [quarter(t, 168) for t in (-5, 0, 41.9, 42, 83.9, 84, 126, 167.9, 168, 500)] == [1, 1, 1, 2, 2, 3, 4, 4, 4, 4]
+def test_cells_are_thirds_of_whole_tokens():
+    assert [cell(t, 168) for t in (-5, 0, 55.9, 56, 111.9, 112, 167.9, 168, 500)] == [1, 1, 1, 2, 2, 3, 3, 3, 3]
 
 
 def test_sample_answer_is_the_count_and_the_trace_lists_every_object():

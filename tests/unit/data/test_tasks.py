@@ -67,8 +67,8 @@ def test_relation_agrees_with_independent_projection():
         assert expected[chosen(s)], (s.question, chosen(s), pa, pb)
 
 
-def quarter_of(t: float, size: int = 168) -> int:
-    return min(4, max(1, int(t * 4 // size) + 1))
+def quarter_of(t: float, size: int = 168) -> int:  # the listing's cell: thirds since EMBEDDED_VERSION 6
+    return min(3, max(1, int(t * 3 // size) + 1))
 
 
 def test_relation_and_depth_are_decided_by_the_listed_readings():
@@ -77,8 +77,8 @@ def test_relation_and_depth_are_decided_by_the_listed_readings():
     for s, _ in samples("spatial/relation") + samples("spatial/depth"):
         obj = objects(s.meta)
         read = {n: tuple(quarter_of(t) for t in my_projection(s.meta, o["x"], o["height"] / 2, o["z"])) for n, o in obj.items()}
-        listed = re.findall(r"^\d+\. The (\w+ \w+) is in column ([1-4]), row ([1-4])\.$", s.cot, flags=re.M)
-        looked = re.findall(r"^The (\w+ \w+) is in column ([1-4]), row ([1-4])\.$", s.cot, flags=re.M)
+        listed = re.findall(r"^\d+\. The (\w+ \w+) is in column ([1-3]), row ([1-3])\.$", s.cot, flags=re.M)
+        looked = re.findall(r"^The (\w+ \w+) is in column ([1-3]), row ([1-3])\.$", s.cot, flags=re.M)
         assert [(n, (int(c), int(r))) for n, c, r in looked] == [(n, read[n]) for n in (s.meta["a"], s.meta["b"])]  # the question's objects, looked up
         assert [(n, (int(c), int(r))) for n, c, r in listed] == sorted(((n, read[n]) for n in obj), key=lambda t: my_projection(s.meta, obj[t[0]]["x"], obj[t[0]]["height"] / 2, obj[t[0]]["z"])[0])
         if s.task == "spatial/relation":

@@ -106,6 +106,13 @@ def _find(scene: Scene, *objs: SceneObject) -> list[str]:
     return lookup(scene, [o.name for o in objs])
 
 
+def _find_options(scene: Scene, *objs: SceneObject) -> list[str]:
+    """`_find` for objects that are the question's options, in option order, each line led by its letter
+    ("A: The red cube is in column 1, row 2."), so that the comparison that follows, written in option order, decides a
+    letter without matching a name to the options."""
+    return [f"{LETTERS[i]}: {line}" for i, line in enumerate(_find(scene, *objs))]
+
+
 def _where(o: SceneObject) -> str:
     return f"the {o.name} stands at about x = {o.x:.2f} m, z = {o.z:.2f} m on the floor"
 
@@ -174,7 +181,8 @@ def spatial_depth(rng: random.Random, image_size: int, mc: bool) -> Generated:
     near = a if da < db else b
     opts = [a.name, b.name]
     letter = LETTERS[opts.index(near.name)]
-    steps = [*_scan(scene), *_find(scene, a, b), f"Both stand on the floor, so the lower one in the image is nearer the camera: row {max(ra, rb)} is below row {min(ra, rb)}.", f"The {near.name} is closer."]
+    steps = [*_scan(scene), *_find_options(scene, a, b), "Both stand on the floor, so the lower one in the image is nearer the camera.",
+             f"Row {ra} {'>' if ra > rb else '<'} row {rb}, so {letter} is lower and closer: the {near.name}."]
     check = f"using the floor grid, the {a.name} is about {da:.1f} m from the camera and the {b.name} about {db:.1f} m."
     cot = trace(steps, check, f"The {near.name} is closer to the camera (option {letter}).", letter)
     q = f"Which object is closer to the camera: the {a.name} or the {b.name}?"
@@ -201,10 +209,11 @@ def spatial_rel_distance(rng: random.Random, image_size: int, mc: bool) -> Gener
     near, far = (a, b) if da < db else (b, a)
     opts = [a.name, b.name]
     letter = LETTERS[opts.index(near.name)]
-    steps = [*_scan(scene), *_find(scene, r, a, b),
-             f"The {a.name} is {_steps(abs(ca - cr), 'column')} and {_steps(abs(ra - rr), 'row')} from the {r.name}: {abs(ca - cr)} + {abs(ra - rr)} = {ga}.",
-             f"The {b.name} is {_steps(abs(cb - cr), 'column')} and {_steps(abs(rb - rr), 'row')} from the {r.name}: {abs(cb - cr)} + {abs(rb - rr)} = {gb}.",
-             f"{min(ga, gb)} < {max(ga, gb)}, so the {near.name} is closer to the {r.name}."]
+    steps = [*_find(scene, r), *_find_options(scene, a, b)]
+    steps = [*_scan(scene), *steps,
+             f"A: {_steps(abs(ca - cr), 'column')} and {_steps(abs(ra - rr), 'row')} from the {r.name}: {abs(ca - cr)} + {abs(ra - rr)} = {ga}.",
+             f"B: {_steps(abs(cb - cr), 'column')} and {_steps(abs(rb - rr), 'row')} from the {r.name}: {abs(cb - cr)} + {abs(rb - rr)} = {gb}.",
+             f"{ga} {'<' if ga < gb else '>'} {gb}, so {letter} is closer to the {r.name}: the {near.name}."]
     check = f"on the floor the {near.name} is about {min(da, db):.1f} m from the {r.name} and the {far.name} about {max(da, db):.1f} m."
     cot = trace(steps, check, f"The {near.name} (option {letter}).", letter)
     q = f"Which object is closer to the {r.name}: the {a.name} or the {b.name}?"
@@ -409,7 +418,10 @@ def general_word_problem(rng: random.Random, image_size: int, mc: bool) -> Gener
 # every scene task restates the objects its question names with their listed readings (`_find`). 6: the readings are
 # thirds of the image, not quarters (whole image tokens), and scenes spread their objects over the image's rows (a steeper
 # camera, distances drawn by viewing angle: `sample_scene(spread=True)`), where v5's stood three times in four in one row.
-EMBEDDED_VERSION = 6
+# 7: depth and rel_distance, whose options are the question's objects, label those objects' look-ups with their option
+# letters and compare them in option order ("Row 3 > row 1, so A is lower and closer"), where v6's SFT model matched
+# the name it concluded with to the wrong letter about half the time (`_find_options`).
+EMBEDDED_VERSION = 7
 
 TASKS: dict[str, Callable[[random.Random, int, bool], Generated]] = {
     "spatial/count": spatial_count,

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from m2r.data.perceive import PerceptionStream, check_objects, listing, perception_sample, cell, reading_accuracy, readings
+from m2r.data.perceive import PerceptionStream, cell, check_objects, listing, perception_sample, reading_accuracy, readings
 from m2r.data.scene import sample_scene
 
 
@@ -32,6 +32,24 @@ def test_listing_counts_then_reads_each_object_left_to_right_at_its_projected_ce
         for line, name in zip(lines, names):
             u, v = centre[name]
             assert line == f"The {name} is in column {cell(u, 168)}, row {cell(v, 168)}."
+
+
+def test_spread_scenes_stand_objects_in_every_row_and_v5_scenes_did_not():
+    """sample_scene's default (v6) spreads objects over the image's rows, so that a reading's row carries information;
+    v5's scenes (spread=False) stood three objects in four in the middle row."""
+    from m2r.data.tasks import _cell
+
+    def row_shares(spread: bool) -> list[float]:
+        rng, rows = random.Random(3), [0, 0, 0]
+        for _ in range(60):
+            scene, _img = sample_scene(rng, 168, spread=spread)
+            for o in scene.objects:
+                rows[_cell(scene, o)[1] - 1] += 1
+        return [r / sum(rows) for r in rows]
+
+    spread, v5 = row_shares(True), row_shares(False)
+    assert min(spread) > 0.1 and max(spread) < 0.6, spread
+    assert max(v5) > 0.65 and min(v5) < 0.05, v5
 
 
 def test_cells_are_thirds_of_whole_tokens():

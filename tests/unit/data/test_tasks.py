@@ -78,8 +78,9 @@ def test_relation_and_depth_are_decided_by_the_listed_readings():
         obj = objects(s.meta)
         read = {n: tuple(quarter_of(t) for t in my_projection(s.meta, o["x"], o["height"] / 2, o["z"])) for n, o in obj.items()}
         listed = re.findall(r"^\d+\. The (\w+ \w+) is in column ([1-3]), row ([1-3])\.$", s.cot, flags=re.M)
-        looked = re.findall(r"^The (\w+ \w+) is in column ([1-3]), row ([1-3])\.$", s.cot, flags=re.M)
-        assert [(n, (int(c), int(r))) for n, c, r in looked] == [(n, read[n]) for n in (s.meta["a"], s.meta["b"])]  # the question's objects, looked up
+        looked = re.findall(r"^(?:([AB]): )?The (\w+ \w+) is in column ([1-3]), row ([1-3])\.$", s.cot, flags=re.M)
+        assert [(n, (int(c), int(r))) for _, n, c, r in looked] == [(n, read[n]) for n in (s.meta["a"], s.meta["b"])]  # the question's objects, looked up
+        assert [x for x, *_ in looked] == (["A", "B"] if s.task == "spatial/depth" else ["", ""])  # depth's options (the objects) by their letters
         assert [(n, (int(c), int(r))) for n, c, r in listed] == sorted(((n, read[n]) for n in obj), key=lambda t: my_projection(s.meta, obj[t[0]]["x"], obj[t[0]]["height"] / 2, obj[t[0]]["z"])[0])
         if s.task == "spatial/relation":
             (ca, ra), (cb, rb) = read[s.meta["a"]], read[s.meta["b"]]
@@ -88,6 +89,8 @@ def test_relation_and_depth_are_decided_by_the_listed_readings():
         else:
             other = [c for c in s.choices if c != chosen(s)][0]
             assert read[chosen(s)][1] > read[other][1]  # the nearer is the lower in the image
+            ra, rb = (read[n][1] for n in s.choices)  # the comparison in option order decides the letter
+            assert f"Row {ra} {'>' if ra > rb else '<'} row {rb}, so {s.answer} is lower and closer: the {chosen(s)}." in s.cot
 
 
 def read_cells(s) -> dict[str, tuple[int, int]]:
@@ -105,7 +108,8 @@ def test_rel_distance_and_rel_direction_are_decided_by_the_listed_readings():
         steps = {n: abs(cell[n][0] - cr) + abs(cell[n][1] - rr) for n in s.choices}
         other = [c for c in s.choices if c != chosen(s)][0]
         assert steps[chosen(s)] < steps[other], (s.question, cell)
-        assert f"{steps[chosen(s)]} < {steps[other]}, so the {chosen(s)} is closer" in s.cot
+        a, b = s.choices  # in option order, the letter decided by the sign
+        assert f"{steps[a]} {'<' if steps[a] < steps[b] else '>'} {steps[b]}, so {s.answer} is closer to the {s.meta['ref']}: the {chosen(s)}." in s.cot
     for s, _ in samples("spatial/rel_direction"):
         cell = read_cells(s)
         (c1, r1), (c2, r2), (c3, r3) = cell[s.meta["stand"]], cell[s.meta["face"]], cell[s.meta["target"]]

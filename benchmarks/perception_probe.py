@@ -18,7 +18,7 @@ simulator scene instead):
   scene-colour, scene-shape  "What colour / shape is the object?" on a simulator scene (lit floor, walls,
             grid) with one object: the embedded spatial tasks' images, reduced to one object
   scene-locate  "Where is the <c> object?" on a scene of 2-5 objects (the named colour unique), read as "The <c>
-            object is in column C, row R." (quarters of the image): scored on C and R, like relation-bins
+            object is in column C, row R." (thirds of the image, `perceive.GRID`): scored on C and R, like relation-bins
   scene-list  "List the objects from left to right.": one line per object, "The <c> <s> is in column C.", then the
             count in \\boxed{}: scored on every C (many readings per image, where scene-locate has one)
 `--lit` shades the background from light (left) to dark (right), so a patch's content says where it is.
@@ -154,8 +154,22 @@ def scored(labels, ids: list[int], task: str, column_only: bool = False):
     if task == "scene-locate":
         return hit & (hit.cumsum(1) <= (1 if column_only else 2))  # the reading's column (and row), not their copy in \\boxed{}
     if task == "scene-list":
-        return hit & (hit.cumsum(1) < hit.sum(1, keepdim=True))  # every object's column, not the count in \\boxed{}
+        raise ValueError("scene-list is scored by reading_masks (its digits follow a cue word)")
     return hit if task in STEPWISE else hit & (hit.cumsum(1) == 1)
+
+
+def reading_masks(labels, tokenizer):
+    """scene-list's scored positions: every digit whose cue word ("column" or "row") is two tokens back ("column", " ",
+    "3"), as the recipe's look test (`perceive.reading_accuracy`) scores them, and those of the rows alone. Not the count
+    in \\boxed{}, whatever its value, and every reading, whatever the grid."""
+    import torch
+
+    cues = {w: tokenizer(" " + w, add_special_tokens=False)["input_ids"][-1] for w in ("column", "row")}
+    digits = torch.tensor(sorted({tokenizer(" " + d, add_special_tokens=False)["input_ids"][-1] for d in "123456789"}))
+    prev2 = torch.nn.functional.pad(labels, (2, 0), value=-100)[:, :-2]
+    digit = torch.isin(labels, digits)
+    rows = digit & (prev2 == cues["row"])
+    return (digit & (prev2 == cues["column"])) | rows, rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cells", type=int, default=None, help="scene-list: columns and rows of the reading grid (default: the recipe's, thirds since v6; 4 = v5's quarters)")
     ap.add_argument("--vramp", type=float, default=0.0, help="scene tasks: darken the whole image top to bottom by this share (0-1)")
     args = ap.parse_args(argv)
+    if args.cells is not None and not 2 <= args.cells <= 9:
+        ap.error(f"--cells {args.cells}: a reading is one digit, so 2 to 9 cells a side")
     objects = tuple(int(n) for n in args.objects.split("-"))
     if len(objects) != 2 or not 1 <= objects[0] <= objects[1]:
         ap.error(f"--objects {args.objects!r}: give LO-HI with 1 <= LO <= HI, e.g. 2-5")
@@ -223,9 +239,12 @@ def main(argv: list[str] | None = None) -> int:
             out = model(**inputs)
         model.train()
         labels, pred = inputs["labels"][:, 1:], out.logits[:, :-1].argmax(-1)
-        first = scored(labels, answer_ids, args.task, args.column_only)
+        if args.task == "scene-list":
+            first, rows = reading_masks(labels, processor.tokenizer)
+            rows = rows if args.rows else None
+        else:
+            first, rows = scored(labels, answer_ids, args.task, args.column_only), None
         right = (pred == labels) & first
-        rows = first & (first.cumsum(1) % 2 == 0) if args.rows and args.task == "scene-list" else None  # "column C, row R": every second reading
         row_acc = float((right & rows).sum() / rows.sum().clamp(min=1)) if rows is not None else float("nan")
         return float(right.sum() / first.sum().clamp(min=1)), float(out.loss), row_acc
 

@@ -61,11 +61,12 @@ def score_row(sample, response: str, correct: bool) -> Counter:
 
 
 def probe_run(run: Path, split: str) -> dict[str, Counter]:
-    from m2r.data.shards import sample_stream, shard_urls
+    from m2r.data.shards import read_manifest, sample_stream, shard_urls
 
     rows = {r["id"]: r for r in map(json.loads, (run / "eval" / split / "samples.jsonl").read_text().splitlines())}
+    built = read_manifest(run / "build", "test")["tasks"]
     out: dict[str, Counter] = {}
-    for task in TASKS:
+    for task in (t for t in TASKS if t in built):  # a run without some of these tasks: the others
         urls = shard_urls(run / "build", "test", [task])
         tot = Counter()
         for sample, _ in sample_stream(urls, shuffle_shards=False):

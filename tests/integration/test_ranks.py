@@ -112,7 +112,7 @@ def test_fsdp2_two_cpu_ranks_sft_then_grpo_with_reference(tmp_path, cache_dir, p
     env = _env(cache_dir)
     common = ["strategy=fsdp", "trainer.devices=2", f"paths.run_dir={run_dir}", f"hydra.run.dir={run_dir}", *FAST, "sft.max_steps=3", "grpo.max_steps=3",
               "data.rl_per_task=4", "data.samples_per_shard=1", "grpo.module.max_new_tokens=24", "algo.G=4", "grpo.prompts_per_step=2", "grpo.module.micro_batch_size=4",
-              "callbacks=m2", "algo.beta=0.05", "callbacks.kl_annealing.beta_min=0.05", "trainer.enable_progress_bar=false",
+              "callbacks=m2", "callbacks.rollouts.every_n_steps=1", "algo.beta=0.05", "callbacks.kl_annealing.beta_min=0.05", "trainer.enable_progress_bar=false",
               # a 3-step SFT model writes near-random tokens, never a well-formed answer; the lenient fallback reads its last number,
               # and EDNM (numeric spatial tasks, free-form: mc_ratio 0) scores any number above 0, so a group whose responses differ in their numbers has
               # rewards that differ (8 responses of 24 tokens a step give a digit somewhere almost surely; exact-match rewards rarely would)
@@ -130,7 +130,7 @@ def test_fsdp2_two_cpu_ranks_sft_then_grpo_with_reference(tmp_path, cache_dir, p
     assert losses and all(torch.isfinite(torch.tensor(losses)))
     assert any(r.get("train/kl_coef", 0) > 0 for r in hist)  # the reference model was used
     rolled = [json.loads(line) for f in sorted((run_dir / "rollouts").glob("*.jsonl")) for line in f.read_text().splitlines()]
-    assert any(r["advantage"] != 0 for r in rolled), "every group's rewards tied: no step had a gradient, so the check below could not tell"
+    assert any(r["advantage"] != 0 for r in rolled), "every rollout rank 0 logged (all its steps) had advantage 0: no gradient there, so the check below could not tell"
     final = [_probe(run_dir, r) for r in range(2)]
     assert [x["params"] for x in final[0]] == [x["params"] for x in final[1]]  # full parameters gathered equal on both ranks
     assert final[0][0]["params"] != final[0][-1]["params"]  # and they moved (a step whose groups all tie has zero advantages, KL 0 at step 1)

@@ -197,8 +197,8 @@ def test_scene_list_reads_every_object_left_to_right(processor):
                 total += 1
     assert total >= 30 and agree >= 0.85 * total
     labels = SFTCollator(processor, 512)(items[:4])["labels"][:, 1:]
-    mask = probe.scored(labels, probe.scored_ids(processor.tokenizer, "scene-list"), "scene-list")
-    assert mask.sum(1).tolist() == [int(s.answer) for s, _ in items[:4]]  # one column per object, not the count
+    mask, rows = probe.reading_masks(labels, processor.tokenizer)
+    assert mask.sum(1).tolist() == [int(s.answer) for s, _ in items[:4]] and rows.sum() == 0  # one column per object, not the count
 
 
 def test_scene_list_rows_read_the_row_too(processor):
@@ -206,11 +206,20 @@ def test_scene_list_rows_read_the_row_too(processor):
 
     from m2r.data.collate import SFTCollator
 
+    # 5 and 6 objects too: a count of 5 is not one of the grid's digits, and the last reading is still scored
     rng = random.Random(2)
-    items = [probe.make_sample(rng, "scene-list", 168, False, objects=(2, 4), rows=True) for _ in range(4)]
+    items = [probe.make_sample(rng, "scene-list", 168, False, objects=(2, 6), rows=True) for _ in range(12)]
     for sample, _ in items:
-        lines = re.findall(r"The \w+ \w+ is in column ([1-4]), row ([1-4])\.", sample.cot)
+        lines = re.findall(r"The \w+ \w+ is in column ([1-3]), row ([1-3])\.", sample.cot)
         assert len(lines) == int(sample.answer)
+    assert {int(s.answer) for s, _ in items} & {5, 6} and {int(s.answer) for s, _ in items} & {2, 3}
     labels = SFTCollator(processor, 512)(items)["labels"][:, 1:]
-    mask = probe.scored(labels, probe.scored_ids(processor.tokenizer, "scene-list"), "scene-list")
+    mask, rows = probe.reading_masks(labels, processor.tokenizer)
     assert mask.sum(1).tolist() == [2 * int(s.answer) for s, _ in items]  # column and row per object, not the count
+    assert rows.sum(1).tolist() == [int(s.answer) for s, _ in items]
+    # the rows mask marks exactly the row digits: the label tokens after each "row" read the cot's rows in order
+    for k, (sample, _) in enumerate(items):
+        read = [processor.tokenizer.decode(t).strip() for t in labels[k][rows[k]]]
+        assert read == [r for _, r in re.findall(r"column (\d), row (\d)", sample.cot)]
+    with pytest.raises(SystemExit):
+        probe.main(["--task", "scene-list", "--cells", "10"])

@@ -206,7 +206,7 @@ def reading_accuracy(model, processor, samples: list[tuple[Sample, list[Image.Im
     row R") whose greedy token is right, on `samples` as they are (`reading_acc`) and with each image moved one sample on
     (`reading_acc_swapped`), and the same for the columns and the rows alone (`reading_acc_column`, `_row`, each also
     `_swapped`). A model that reads its images falls towards the floor with swapped images; one that has only learnt the
-    listing's priors (columns rise left to right, rows are mostly 2 and 3) does not.
+    listing's priors (columns rise left to right, the middle row is the most common) does not.
 
     The same for the names: `naming_acc_colour` scores each object's colour word, `naming_acc_shape` its shape word
     (the one after a colour), each also `_swapped`, over `namings` objects; None where a colour or shape word is not one
@@ -215,7 +215,7 @@ def reading_accuracy(model, processor, samples: list[tuple[Sample, list[Image.Im
 
     tok = processor.tokenizer
     cues = {w.strip(): tok(w, add_special_tokens=False)["input_ids"][-1] for w in (" column", " row")}
-    digits = {tok(" " + d, add_special_tokens=False)["input_ids"][-1] for d in "1234"}
+    digits = {tok(" " + d, add_special_tokens=False)["input_ids"][-1] for d in "123456789"}  # any grid: the cue word two back picks the readings
     words = {kind: [tok(" " + w, add_special_tokens=False)["input_ids"] for w in names] for kind, names in (("colour", PALETTE), ("shape", SHAPES))}
     name_ids = {kind: {ids[0] for ids in v} if all(len(ids) == 1 for ids in v) else None for kind, v in words.items()}
     collate = SFTCollator(processor, max_length)

@@ -326,7 +326,7 @@ def sample_scene(
     `spread` (EMBEDDED_VERSION 6): a steeper camera, the floor starting nearer it, and each object's distance drawn so
     that the angle at which the camera sees its centre is uniform over the view, so objects stand in every third of
     the image's height (33/50/18% top to bottom, where v5's scenes, `spread=False`, gave 27/72/1%): a reading's row
-    then says something, and `benchmarks/perception_probe.py --spread` measures that the tiny model learns to read it."""
+    then says something, and `benchmarks/perception_probe.py --rows` (against `--unspread`) measures that the tiny model learns to read it."""
     for _ in range(max_tries):
         if spread:  # looking down more steeply, so that the floor fills the view
             cam = Camera(height=rng.uniform(1.7, 2.3), pitch_deg=rng.uniform(36, 44), image_size=image_size)

@@ -67,7 +67,7 @@ def test_relation_agrees_with_independent_projection():
         assert expected[chosen(s)], (s.question, chosen(s), pa, pb)
 
 
-def quarter_of(t: float, size: int = 168) -> int:  # the listing's cell: thirds since EMBEDDED_VERSION 6
+def cell_of(t: float, size: int = 168) -> int:  # the listing's cell: thirds since EMBEDDED_VERSION 6
     return min(3, max(1, int(t * 3 // size) + 1))
 
 
@@ -76,7 +76,7 @@ def test_relation_and_depth_are_decided_by_the_listed_readings():
     decides the answer (relation: column, or row for above/below; depth: row, the lower one the nearer)."""
     for s, _ in samples("spatial/relation") + samples("spatial/depth"):
         obj = objects(s.meta)
-        read = {n: tuple(quarter_of(t) for t in my_projection(s.meta, o["x"], o["height"] / 2, o["z"])) for n, o in obj.items()}
+        read = {n: tuple(cell_of(t) for t in my_projection(s.meta, o["x"], o["height"] / 2, o["z"])) for n, o in obj.items()}
         listed = re.findall(r"^\d+\. The (\w+ \w+) is in column ([1-3]), row ([1-3])\.$", s.cot, flags=re.M)
         looked = re.findall(r"^(?:([AB]): )?The (\w+ \w+) is in column ([1-3]), row ([1-3])\.$", s.cot, flags=re.M)
         assert [(n, (int(c), int(r))) for _, n, c, r in looked] == [(n, read[n]) for n in (s.meta["a"], s.meta["b"])]  # the question's objects, looked up
@@ -95,7 +95,7 @@ def test_relation_and_depth_are_decided_by_the_listed_readings():
 
 def read_cells(s) -> dict[str, tuple[int, int]]:
     obj = objects(s.meta)
-    return {n: tuple(quarter_of(t) for t in my_projection(s.meta, o["x"], o["height"] / 2, o["z"])) for n, o in obj.items()}
+    return {n: tuple(cell_of(t) for t in my_projection(s.meta, o["x"], o["height"] / 2, o["z"])) for n, o in obj.items()}
 
 
 def test_rel_distance_and_rel_direction_are_decided_by_the_listed_readings():
@@ -110,6 +110,13 @@ def test_rel_distance_and_rel_direction_are_decided_by_the_listed_readings():
         assert steps[chosen(s)] < steps[other], (s.question, cell)
         a, b = s.choices  # in option order, the letter decided by the sign
         assert f"{steps[a]} {'<' if steps[a] < steps[b] else '>'} {steps[b]}, so {s.answer} is closer to the {s.meta['ref']}: the {chosen(s)}." in s.cot
+        # the reference looked up unlabelled, then each option by its letter, then each option's steps by its letter
+        looked = re.findall(r"^(?:([AB]): )?The (\w+ \w+) is in column ([1-3]), row ([1-3])\.$", s.cot, flags=re.M)
+        assert [(x, n, (int(c), int(r))) for x, n, c, r in looked] == [("", s.meta["ref"], (cr, rr)), ("A", a, cell[a]), ("B", b, cell[b])]
+        for x, n in zip("AB", s.choices):
+            dc, dr = abs(cell[n][0] - cr), abs(cell[n][1] - rr)
+            line = f"{x}: {dc} column{'s' * (dc != 1)} and {dr} row{'s' * (dr != 1)} from the {s.meta['ref']}: {dc} + {dr} = {steps[n]}."
+            assert line in s.cot, (line, s.cot)
     for s, _ in samples("spatial/rel_direction"):
         cell = read_cells(s)
         (c1, r1), (c2, r2), (c3, r3) = cell[s.meta["stand"]], cell[s.meta["face"]], cell[s.meta["target"]]

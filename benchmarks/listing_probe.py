@@ -1,6 +1,6 @@
 """Does a model list what it sees when it writes freely? Greedy listings of held-out perception scenes, scored.
 
-    python benchmarks/listing_probe.py <checkpoint folder> [<checkpoint folder> ...] [--n 64] [--seed 0]
+    python benchmarks/listing_probe.py <checkpoint folder> [<checkpoint folder> ...] [--n 64] [--seed 0] [--locate]
 
 The look test (`m2r.data.perceive.reading_accuracy`) is teacher-forced: it scores each reading given the right
 listing so far. Here each model writes its own listing of `--n` held-out scenes (`PerceptionStream`, split "val",
@@ -8,6 +8,11 @@ the scenes the warm-up's look test uses) and the listing is compared with the sc
 against how many there are, how many scenes it counts exactly, how many of the scene's object names it says, and,
 object by object from the left, how often the colour and the column are right. A model that loops or stops early
 shows it here and nowhere in the teacher-forced numbers.
+
+`--locate`: every scene's question also names one or two of its objects (the warm-up's `locate` questions) and the
+model's look-ups after its listing are scored too: how often each names the object the question asked for, in order
+(the copy from the question), equals the model's own listing line for that name (the look-up in its listing), and
+gives the object's true reading.
 """
 
 from __future__ import annotations
@@ -19,6 +24,20 @@ from collections import Counter
 from pathlib import Path
 
 LINE = re.compile(r"^\d+\. The (\w+) (\w+) is in column (\d), row (\d)\.", re.M)  # numbered listing lines, not look-ups
+LOOKUP = re.compile(r"^The (\w+ \w+) is in (column \d, row \d)\.", re.M)  # look-up lines: a listing line unnumbered
+ASKED = re.compile(r"Then say where the (\w+ \w+)(?: and the (\w+ \w+))? (?:is|are)\.")
+
+
+def score_lookups(question: str, reference: str, response: str) -> dict[str, int]:
+    """Counts for one locate scene: names asked, look-ups that name the asked object in its place, look-ups equal to
+    the response's own listing line for the name they give, look-ups whose reading is the object's true one."""
+    asked = [n for n in ASKED.search(question).groups() if n]
+    truth = {f"{c} {s}": f"column {col}, row {row}" for c, s, col, row in LINE.findall(reference)}
+    own = {f"{c} {s}": f"column {col}, row {row}" for c, s, col, row in LINE.findall(response)}
+    said = LOOKUP.findall(response)[: len(asked)]
+    return {"asked": len(asked), "named": sum(a == n for a, (n, _) in zip(asked, said)),
+            "all_named": int(len(said) == len(asked) and all(a == n for a, (n, _) in zip(asked, said))),
+            "own": sum(own.get(n) == where for n, where in said), "true": sum(truth.get(a) == where for a, (_, where) in zip(asked, said))}
 
 
 def score_listing(reference: str, response: str) -> dict[str, int]:
@@ -49,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-size", type=int, default=168)
     ap.add_argument("--objects", default="2,6", help="lo,hi objects per scene (perceive.objects)")
     ap.add_argument("--max-new-tokens", type=int, default=200)
+    ap.add_argument("--locate", action="store_true", help="questions that also name one or two objects; score the look-ups")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import torch
@@ -62,11 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     from m2r.eval.runner import generate_responses
 
     lo, hi = (int(x) for x in args.objects.split(","))
-    held = list(PerceptionStream(args.seed, 0, args.n, args.image_size, (lo, hi), split="val", limit_batches=1, locate=0.0))
+    held = list(PerceptionStream(args.seed, 0, args.n, args.image_size, (lo, hi), split="val", limit_batches=1, locate=1.0 if args.locate else 0.0))
     items = [EvalItem(key={"id": s.id}, question=format_question(s), options=[], answer=s.answer, images=list(im), meta={"task": s.task}) for s, im in held]
     table = Table(title=f"free-generation listings of {args.n} held-out scenes (greedy)")
     for col in ("model", "objects", "listed", "count right", "names found", "colour right", "column right"):
         table.add_column(col, justify="left" if col == "model" else "right")
+    lookups = Table(title=f"look-ups of the objects the question names ({args.n} scenes)")
+    for col in ("model", "asked", "names the asked object", "scenes with every name right", "= own listing line", "true reading"):
+        lookups.add_column(col, justify="left" if col == "model" else "right")
     for folder in args.models:
         model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).eval()
         processor = AutoProcessor.from_pretrained(folder)
@@ -75,7 +98,15 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row(str(folder), f"{s['objects']:.2f}", f"{s['said']:.2f}", f"{100 * s['count_right']:.1f}%", f"{100 * s['names_found']:.1f}%",
                       f"{100 * s['colour_right']:.1f}%", f"{100 * s['column_right']:.1f}%")
         print(f"{folder}: first listing: {texts[0][:240]!r}")
+        if args.locate:
+            looked = Counter()
+            for (sample, _), text in zip(held, texts):
+                looked.update(score_lookups(sample.question, sample.cot, text))
+            lookups.add_row(str(folder), str(looked["asked"]), f"{100 * looked['named'] / looked['asked']:.1f}%", f"{100 * looked['all_named'] / args.n:.1f}%",
+                            f"{100 * looked['own'] / looked['asked']:.1f}%", f"{100 * looked['true'] / looked['asked']:.1f}%")
     Console().print(table)
+    if args.locate:
+        Console().print(lookups)
     return 0
 
 

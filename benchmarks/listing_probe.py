@@ -11,8 +11,8 @@ shows it here and nowhere in the teacher-forced numbers.
 
 `--locate`: every scene's question also names one or two of its objects (the warm-up's `locate` questions) and the
 model's look-ups after its listing are scored too: how often each names the object the question asked for, in order
-(the copy from the question), equals the model's own listing line for that name (the look-up in its listing), and
-gives the object's true reading.
+(the copy from the question), equals a line of the model's own listing for the name it gives (the look-up in its
+listing; counted over the look-ups whose name that listing has), and gives the asked object's true reading.
 """
 
 from __future__ import annotations
@@ -24,20 +24,24 @@ from collections import Counter
 from pathlib import Path
 
 LINE = re.compile(r"^\d+\. The (\w+) (\w+) is in column (\d), row (\d)\.", re.M)  # numbered listing lines, not look-ups
-LOOKUP = re.compile(r"^The (\w+ \w+) is in (column \d, row \d)\.", re.M)  # look-up lines: a listing line unnumbered
+LOOKUP = re.compile(r"^(?:[AB]: )?The (\w+ \w+) is in (column \d, row \d)\.", re.M)  # look-ups: a listing line unnumbered (v7's options labelled)
 ASKED = re.compile(r"Then say where the (\w+ \w+)(?: and the (\w+ \w+))? (?:is|are)\.")
 
 
 def score_lookups(question: str, reference: str, response: str) -> dict[str, int]:
-    """Counts for one locate scene: names asked, look-ups that name the asked object in its place, look-ups equal to
-    the response's own listing line for the name they give, look-ups whose reading is the object's true one."""
+    """Counts for one locate scene: names asked; look-ups that name the asked object in its place (`named`); of the
+    look-ups whose name the response's own listing has (`listed`), those equal to one of its lines for that name
+    (`own`); look-ups in the asked object's place that give its true reading (`true`)."""
     asked = [n for n in ASKED.search(question).groups() if n]
     truth = {f"{c} {s}": f"column {col}, row {row}" for c, s, col, row in LINE.findall(reference)}
-    own = {f"{c} {s}": f"column {col}, row {row}" for c, s, col, row in LINE.findall(response)}
+    own: dict[str, set[str]] = {}
+    for c, s, col, row in LINE.findall(response):  # a listing may repeat a name: any of its lines is a copy
+        own.setdefault(f"{c} {s}", set()).add(f"column {col}, row {row}")
     said = LOOKUP.findall(response)[: len(asked)]
     return {"asked": len(asked), "named": sum(a == n for a, (n, _) in zip(asked, said)),
             "all_named": int(len(said) == len(asked) and all(a == n for a, (n, _) in zip(asked, said))),
-            "own": sum(own.get(n) == where for n, where in said), "true": sum(truth.get(a) == where for a, (_, where) in zip(asked, said))}
+            "listed": sum(n in own for n, _ in said), "own": sum(where in own.get(n, ()) for n, where in said),
+            "true": sum(truth.get(a) == where for a, (_, where) in zip(asked, said))}
 
 
 def score_listing(reference: str, response: str) -> dict[str, int]:
@@ -88,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     for col in ("model", "objects", "listed", "count right", "names found", "colour right", "column right"):
         table.add_column(col, justify="left" if col == "model" else "right")
     lookups = Table(title=f"look-ups of the objects the question names ({args.n} scenes)")
-    for col in ("model", "asked", "names the asked object", "scenes with every name right", "= own listing line", "true reading"):
+    for col in ("model", "asked", "names the asked object", "scenes with every name right", "= own listing line (of those listed)", "true reading"):
         lookups.add_column(col, justify="left" if col == "model" else "right")
     for folder in args.models:
         model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).eval()
@@ -103,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             for (sample, _), text in zip(held, texts):
                 looked.update(score_lookups(sample.question, sample.cot, text))
             lookups.add_row(str(folder), str(looked["asked"]), f"{100 * looked['named'] / looked['asked']:.1f}%", f"{100 * looked['all_named'] / args.n:.1f}%",
-                            f"{100 * looked['own'] / looked['asked']:.1f}%", f"{100 * looked['true'] / looked['asked']:.1f}%")
+                            f"{looked['own']}/{looked['listed']}", f"{100 * looked['true'] / looked['asked']:.1f}%")
     Console().print(table)
     if args.locate:
         Console().print(lookups)

@@ -35,14 +35,18 @@ def test_a_right_listing_scores_full_and_the_summary_weighs_objects():
 def test_look_ups_are_scored_against_the_question_the_own_listing_and_the_truth():
     question = "List the objects in the image from left to right, with the column and row of each. Then say where the red sphere and the blue sphere are."
     right = probe.score_lookups(question, REF, REF.replace("The blue sphere is in column 3, row 2.\n</think>", "The red sphere is in column 4, row 3.\nThe blue sphere is in column 3, row 2.\n</think>"))
-    assert right == {"asked": 2, "named": 2, "all_named": 1, "own": 2, "true": 2}
+    assert right == {"asked": 2, "named": 2, "all_named": 1, "listed": 2, "own": 2, "true": 2}
     # the names swapped (the copy failed) and the first copied from a misread own listing
     said = ("1. The red cube is in column 1, row 2.\n2. The blue sphere is in column 2, row 2.\n3. The red sphere is in column 4, row 3.\n"
             "The blue sphere is in column 2, row 2.\nThe red sphere is in column 4, row 1.\n")
     wrong = probe.score_lookups(question, REF, said)
-    assert wrong == {"asked": 2, "named": 0, "all_named": 0, "own": 1, "true": 0}  # own: the blue sphere's line; true: neither in its place
+    assert wrong == {"asked": 2, "named": 0, "all_named": 0, "listed": 2, "own": 1, "true": 0}  # own: the blue sphere's line; true: neither in its place
     one = probe.score_lookups("... Then say where the red cube is.", REF, REF)  # REF's look-up names the blue sphere
-    assert one == {"asked": 1, "named": 0, "all_named": 0, "own": 1, "true": 0}
+    assert one == {"asked": 1, "named": 0, "all_named": 0, "listed": 1, "own": 1, "true": 0}
+    # v7's labelled look-ups count; a name listed twice matches either line; a name the listing lacks is not "listed"
+    twice = ("1. The red sphere is in column 1, row 2.\n2. The red sphere is in column 4, row 3.\n"
+             "A: The red sphere is in column 1, row 2.\nB: The blue sphere is in column 3, row 2.\n")
+    assert probe.score_lookups(question, REF, twice) == {"asked": 2, "named": 2, "all_named": 1, "listed": 1, "own": 1, "true": 1}
 
 
 def test_every_generated_locate_trace_scores_full():

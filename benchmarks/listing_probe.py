@@ -12,7 +12,8 @@ shows it here and nowhere in the teacher-forced numbers.
 `--locate`: every scene's question also names one or two of its objects (the warm-up's `locate` questions) and the
 model's look-ups after its listing are scored too: how often each names the object the question asked for, in order
 (the copy from the question), equals a line of the model's own listing for the name it gives (the look-up in its
-listing; counted over the look-ups whose name that listing has), and gives the asked object's true reading.
+listing; counted over the look-ups whose name that listing has), and gives the asked object's true reading. `--teacher-forced` adds the reading digits' accuracy given the right listing,
+the listing's against the look-ups' (which are then copies of its lines), with own and swapped images.
 """
 
 from __future__ import annotations
@@ -44,6 +45,44 @@ def score_lookups(question: str, reference: str, response: str) -> dict[str, int
             "true": sum(truth.get(a) == where for a, (_, where) in zip(asked, said))}
 
 
+def reading_parts(labels, tokenizer, counts: list[int]):
+    """Masks of a batch's reading digits (a digit whose cue word, "column" or "row", is two tokens back), split into
+    the listing's (the first 2 x count of each row) and the look-ups' (the rest)."""
+    import torch
+
+    cues = torch.tensor(sorted({tokenizer(" " + w, add_special_tokens=False)["input_ids"][-1] for w in ("column", "row")}))
+    digits = torch.tensor(sorted({tokenizer(" " + d, add_special_tokens=False)["input_ids"][-1] for d in "123456789"}))
+    prev2 = torch.nn.functional.pad(labels, (2, 0), value=-100)[:, :-2]
+    reading = torch.isin(labels, digits) & torch.isin(prev2, cues)
+    listing = reading & (reading.cumsum(1) <= 2 * torch.tensor(counts).unsqueeze(1))
+    return listing, reading & ~listing
+
+
+def teacher_forced(model, processor, held, batch_size: int = 16) -> dict[str, float]:
+    """Teacher-forced accuracy of the listing's and the look-ups' reading digits, with each scene's own image and with
+    the images moved one scene on. With the right listing in context a look-up is a copy of one of its lines: a model
+    that copies gets it right whatever the image; one that reads the image again does no better than its listing."""
+    import torch
+
+    from m2r.data.collate import SFTCollator
+
+    hits = {f"{part}{swap}": [0, 0] for part in ("listing", "lookup") for swap in ("", "_swapped")}
+    for i in range(0, len(held) - 1, batch_size):
+        chunk = held[i : i + batch_size]
+        batch = SFTCollator(processor, 768)(chunk)
+        labels = batch.pop("labels")[:, 1:]
+        masks = dict(zip(("listing", "lookup"), reading_parts(labels, processor.tokenizer, [int(s.answer) for s, _ in chunk])))
+        per = batch["pixel_values"].shape[0] // len(chunk)
+        swapped = batch["pixel_values"].view(len(chunk), per, -1).roll(1, dims=0).reshape(batch["pixel_values"].shape)
+        for swap, pixels in (("", batch["pixel_values"]), ("_swapped", swapped)):
+            with torch.no_grad():
+                right = model(**{**batch, "pixel_values": pixels}).logits[:, :-1].argmax(-1) == labels
+            for part, m in masks.items():
+                hits[part + swap][0] += int((right & m).sum())
+                hits[part + swap][1] += int(m.sum())
+    return {k: h / n if n else float("nan") for k, (h, n) in hits.items()}
+
+
 def score_listing(reference: str, response: str) -> dict[str, int]:
     """Counts for one scene: objects in the reference and in the response, whether their numbers agree, names of the
     reference said in the response (as a multiset), and, pairing objects left to right, right colours and columns."""
@@ -73,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--objects", default="2,6", help="lo,hi objects per scene (perceive.objects)")
     ap.add_argument("--max-new-tokens", type=int, default=200)
     ap.add_argument("--locate", action="store_true", help="questions that also name one or two objects; score the look-ups")
+    ap.add_argument("--teacher-forced", action="store_true", help="with --locate: also the teacher-forced reading digits of the listing and the look-ups")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     import torch
@@ -111,6 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     Console().print(table)
     if args.locate:
         Console().print(lookups)
+    if args.locate and args.teacher_forced:
+        forced = Table(title=f"teacher-forced reading digits ({args.n} scenes, the right listing in context; own image / swapped)")
+        for col in ("model", "listing", "look-ups"):
+            forced.add_column(col, justify="left" if col == "model" else "right")
+        for folder in args.models:
+            model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).eval()
+            t = teacher_forced(model, AutoProcessor.from_pretrained(folder), held)
+            forced.add_row(str(folder), f"{t['listing']:.3f} / {t['listing_swapped']:.3f}", f"{t['lookup']:.3f} / {t['lookup_swapped']:.3f}")
+        Console().print(forced)
     return 0
 
 

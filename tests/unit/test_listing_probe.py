@@ -59,3 +59,34 @@ def test_every_generated_locate_trace_scores_full():
         sample, _ = perception_sample(rng, 168, (2, 6), locate=1.0)
         s = probe.score_lookups(sample.question, sample.cot, sample.cot)
         assert s["asked"] in (1, 2) and s["named"] == s["own"] == s["true"] == s["asked"] and s["all_named"] == 1, (sample.question, sample.cot)
+
+
+def test_reading_digits_split_into_the_listing_and_the_look_ups(processor):
+    import random
+    import re
+
+    from m2r.data.collate import SFTCollator
+    from m2r.data.perceive import perception_sample
+
+    rng = random.Random(1)
+    items = [perception_sample(rng, 168, (2, 6), locate=1.0) for _ in range(6)]
+    labels = SFTCollator(processor, 768)(items)["labels"][:, 1:]
+    listing, lookup = probe.reading_parts(labels, processor.tokenizer, [int(s.answer) for s, _ in items])
+    for k, (s, _) in enumerate(items):
+        looked = probe.LOOKUP.findall(s.cot)
+        assert int(listing[k].sum()) == 2 * int(s.answer) and int(lookup[k].sum()) == 2 * len(looked) > 0
+        said = [processor.tokenizer.decode(t).strip() for t in labels[k][lookup[k]]]
+        assert said == [d for _, where in looked for d in re.findall(r"\d", where)]  # the look-ups' own digits, in order
+    assert not (listing & lookup).any()
+
+
+def test_teacher_forced_scores_every_part_on_a_tiny_model(processor, model_cfg):
+    import random
+
+    from m2r.data.perceive import perception_sample
+    from m2r.model.load import build_model
+
+    rng = random.Random(2)
+    held = [perception_sample(rng, 168, (2, 3), locate=1.0) for _ in range(4)]
+    out = probe.teacher_forced(build_model(model_cfg, processor).eval(), processor, held, batch_size=4)
+    assert set(out) == {"listing", "lookup", "listing_swapped", "lookup_swapped"} and all(0.0 <= v <= 1.0 for v in out.values())

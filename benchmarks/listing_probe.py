@@ -46,14 +46,13 @@ def score_lookups(question: str, reference: str, response: str) -> dict[str, int
 
 
 def reading_parts(labels, tokenizer, counts: list[int]):
-    """Masks of a batch's reading digits (a digit whose cue word, "column" or "row", is two tokens back), split into
-    the listing's (the first 2 x count of each row) and the look-ups' (the rest)."""
+    """Masks of a batch's reading digits (`perceive.reading_digits`), split into the listing's (the first 2 x count of each row) and the look-ups' (the rest)."""
     import torch
 
-    cues = torch.tensor(sorted({tokenizer(" " + w, add_special_tokens=False)["input_ids"][-1] for w in ("column", "row")}))
-    digits = torch.tensor(sorted({tokenizer(" " + d, add_special_tokens=False)["input_ids"][-1] for d in "123456789"}))
-    prev2 = torch.nn.functional.pad(labels, (2, 0), value=-100)[:, :-2]
-    reading = torch.isin(labels, digits) & torch.isin(prev2, cues)
+    from m2r.data.perceive import reading_digits
+
+    column, row = reading_digits(labels, tokenizer)
+    reading = column | row
     listing = reading & (reading.cumsum(1) <= 2 * torch.tensor(counts).unsqueeze(1))
     return listing, reading & ~listing
 

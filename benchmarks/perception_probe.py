@@ -44,11 +44,11 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), 
 
 def quarter(t: float, size: int, cells: int | None = None) -> int:
     """Which cell (1-cells; default the recipe's `perceive.GRID`, thirds) of the image pixel coordinate t falls in:
-    the readings' column and row. (Named when the recipe read quarters; the squares' tasks still call it.)"""
-    from m2r.data.perceive import GRID
+    the readings' column and row: the recipe's `perceive.cell`. (Named when the recipe read quarters; the squares'
+    tasks still call it.)"""
+    from m2r.data.perceive import GRID, cell
 
-    cells = cells or GRID
-    return min(cells, max(1, int(t * cells // size) + 1))
+    return cell(t, size, cells or GRID)
 
 
 def make_sample(rng: random.Random, task: str, size: int, lit: bool, objects: tuple[int, int] = (2, 5), column_only: bool = False, ramp: float = 0.0, min_px: int = 40,
@@ -159,17 +159,13 @@ def scored(labels, ids: list[int], task: str, column_only: bool = False):
 
 
 def reading_masks(labels, tokenizer):
-    """scene-list's scored positions: every digit whose cue word ("column" or "row") is two tokens back ("column", " ",
-    "3"), as the recipe's look test (`perceive.reading_accuracy`) scores them, and those of the rows alone. Not the count
-    in \\boxed{}, whatever its value, and every reading, whatever the grid."""
-    import torch
+    """scene-list's scored positions: every reading digit (`perceive.reading_digits`: a digit whose cue word, "column"
+    or "row", is two tokens back, as the recipe's look test scores them), and those of the rows alone. Not the count in
+    \\boxed{}, whatever its value, and every reading, whatever the grid."""
+    from m2r.data.perceive import reading_digits
 
-    cues = {w: tokenizer(" " + w, add_special_tokens=False)["input_ids"][-1] for w in ("column", "row")}
-    digits = torch.tensor(sorted({tokenizer(" " + d, add_special_tokens=False)["input_ids"][-1] for d in "123456789"}))
-    prev2 = torch.nn.functional.pad(labels, (2, 0), value=-100)[:, :-2]
-    digit = torch.isin(labels, digits)
-    rows = digit & (prev2 == cues["row"])
-    return (digit & (prev2 == cues["column"])) | rows, rows
+    column, row = reading_digits(labels, tokenizer)
+    return column | row, row
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,12 +42,12 @@ QUESTION = "List the objects in the image from left to right, with the column an
 GRID = 3  # columns and rows of the readings: thirds, so that each cell is whole image tokens (168 px: 2 x 2 of the 6 x 6)
 
 
-def cell(t: float, size: int) -> int:
-    """Which third (1-GRID) of an image `size` px wide a pixel coordinate falls in: the readings' column and row.
+def cell(t: float, size: int, grid: int = GRID) -> int:
+    """Which third (1-`grid`) of an image `size` px wide a pixel coordinate falls in: the readings' column and row.
 
     Thirds since EMBEDDED_VERSION 6 (quarters before): a quarter of the recipe's 168 px image is one and a half of its 28 px
     tokens, so a token straddled two cells; `benchmarks/perception_probe.py --cells` measures the difference."""
-    return min(GRID, max(1, int(t * GRID // size) + 1))
+    return min(grid, max(1, int(t * grid // size) + 1))
 
 
 def placed(scene: Scene) -> list[tuple[float, float, object]]:
@@ -201,6 +201,18 @@ class PerceiveDataModule(L.LightningDataModule):
         self.train_batches = int(state_dict.get("train_batches", 0))
 
 
+def reading_digits(labels, tokenizer):
+    """Masks over label rows (batch, tokens) of the reading digits: (columns, rows), each a digit whose cue word is two
+    tokens back ("column", " ", "3"), so a line's number, the count in \\boxed{} and any other digit are not readings,
+    whatever the grid."""
+    import torch
+
+    ids = lambda words: torch.tensor(sorted({tokenizer(" " + w, add_special_tokens=False)["input_ids"][-1] for w in words}), device=labels.device)  # noqa: E731
+    prev2 = torch.nn.functional.pad(labels, (2, 0), value=-100)[:, :-2]
+    digit = torch.isin(labels, ids("123456789"))
+    return digit & torch.isin(prev2, ids(["column"])), digit & torch.isin(prev2, ids(["row"]))
+
+
 def reading_accuracy(model, processor, samples: list[tuple[Sample, list[Image.Image]]], batch_size: int = 16, max_length: int = 512) -> dict[str, float]:
     """The look test of a warmed-up model: teacher-forced, the share of reading digits (the C and R of every "column C,
     row R") whose greedy token is right, on `samples` as they are (`reading_acc`) and with each image moved one sample on
@@ -214,8 +226,6 @@ def reading_accuracy(model, processor, samples: list[tuple[Sample, list[Image.Im
     import torch
 
     tok = processor.tokenizer
-    cues = {w.strip(): tok(w, add_special_tokens=False)["input_ids"][-1] for w in (" column", " row")}
-    digits = {tok(" " + d, add_special_tokens=False)["input_ids"][-1] for d in "123456789"}  # any grid: the cue word two back picks the readings
     words = {kind: [tok(" " + w, add_special_tokens=False)["input_ids"] for w in names] for kind, names in (("colour", PALETTE), ("shape", SHAPES))}
     name_ids = {kind: {ids[0] for ids in v} if all(len(ids) == 1 for ids in v) else None for kind, v in words.items()}
     collate = SFTCollator(processor, max_length)
@@ -240,9 +250,8 @@ def reading_accuracy(model, processor, samples: list[tuple[Sample, list[Image.Im
             raise ValueError("reading_accuracy needs images of one size (one grid) to swap them")
         per = batch["pixel_values"].shape[0] // len(chunk)
         swapped = batch["pixel_values"].view(len(chunk), per, -1).roll(1, dims=0).reshape(batch["pixel_values"].shape)
-        prev2 = torch.nn.functional.pad(labels, (2, 0), value=-100)[:, :-2]  # the cue word two tokens back ("column", " ", "3")
-        digit = torch.isin(labels, torch.tensor(sorted(digits), device=device))
-        masks = {"_column": digit & (prev2 == cues["column"]), "_row": digit & (prev2 == cues["row"])}
+        column, row = reading_digits(labels, tok)
+        masks = {"_column": column, "_row": row}
         masks[""] = masks["_column"] | masks["_row"]
         is_colour = torch.isin(labels, colour_set)
         prev1 = torch.nn.functional.pad(labels, (1, 0), value=-100)[:, :-1]

@@ -57,10 +57,20 @@ def placed(scene: Scene) -> list[tuple[float, float, object]]:
     return sorted(((*_pixel(scene, o), o) for o in scene.objects), key=lambda t: t[0])
 
 
+def reading_line(name: str, column: int, row: int) -> str:
+    """One object's reading: "The red cube is in column 1, row 3." (the listing's lines and the look-ups)."""
+    return f"The {name} is in column {column}, row {row}."
+
+
 def readings(scene: Scene) -> list[str]:
     """One reading per object, left to right: "The red cube is in column 1, row 3." (thirds of the image)."""
     size = scene.camera.image_size
-    return [f"The {o.name} is in column {cell(u, size)}, row {cell(v, size)}." for u, v, o in placed(scene)]
+    return [reading_line(o.name, cell(u, size), cell(v, size)) for u, v, o in placed(scene)]
+
+
+def numbered(lines: list[str]) -> list[str]:
+    """A listing's text from its readings: the count, then the readings numbered (`listing`)."""
+    return [f"I see {len(lines)} object{'s' if len(lines) != 1 else ''}, from left to right:", *(f"{i}. {line}" for i, line in enumerate(lines, 1))]
 
 
 def listing(scene: Scene) -> list[str]:
@@ -72,8 +82,7 @@ def listing(scene: Scene) -> list[str]:
 
     The count comes first so that the list has a known end: without it the tiny model, once trained on the task
     traces, kept listing objects that are not there (benchmarks/README.md, "Free-written listings")."""
-    lines = readings(scene)
-    return [f"I see {len(lines)} object{'s' if len(lines) != 1 else ''}, from left to right:", *(f"{i}. {line}" for i, line in enumerate(lines, 1))]
+    return numbered(readings(scene))
 
 
 def lookup(scene: Scene, names: list[str]) -> list[str]:

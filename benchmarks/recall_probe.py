@@ -1,0 +1,187 @@
+"""Can the tiny language model learn to look a name up in its context? Text only, a few minutes a run on 2 cores.
+
+    python benchmarks/recall_probe.py [--task lookup|pairs] [--steps 2000] [--locate 0.5] [--names few|all]
+                                      [--layers N] [--hidden N] [--heads N] [--kv-heads N] [--lr 1e-3] [--out F.json]
+
+Every two-object spatial trace looks the question's objects up in the listing it has just written (`perceive.lookup`),
+and the warm-up models do not learn that copy: given the right listing, their look-ups are read no better than the
+listing itself (`listing_probe.py --locate --teacher-forced`). This probe asks whether the language model can learn it
+at all, without images and in seconds per hundred steps:
+
+- `lookup`: the warm-up's own question and trace text (`perceive.QUESTION`, `LOCATE`, `numbered`, `reading_line`)
+  over random names and *random* readings (columns still rise left to right), so a look-up's digit is right above its
+  prior only by copying the line for its name. `--locate` is the share of texts with look-ups (the warm-up's 0.5),
+  `--names all` asks for 1 to all of a listing's objects instead of 1 or 2.
+- `pairs`: the same mechanism without language, multi-query associative recall: `--pairs` key-value pairs of
+  random token ids, then every key again in random order, each to be followed by its value.
+
+The model is the tiny LM as `model=tiny_qwen2_5_vl` builds it (`--layers`, `--hidden`, `--heads`, `--kv-heads` change
+its shape), trained from scratch as the warm-up is (AdamW, weight decay 0.01, 20 warm-up steps then cosine, batch 8).
+Every `--steps`/8 steps it prints the teacher-forced accuracy on 128 fixed held-out texts of the recalled tokens
+(`lookup_acc`; pairs: the values) and of the same texts with the listing's readings (pairs: the values) redrawn
+(`lookup_acc_redrawn`): a model that copies from its context falls to its prior there, one that guesses does not, so
+the gap is what the copy is worth. `listing_acc` (lookup) scores the listing's own digits, which nothing predicts but
+the columns' order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def lookup_text(rng: random.Random, locate: float, many: bool) -> tuple[str, str, int]:
+    """(text, the same text with the listing's readings redrawn, objects listed): a listing of random objects and
+    readings in the warm-up's words, and with probability `locate` the question's look-ups after it."""
+    from m2r.data.perceive import LOCATE, QUESTION, numbered, reading_line
+    from m2r.data.scene import PALETTE, SHAPES
+
+    n = rng.randint(2, 6)
+    names = [f"{c} {s}" for c, s in rng.sample([(c, s) for c in PALETTE for s in SHAPES], n)]
+    cols = sorted(rng.randint(1, 3) for _ in names)  # left to right, as a listing is
+    rows = [rng.randint(1, 3) for _ in names]
+    asked: list[int] = []
+    question = QUESTION
+    if rng.random() < locate:
+        asked = rng.sample(range(n), rng.randint(1, n) if many else min(n, rng.choice((1, 2))))
+        question += LOCATE.format(" and the ".join(names[i] for i in asked), "are" if len(asked) > 1 else "is")
+    look = [reading_line(names[i], cols[i], rows[i]) for i in asked]
+    other_cols = sorted(rng.randint(1, 3) for _ in names)
+    other_rows = [rng.randint(1, 3) for _ in names]
+    text = lambda c, r: f"{question}\n<think>\n" + "\n".join(numbered([reading_line(m, a, b) for m, a, b in zip(names, c, r)]) + look) + "\n</think>"  # noqa: E731
+    return text(cols, rows), text(other_cols, other_rows), n
+
+
+def pairs_text(rng: random.Random, pairs: int, keys: list[int], values: list[int], marks: tuple[int, int, int]) -> tuple[list[int], list[int], list[bool]]:
+    """(ids, the same ids with the first half's values redrawn, which positions hold a queried value)."""
+    start, sep, query = marks
+    ks = rng.sample(keys, pairs)
+    vs, others = [rng.choice(values) for _ in ks], [rng.choice(values) for _ in ks]
+    order = rng.sample(range(pairs), pairs)
+    head = lambda v: [start] + [t for k, x in zip(ks, v) for t in (k, x, sep)] + [query]  # noqa: E731
+    tail = [t for i in order for t in (ks[i], vs[i], sep)]
+    mask = [False] * len(head(vs)) + [m for _ in order for m in (False, True, False)]
+    return head(vs) + tail, head(others) + tail, mask
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--task", default="lookup", choices=("lookup", "pairs"))
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (the warm-up's, experiment=tiny_m2)")
+    ap.add_argument("--locate", type=float, default=0.5, help="lookup: share of texts with look-ups (the warm-up's 0.5)")
+    ap.add_argument("--names", default="few", choices=("few", "all"), help="lookup: ask for 1 or 2 objects (the warm-up's) or 1 to all")
+    ap.add_argument("--pairs", type=int, default=5, help="pairs: key-value pairs per text")
+    ap.add_argument("--keys", type=int, default=24, help="pairs: distinct keys (the listing's 8 colours x 3 shapes)")
+    ap.add_argument("--values", type=int, default=9, help="pairs: distinct values")
+    ap.add_argument("--layers", type=int, default=None, help="model.tiny.num_hidden_layers (default: the config's)")
+    ap.add_argument("--hidden", type=int, default=None, help="model.tiny.hidden_size, with the MLP at the config's ratio")
+    ap.add_argument("--heads", type=int, default=None, help="model.tiny.num_attention_heads")
+    ap.add_argument("--kv-heads", type=int, default=None, help="model.tiny.num_key_value_heads")
+    ap.add_argument("--eval", type=int, default=128, help="held-out texts")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "m2r", help="where the tiny model's tokenizer is kept (paths.cache_dir)")
+    ap.add_argument("--out", type=Path, default=None, help="write the evaluations as JSON here")
+    args = ap.parse_args(argv)
+    if args.steps < 8 or args.batch < 1:
+        ap.error("--steps must be >= 8 (eight evaluations) and --batch >= 1")
+    if not 0 <= args.locate <= 1:
+        ap.error(f"--locate {args.locate}: a share, 0 to 1")
+    if args.task == "pairs" and not (1 <= args.pairs <= args.keys and args.values >= 2):
+        ap.error(f"--pairs {args.pairs} --keys {args.keys} --values {args.values}: need 1 <= pairs <= keys and values >= 2")
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from m2r.config import ModelConfig
+    from listing_probe import reading_parts  # the listing's reading digits and the look-ups'
+    from m2r.model.load import build_model, load_processor
+
+    cfg = OmegaConf.structured(ModelConfig())
+    tiny = {k: v for k, v in (("num_hidden_layers", args.layers), ("num_attention_heads", args.heads), ("num_key_value_heads", args.kv_heads)) if v is not None}
+    if args.hidden is not None:
+        tiny |= {"hidden_size": args.hidden, "intermediate_size": args.hidden * cfg.tiny.intermediate_size // cfg.tiny.hidden_size}
+    cfg = OmegaConf.to_object(OmegaConf.merge(cfg, {"tiny": tiny}))
+    processor = load_processor(cfg, str(args.cache_dir))
+    tok = processor.tokenizer
+    torch.manual_seed(args.seed)
+    model = build_model(cfg, processor)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
+    pad = tok.pad_token_id
+
+    def pack(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), pad)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = torch.tensor(r)
+        return ids, (ids != pad).long() if args.task == "lookup" else torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+
+    vocab = len(tok)
+    ids_pool = list(range(100, vocab))
+    key_ids, value_ids, marks = ids_pool[: args.keys], ids_pool[args.keys : args.keys + args.values], (tok.eos_token_id, 10, 11)
+
+    def batch(rng: random.Random, n: int):
+        """(ids, redrawn ids, attention mask, recalled-token mask, scored-listing mask) for n texts."""
+        if args.task == "lookup":
+            made = [lookup_text(rng, args.locate, args.names == "all") for _ in range(n)]
+            ids, att = pack([tok(t, add_special_tokens=False)["input_ids"] for t, _, _ in made])
+            redrawn, _ = pack([tok(t, add_special_tokens=False)["input_ids"] for _, t, _ in made])
+            listing, looked = reading_parts(ids, tok, [k for _, _, k in made])
+            return ids, redrawn, att, looked, listing
+        made = [pairs_text(rng, args.pairs, key_ids, value_ids, marks) for _ in range(n)]
+        ids, att = pack([a for a, _, _ in made])
+        redrawn, _ = pack([b for _, b, _ in made])
+        recalled = torch.zeros_like(ids, dtype=torch.bool)
+        for i, (_, _, m) in enumerate(made):
+            recalled[i, : len(m)] = torch.tensor(m)
+        return ids, redrawn, att, recalled, torch.zeros_like(recalled)
+
+    held = batch(random.Random(f"recall-probe/held-out/{args.seed}"), args.eval)
+    if not bool(held[3].any()):
+        ap.error("the held-out texts hold nothing to recall (--locate 0?)")
+
+    def evaluate() -> dict[str, float]:
+        ids, redrawn, att, recalled, listing = held
+        model.eval()
+        out = {}
+        with torch.no_grad():
+            for name, x in (("", ids), ("_redrawn", redrawn)):
+                right = model(input_ids=x, attention_mask=att).logits[:, :-1].argmax(-1) == ids[:, 1:]
+                out[f"lookup_acc{name}"] = float((right & recalled[:, 1:]).sum() / recalled[:, 1:].sum())
+                if name == "" and bool(listing.any()):
+                    out["listing_acc"] = float((right & listing[:, 1:]).sum() / listing[:, 1:].sum())
+        model.train()
+        return out
+
+    rng, log, start = random.Random(args.seed), [], time.time()
+    model.train()
+    for step in range(1, args.steps + 1):
+        ids, _, att, _, _ = batch(rng, args.batch)
+        loss = model(input_ids=ids, attention_mask=att, labels=ids.masked_fill(att == 0, -100)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        if step % (args.steps // 8) == 0 or step == args.steps:
+            row = {"step": step, "loss": round(float(loss.detach()), 4), **{k: round(v, 4) for k, v in evaluate().items()}, "seconds": round(time.time() - start, 1)}
+            if not log or log[-1]["step"] != step:
+                log.append(row)
+                print("  ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "evaluations": log}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -21,7 +21,8 @@ Every `--steps`/8 steps it prints the teacher-forced accuracy on 128 fixed held-
 (`lookup_acc`; pairs: the values) and of the same texts with the listing's readings (pairs: the values) redrawn
 (`lookup_acc_redrawn`): a model that copies from its context falls to its prior there, one that guesses does not, so
 the gap is what the copy is worth. `listing_acc` (lookup) scores the listing's own digits, which nothing predicts but
-the columns' order.
+the columns' order. `first_acc` (pairs) scores the first query's value alone: every later one can also be had by
+elimination (the values of the pairs not yet queried), which a model learns long before it matches keys.
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ def pairs_text(rng: random.Random, pairs: int, keys: list[int], values: list[int
     tail = [t for i in order for t in (ks[i], vs[i], sep)]
     mask = [False] * len(head(vs)) + [m for _ in order for m in (False, True, False)]
     return head(vs) + tail, head(others) + tail, mask
+
+
+def first_of(mask):
+    """The first marked position of each row of a (rows, tokens) bool mask: the first query's value, the only one that
+    elimination (the values of the pairs not yet queried) cannot give."""
+    return mask & (mask.cumsum(1) == 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     key_ids, value_ids, marks = ids_pool[: args.keys], ids_pool[args.keys : args.keys + args.values], (tok.eos_token_id, 10, 11)
 
     def batch(rng: random.Random, n: int):
-        """(ids, redrawn ids, attention mask, recalled-token mask, scored-listing mask) for n texts."""
+        """(ids, redrawn ids, attention mask, recalled-token mask, listing mask (lookup) or first-query mask (pairs)) for n texts."""
         if args.task == "lookup":
             made = [lookup_text(rng, args.locate, args.names == "all") for _ in range(n)]
             ids, att = pack([tok(t, add_special_tokens=False)["input_ids"] for t, _, _ in made])
@@ -143,14 +150,14 @@ def main(argv: list[str] | None = None) -> int:
         recalled = torch.zeros_like(ids, dtype=torch.bool)
         for i, (_, _, m) in enumerate(made):
             recalled[i, : len(m)] = torch.tensor(m)
-        return ids, redrawn, att, recalled, torch.zeros_like(recalled)
+        return ids, redrawn, att, recalled, first_of(recalled)
 
     held = batch(random.Random(f"recall-probe/held-out/{args.seed}"), args.eval)
     if not bool(held[3].any()):
         ap.error("the held-out texts hold nothing to recall (--locate 0?)")
 
     def evaluate() -> dict[str, float]:
-        ids, redrawn, att, recalled, listing = held
+        ids, redrawn, att, recalled, listing = held  # pairs: `listing` is the first query's value
         model.eval()
         out = {}
         with torch.no_grad():
@@ -158,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 right = model(input_ids=x, attention_mask=att).logits[:, :-1].argmax(-1) == ids[:, 1:]
                 out[f"lookup_acc{name}"] = float((right & recalled[:, 1:]).sum() / recalled[:, 1:].sum())
                 if name == "" and bool(listing.any()):
-                    out["listing_acc"] = float((right & listing[:, 1:]).sum() / listing[:, 1:].sum())
+                    out["listing_acc" if args.task == "lookup" else "first_acc"] = float((right & listing[:, 1:]).sum() / listing[:, 1:].sum())
         model.train()
         return out
 

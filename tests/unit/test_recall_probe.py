@@ -53,6 +53,13 @@ def test_pairs_query_every_key_once_and_mark_its_value():
         assert redrawn[q:] == ids[q:] and redrawn[1:q:3] == ids[1:q:3]  # only the head's values are redrawn
 
 
+def test_first_of_keeps_each_rows_first_query():
+    import torch
+
+    mask = torch.tensor([[0, 1, 0, 1, 1], [0, 0, 0, 0, 0], [1, 0, 0, 0, 1]], dtype=torch.bool)
+    assert probe.first_of(mask).int().tolist() == [[0, 1, 0, 0, 0], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0]]
+
+
 def test_both_tasks_train_and_write_their_evaluations(tmp_path, cache_dir):
     for task in ("lookup", "pairs"):
         out = tmp_path / f"{task}.json"
@@ -60,4 +67,4 @@ def test_both_tasks_train_and_write_their_evaluations(tmp_path, cache_dir):
         log = json.loads(out.read_text())["evaluations"]
         assert [r["step"] for r in log] == list(range(1, 9))
         assert all(0.0 <= r["lookup_acc"] <= 1.0 and 0.0 <= r["lookup_acc_redrawn"] <= 1.0 for r in log)
-        assert ("listing_acc" in log[0]) == (task == "lookup")
+        assert ("listing_acc" in log[0]) == (task == "lookup") and ("first_acc" in log[0]) == (task == "pairs")

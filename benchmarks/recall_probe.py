@@ -16,26 +16,34 @@ at all, without images and in seconds per hundred steps:
   random token ids, then every key again in random order, each to be followed by its value.
 
 The model is the tiny LM as `model=tiny_qwen2_5_vl` builds it (`--layers`, `--hidden`, `--heads`, `--kv-heads` change
-its shape), trained from scratch as the warm-up is (AdamW, weight decay 0.01, 20 warm-up steps then cosine, batch 8).
-Every `--steps`/8 steps it prints the teacher-forced accuracy on 128 fixed held-out texts of the recalled tokens
+its shape), trained from scratch with the warm-up's optimizer (experiment=tiny_m2's `perceive.module`: AdamW at lr 5e-4,
+weight decay 0.01 on matrices, 20 warm-up steps then cosine to 0; batch 8). Every `--steps`/8 steps it prints the last
+batch's loss and the teacher-forced (greedy) accuracy on `--eval` fixed held-out texts of the recalled tokens
 (`lookup_acc`; pairs: the values) and of the same texts with the listing's readings (pairs: the values) redrawn
-(`lookup_acc_redrawn`): a model that copies from its context falls to its prior there, one that guesses does not, so
-the gap is what the copy is worth. `listing_acc` (lookup) scores the listing's own digits, which nothing predicts but
-the columns' order. `first_acc` (pairs) scores the first query's value alone: every later one can also be had by
-elimination (the values of the pairs not yet queried), which a model learns long before it matches keys.
+(`lookup_acc_redrawn`). The gap measures any use of the listing's digits, not the match of the name: a model that ignores
+the names and answers the listing's most common column and row also loses on redrawn texts. So each task prints, first,
+what a model that never matches a name or key gets (`name_blind`, `key_blind`), and a score at that line is no binding:
+
+- lookup `name_blind`: each look-up digit answered by the most common digit of its kind (column or row) in the text's
+  listing, on the held-out texts;
+- pairs `key_blind`: per query, a model that answers the most common value among the pairs not yet queried (it sees which
+  were), exactly: E[most common count of r values] / r for the r pairs left (`key_blind`). The first query
+  (`first_acc`, scored alone) is the one that elimination does not help; the last is always right.
+
+`listing_acc` (lookup) scores the listing's own digits, which nothing predicts but the columns' order.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
+from listing_probe import reading_parts  # noqa: E402  (the listing's reading digits and the look-ups')
 
 
 def lookup_text(rng: random.Random, locate: float, many: bool) -> tuple[str, str, int]:
@@ -72,6 +80,43 @@ def pairs_text(rng: random.Random, pairs: int, keys: list[int], values: list[int
     return head(vs) + tail, head(others) + tail, mask
 
 
+def key_blind(pairs: int, values: int) -> list[float]:
+    """Per query, the accuracy of a model that ignores the keys and answers the most common value among the pairs not yet
+    queried: E[count of the most common of r values drawn uniformly from `values`] / r, r = pairs, pairs - 1, ..., 1
+    (the queried pair is a uniform one of the r left, so the answer is right with that count's share)."""
+    from functools import lru_cache
+    from math import comb
+
+    @lru_cache(None)
+    def ways(slots: int, left: int, cap: int) -> int:
+        """Sequences of `left` draws over `slots` values in which no value comes more than `cap` times."""
+        if slots == 0:
+            return int(left == 0)
+        return sum(comb(left, k) * ways(slots - 1, left - k, cap) for k in range(min(cap, left) + 1))
+
+    def expected_max(r: int) -> float:  # E[max count] = sum over m of P(max count >= m)
+        return sum(1 - ways(values, r, m - 1) / values**r for m in range(1, r + 1))
+
+    return [expected_max(r) / r for r in range(pairs, 0, -1)]
+
+
+def name_blind(ids, listing, looked, column):
+    """The accuracy of answering each look-up digit with the most common digit of its kind (column or row; ties: the
+    smallest) in its own text's listing: masks over `ids` (rows, tokens) from `listing_probe.reading_parts` and
+    `perceive.reading_digits`. What a model gets that reads the listing but never matches a name."""
+    import torch
+
+    hits = total = 0
+    for b in range(ids.shape[0]):
+        for kind in (column[b], ~column[b]):
+            said = ids[b][looked[b] & kind]
+            if said.numel():
+                mode = torch.mode(ids[b][listing[b] & kind]).values
+                hits += int((said == mode).sum())
+                total += said.numel()
+    return hits / total if total else float("nan")
+
+
 def first_of(mask):
     """The first marked position of each row of a (rows, tokens) bool mask: the first query's value, the only one that
     elimination (the values of the pairs not yet queried) cannot give."""
@@ -83,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--task", default="lookup", choices=("lookup", "pairs"))
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (the warm-up's, experiment=tiny_m2)")
+    ap.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (the warm-up's, experiment=tiny_m2's perceive.module.lr)")
     ap.add_argument("--locate", type=float, default=0.5, help="lookup: share of texts with look-ups (the warm-up's 0.5)")
     ap.add_argument("--names", default="few", choices=("few", "all"), help="lookup: ask for 1 or 2 objects (the warm-up's) or 1 to all")
     ap.add_argument("--pairs", type=int, default=5, help="pairs: key-value pairs per text")
@@ -98,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "m2r", help="where the tiny model's tokenizer is kept (paths.cache_dir)")
     ap.add_argument("--out", type=Path, default=None, help="write the evaluations as JSON here")
     args = ap.parse_args(argv)
-    if args.steps < 8 or args.batch < 1:
-        ap.error("--steps must be >= 8 (eight evaluations) and --batch >= 1")
+    if args.steps < 8 or args.batch < 1 or args.eval < 1:
+        ap.error("--steps must be >= 8 (eight evaluations), --batch and --eval >= 1")
     if not 0 <= args.locate <= 1:
         ap.error(f"--locate {args.locate}: a share, 0 to 1")
     if args.task == "pairs" and not (1 <= args.pairs <= args.keys and args.values >= 2):
@@ -109,20 +154,26 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
     from m2r.config import ModelConfig
-    from listing_probe import reading_parts  # the listing's reading digits and the look-ups'
+    from transformers import get_scheduler
+
+    from m2r.data.perceive import reading_digits
     from m2r.model.load import build_model, load_processor
+    from m2r.modules.sft import decay_groups
 
     cfg = OmegaConf.structured(ModelConfig())
     tiny = {k: v for k, v in (("num_hidden_layers", args.layers), ("num_attention_heads", args.heads), ("num_key_value_heads", args.kv_heads)) if v is not None}
     if args.hidden is not None:
         tiny |= {"hidden_size": args.hidden, "intermediate_size": args.hidden * cfg.tiny.intermediate_size // cfg.tiny.hidden_size}
     cfg = OmegaConf.to_object(OmegaConf.merge(cfg, {"tiny": tiny}))
+    if cfg.tiny.hidden_size % cfg.tiny.num_attention_heads or cfg.tiny.num_attention_heads % cfg.tiny.num_key_value_heads:
+        ap.error(f"--hidden {cfg.tiny.hidden_size} --heads {cfg.tiny.num_attention_heads} --kv-heads {cfg.tiny.num_key_value_heads}: "
+                 "the width must divide into the heads, and the heads into the key/value heads")
     processor = load_processor(cfg, str(args.cache_dir))
     tok = processor.tokenizer
     torch.manual_seed(args.seed)
     model = build_model(cfg, processor)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
+    opt = torch.optim.AdamW(decay_groups(model, 0.01), lr=args.lr)  # the warm-up's SFTModule optimizer and schedule
+    sched = get_scheduler("cosine", opt, num_warmup_steps=20, num_training_steps=args.steps)
     pad = tok.pad_token_id
 
     def pack(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         return ids, (ids != pad).long() if args.task == "lookup" else torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
 
     vocab = len(tok)
+    if args.task == "pairs" and 100 + args.keys + args.values > vocab:
+        ap.error(f"--keys {args.keys} --values {args.values}: the tokenizer has {vocab} ids and the pairs draw from ids 100 on; ask for fewer")
     ids_pool = list(range(100, vocab))
     key_ids, value_ids, marks = ids_pool[: args.keys], ids_pool[args.keys : args.keys + args.values], (tok.eos_token_id, 10, 11)
 
@@ -155,6 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     held = batch(random.Random(f"recall-probe/held-out/{args.seed}"), args.eval)
     if not bool(held[3].any()):
         ap.error("the held-out texts hold nothing to recall (--locate 0?)")
+    if args.task == "lookup":
+        reference = {"name_blind": round(name_blind(held[0], held[4], held[3], reading_digits(held[0], tok)[0]), 4)}
+    else:
+        per_query = key_blind(args.pairs, args.values)
+        reference = {"key_blind": round(sum(per_query) / len(per_query), 4), "key_blind_first": round(per_query[0], 4)}
+    print("  ".join(f"{k} {v}" for k, v in reference.items()), flush=True)
 
     def evaluate() -> dict[str, float]:
         ids, redrawn, att, recalled, listing = held  # pairs: `listing` is the first query's value
@@ -181,12 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         opt.zero_grad()
         if step % (args.steps // 8) == 0 or step == args.steps:
             row = {"step": step, "loss": round(float(loss.detach()), 4), **{k: round(v, 4) for k, v in evaluate().items()}, "seconds": round(time.time() - start, 1)}
-            if not log or log[-1]["step"] != step:
-                log.append(row)
-                print("  ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+            log.append(row)
+            print("  ".join(f"{k} {v}" for k, v in row.items()), flush=True)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "evaluations": log}, indent=1))
+        args.out.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "reference": reference, "evaluations": log}, indent=1))
     return 0
 
 

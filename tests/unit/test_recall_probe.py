@@ -8,6 +8,8 @@ import random
 import re
 from pathlib import Path
 
+import pytest
+
 SPEC = importlib.util.spec_from_file_location("recall_probe", Path(__file__).parents[2] / "benchmarks" / "recall_probe.py")
 probe = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(probe)
@@ -18,7 +20,7 @@ LOOKED = re.compile(r"^The (\w+ \w+) is in column (\d), row (\d)\.$", re.M)
 
 def test_look_ups_copy_the_listing_lines_of_the_asked_names_and_the_redrawn_listing_keeps_them():
     rng = random.Random(0)
-    seen_asked = set()
+    seen_asked, differs = set(), 0
     for _ in range(50):
         text, redrawn, n = probe.lookup_text(rng, locate=1.0, many=True)
         listed = LINE.findall(text)
@@ -32,6 +34,8 @@ def test_look_ups_copy_the_listing_lines_of_the_asked_names_and_the_redrawn_list
         # the redrawn text: the same question, names and look-ups, other listing readings, the same length in characters
         assert LOOKED.findall(redrawn) == looked and [m for m, _, _ in LINE.findall(redrawn)] == [m for m, _, _ in listed]
         assert len(redrawn) == len(text) and redrawn.split("\n<think>")[0] == text.split("\n<think>")[0]
+        differs += LINE.findall(redrawn) != listed
+    assert differs > 40  # the control is redrawn (a listing of 2 objects can come out the same by chance)
     assert max(seen_asked) > 2  # `many` asks for more than the warm-up's one or two
     few = [probe.lookup_text(rng, locate=1.0, many=False) for _ in range(30)]
     assert {len(LOOKED.findall(t)) for t, _, _ in few} == {1, 2}
@@ -39,7 +43,7 @@ def test_look_ups_copy_the_listing_lines_of_the_asked_names_and_the_redrawn_list
 
 
 def test_pairs_query_every_key_once_and_mark_its_value():
-    rng = random.Random(1)
+    rng, differs = random.Random(1), 0
     keys, values, marks = list(range(100, 124)), list(range(200, 209)), (1, 2, 3)
     for _ in range(20):
         ids, redrawn, mask = probe.pairs_text(rng, 5, keys, values, marks)
@@ -51,6 +55,8 @@ def test_pairs_query_every_key_once_and_mark_its_value():
         assert sorted(tail[0::3]) == sorted(head) and all(head[k] == v for k, v in zip(tail[0::3], tail[1::3]))
         assert [i for i, m in enumerate(mask) if m] == [q + 2 + 3 * j for j in range(5)]
         assert redrawn[q:] == ids[q:] and redrawn[1:q:3] == ids[1:q:3]  # only the head's values are redrawn
+        differs += redrawn[2:q:3] != ids[2:q:3]
+    assert differs >= 18  # and they are redrawn
 
 
 def test_first_of_keeps_each_rows_first_query():
@@ -58,6 +64,43 @@ def test_first_of_keeps_each_rows_first_query():
 
     mask = torch.tensor([[0, 1, 0, 1, 1], [0, 0, 0, 0, 0], [1, 0, 0, 0, 1]], dtype=torch.bool)
     assert probe.first_of(mask).int().tolist() == [[0, 1, 0, 0, 0], [0, 0, 0, 0, 0], [1, 0, 0, 0, 0]]
+
+
+def test_key_blind_is_the_brute_force_expectation():
+    from collections import Counter
+    from itertools import product
+
+    for pairs, values in ((1, 4), (2, 2), (3, 3), (5, 4), (4, 9)):
+        brute = []
+        for r in range(pairs, 0, -1):
+            draws = list(product(range(values), repeat=r))
+            brute.append(sum(max(Counter(d).values()) for d in draws) / len(draws) / r)
+        assert probe.key_blind(pairs, values) == pytest.approx(brute)
+    assert probe.key_blind(2, 2) == pytest.approx([0.75, 1.0])  # two values of two: the same one half the time
+    assert probe.key_blind(5, 9)[0] == pytest.approx(0.3708, abs=1e-4) and probe.key_blind(5, 9)[-1] == 1.0
+
+
+def test_the_look_up_and_listing_digits_are_split_and_name_blind_answers_the_listing_mode(processor):
+    import torch
+
+    from m2r.data.perceive import reading_digits
+
+    tok = processor.tokenizer
+    rng = random.Random(2)
+    for _ in range(30):
+        text, redrawn, n = probe.lookup_text(rng, locate=1.0, many=True)
+        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+        assert ids.shape == torch.tensor([tok(redrawn, add_special_tokens=False)["input_ids"]]).shape
+        listing, looked = probe.reading_parts(ids, tok, [n])
+        digits = lambda m: [int(tok.decode([t]).strip()) for t in ids[0][m[0]]]  # noqa: E731
+        assert digits(listing) == [int(d) for line in LINE.findall(text) for d in line[1:]]
+        assert digits(looked) == [int(d) for line in LOOKED.findall(text) for d in line[1:]]
+    # name_blind on a hand-made listing: columns 1, 1, 3 (mode 1) and rows 2, 3, 3 (mode 3); look-ups (3, 3) and (1, 2)
+    text = ("Q\n<think>\nI see 3 objects, from left to right:\n1. The red cube is in column 1, row 2.\n2. The blue cube is in column 1, row 3.\n"
+            "3. The red sphere is in column 3, row 3.\nThe red sphere is in column 3, row 3.\nThe red cube is in column 1, row 2.\n</think>")
+    ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+    listing, looked = probe.reading_parts(ids, tok, [3])
+    assert probe.name_blind(ids, listing, looked, reading_digits(ids, tok)[0]) == 0.5  # column 1 and row 3 right, once each
 
 
 def test_both_tasks_train_and_write_their_evaluations(tmp_path, cache_dir):

@@ -15,6 +15,15 @@ import torch
 from m2r.data.collate import IGNORE
 
 
+def decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: weight decay on the trainable matrices, none on biases and norms."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
 class SFTModule(L.LightningModule):
     def __init__(
         self,
@@ -77,12 +86,7 @@ class SFTModule(L.LightningModule):
     def configure_optimizers(self):
         from transformers import get_scheduler
 
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-        groups = [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas))
+        optimizer = torch.optim.AdamW(decay_groups(self.model, self.hparams.weight_decay), lr=self.hparams.lr, betas=tuple(self.hparams.betas))
         total = self.trainer.max_steps
         if total is None or total < 0:
             raise ValueError("SFT streams its data: set trainer.max_steps (the LR schedule and the stream length depend on it)")

@@ -1,7 +1,8 @@
 """Can the tiny language model learn to look a name up in its context? Text only, a few minutes a run on 2 cores.
 
     python benchmarks/recall_probe.py [--task lookup|pairs] [--steps 2000] [--locate 0.5] [--names few|all]
-                                      [--layers N] [--hidden N] [--heads N] [--kv-heads N] [--lr 1e-3] [--out F.json]
+                                      [--layers N] [--hidden N] [--heads N] [--kv-heads N] [--lr 5e-4] [--out F.json]
+                                      [--stop-at N] [--save DIR] [--init DIR]
 
 Every two-object spatial trace looks the question's objects up in the listing it has just written (`perceive.lookup`),
 and the warm-up models do not learn that copy: given the right listing, their look-ups are read no better than the
@@ -31,6 +32,10 @@ what a model that never matches a name or key gets (`name_blind`, `key_blind`), 
   (`first_acc`, scored alone) is the one that elimination does not help; the last is always right.
 
 `listing_acc` (lookup) scores the listing's own digits, which nothing predicts but the columns' order.
+
+`--save DIR` keeps the trained model and `--init DIR` starts from it, so binding learnt on one task can be tried on
+the other (e.g. `--task pairs --batch 64 --steps 8000 --stop-at 2000 --save DIR`, then `--task lookup --init DIR`);
+`--stop-at N` ends a run early with the learning rate still where an `--steps` schedule has it.
 """
 
 from __future__ import annotations
@@ -117,6 +122,17 @@ def name_blind(ids, listing, looked, column):
     return hits / total if total else float("nan")
 
 
+def load_init(path: Path, vocab: int):
+    """The model `--save` wrote, checked against the tokenizer's size (the pairs and the look-ups share one vocabulary)."""
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    have = model.get_input_embeddings().num_embeddings
+    if have != vocab:
+        raise SystemExit(f"--init {path}: its vocabulary has {have} ids, this tokenizer {vocab}: save it with the same --cache-dir and model shape")
+    return model
+
+
 def first_of(mask):
     """The first marked position of each row of a (rows, tokens) bool mask: the first query's value, the only one that
     elimination (the values of the pairs not yet queried) cannot give."""
@@ -142,9 +158,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "m2r", help="where the tiny model's tokenizer is kept (paths.cache_dir)")
     ap.add_argument("--out", type=Path, default=None, help="write the evaluations as JSON here")
+    ap.add_argument("--stop-at", type=int, default=None, help="stop after this many steps (the schedule still runs over --steps)")
+    ap.add_argument("--save", type=Path, default=None, help="save the trained model here (a Hugging Face folder)")
+    ap.add_argument("--init", type=Path, default=None, help="start from a model --save wrote (e.g. one that has bound on the pairs) instead of random weights")
     args = ap.parse_args(argv)
     if args.steps < 8 or args.batch < 1 or args.eval < 1:
         ap.error("--steps must be >= 8 (eight evaluations), --batch and --eval >= 1")
+    if args.stop_at is not None and not 1 <= args.stop_at <= args.steps:
+        ap.error(f"--stop-at {args.stop_at}: give 1 to --steps ({args.steps})")
+    if args.init is not None and not (args.init / "config.json").exists():
+        ap.error(f"--init {args.init}: no model there (give a folder that --save wrote)")
     if not 0 <= args.locate <= 1:
         ap.error(f"--locate {args.locate}: a share, 0 to 1")
     if args.task == "pairs" and not (1 <= args.pairs <= args.keys and args.values >= 2):
@@ -171,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     processor = load_processor(cfg, str(args.cache_dir))
     tok = processor.tokenizer
     torch.manual_seed(args.seed)
-    model = build_model(cfg, processor)
+    model = build_model(cfg, processor) if args.init is None else load_init(args.init, len(tok))
     opt = torch.optim.AdamW(decay_groups(model, 0.01), lr=args.lr)  # the warm-up's SFTModule optimizer and schedule
     sched = get_scheduler("cosine", opt, num_warmup_steps=20, num_training_steps=args.steps)
     pad = tok.pad_token_id
@@ -230,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rng, log, start = random.Random(args.seed), [], time.time()
     model.train()
-    for step in range(1, args.steps + 1):
+    last = args.stop_at or args.steps
+    for step in range(1, last + 1):
         ids, _, att, _, _ = batch(rng, args.batch)
         loss = model(input_ids=ids, attention_mask=att, labels=ids.masked_fill(att == 0, -100)).loss
         loss.backward()
@@ -238,10 +262,12 @@ def main(argv: list[str] | None = None) -> int:
         opt.step()
         sched.step()
         opt.zero_grad()
-        if step % (args.steps // 8) == 0 or step == args.steps:
+        if step % (args.steps // 8) == 0 or step == last:
             row = {"step": step, "loss": round(float(loss.detach()), 4), **{k: round(v, 4) for k, v in evaluate().items()}, "seconds": round(time.time() - start, 1)}
             log.append(row)
             print("  ".join(f"{k} {v}" for k, v in row.items()), flush=True)
+    if args.save is not None:
+        model.save_pretrained(args.save)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "reference": reference, "evaluations": log}, indent=1))

@@ -111,3 +111,28 @@ def test_both_tasks_train_and_write_their_evaluations(tmp_path, cache_dir):
         assert [r["step"] for r in log] == list(range(1, 9))
         assert all(0.0 <= r["lookup_acc"] <= 1.0 and 0.0 <= r["lookup_acc_redrawn"] <= 1.0 for r in log)
         assert ("listing_acc" in log[0]) == (task == "lookup") and ("first_acc" in log[0]) == (task == "pairs")
+
+
+def test_a_saved_model_is_the_start_of_the_next_run(tmp_path, cache_dir):
+    import torch
+
+    saved = tmp_path / "pairs"
+    assert probe.main(["--task", "pairs", "--steps", "8", "--stop-at", "3", "--eval", "4", "--cache-dir", str(cache_dir), "--save", str(saved),
+                       "--out", str(tmp_path / "p.json")]) == 0
+    assert [r["step"] for r in json.loads((tmp_path / "p.json").read_text())["evaluations"]] == [1, 2, 3]  # stopped at 3 of 8
+    from m2r.config import ModelConfig
+    from m2r.model.load import load_processor
+
+    from m2r.model.load import build_model
+
+    processor = load_processor(ModelConfig(), str(cache_dir))
+    loaded = probe.load_init(saved, len(processor.tokenizer))
+    torch.manual_seed(0)
+    fresh = build_model(ModelConfig(), processor)  # what the probe starts from without --init (its seed 0)
+    changed = [not torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), fresh.state_dict().values())]
+    assert any(changed)  # the saved model is the trained one, not a rebuild
+    with pytest.raises(SystemExit, match="vocabulary"):
+        probe.load_init(saved, len(processor.tokenizer) + 1)
+    assert probe.main(["--task", "lookup", "--steps", "8", "--eval", "4", "--locate", "1.0", "--cache-dir", str(cache_dir), "--init", str(saved)]) == 0
+    with pytest.raises(SystemExit):
+        probe.main(["--task", "lookup", "--steps", "8", "--cache-dir", str(cache_dir), "--init", str(tmp_path / "nothing")])

@@ -175,10 +175,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from omegaconf import OmegaConf
-
-    from m2r.config import ModelConfig
     from transformers import get_scheduler
 
+    from m2r.config import ModelConfig
     from m2r.data.perceive import reading_digits
     from m2r.model.load import build_model, load_processor
     from m2r.modules.sft import decay_groups
@@ -197,14 +196,13 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(cfg, processor) if args.init is None else load_init(args.init, len(tok))
     opt = torch.optim.AdamW(decay_groups(model, 0.01), lr=args.lr)  # the warm-up's SFTModule optimizer and schedule
     sched = get_scheduler("cosine", opt, num_warmup_steps=20, num_training_steps=args.steps)
-    pad = tok.pad_token_id
 
     def pack(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(map(len, rows))
-        ids = torch.full((len(rows), width), pad)
+        ids = torch.full((len(rows), width), tok.pad_token_id)
         for i, r in enumerate(rows):
             ids[i, : len(r)] = torch.tensor(r)
-        return ids, (ids != pad).long() if args.task == "lookup" else torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+        return ids, torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
 
     vocab = len(tok)
     if args.task == "pairs" and 100 + args.keys + args.values > vocab:
@@ -212,16 +210,21 @@ def main(argv: list[str] | None = None) -> int:
     ids_pool = list(range(100, vocab))
     key_ids, value_ids, marks = ids_pool[: args.keys], ids_pool[args.keys : args.keys + args.values], (tok.eos_token_id, 10, 11)
 
-    def batch(rng: random.Random, n: int):
-        """(ids, redrawn ids, attention mask, recalled-token mask, listing mask (lookup) or first-query mask (pairs)) for n texts."""
+    def batch(rng: random.Random, n: int, scored: bool = True):
+        """(ids, redrawn ids, attention mask, recalled-token mask, listing mask (lookup) or first-query mask (pairs)) for n
+        texts; (ids, attention mask) alone for a training batch (`scored=False`)."""
         if args.task == "lookup":
             made = [lookup_text(rng, args.locate, args.names == "all") for _ in range(n)]
             ids, att = pack([tok(t, add_special_tokens=False)["input_ids"] for t, _, _ in made])
+            if not scored:
+                return ids, att
             redrawn, _ = pack([tok(t, add_special_tokens=False)["input_ids"] for _, t, _ in made])
             listing, looked = reading_parts(ids, tok, [k for _, _, k in made])
             return ids, redrawn, att, looked, listing
         made = [pairs_text(rng, args.pairs, key_ids, value_ids, marks) for _ in range(n)]
         ids, att = pack([a for a, _, _ in made])
+        if not scored:
+            return ids, att
         redrawn, _ = pack([b for _, b, _ in made])
         recalled = torch.zeros_like(ids, dtype=torch.bool)
         for i, (_, _, m) in enumerate(made):
@@ -255,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     model.train()
     last = args.stop_at or args.steps
     for step in range(1, last + 1):
-        ids, _, att, _, _ = batch(rng, args.batch)
+        ids, att = batch(rng, args.batch, scored=False)
         loss = model(input_ids=ids, attention_mask=att, labels=ids.masked_fill(att == 0, -100)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -2,7 +2,8 @@
 
     python benchmarks/recall_probe.py [--task lookup|pairs] [--steps 2000] [--locate 0.5] [--names few|all]
                                       [--layers N] [--hidden N] [--heads N] [--kv-heads N] [--lr 5e-4] [--out F.json]
-                                      [--stop-at N] [--save DIR] [--init DIR]
+                                      [--stop-at N] [--save DIR] [--init DIR] [--line words|colon] [--unique-colours]
+                                      [--gap N] [--key-tokens 1|2] [--values-per-key 1|2] [--value-gap N]
 
 Every two-object spatial trace looks the question's objects up in the listing it has just written (`perceive.lookup`),
 and the warm-up models do not learn that copy: given the right listing, their look-ups are read no better than the
@@ -33,6 +34,12 @@ what a model that never matches a name or key gets (`name_blind`, `key_blind`), 
 
 `listing_acc` (lookup) scores the listing's own digits, which nothing predicts but the columns' order.
 
+What stops the binding is measured with options that change one thing at a time (`benchmarks/README.md`): `--line colon`
+(the digit three tokens after the name, not five) and `--unique-colours` (the colour alone names an object) for the
+look-ups; for the pairs, `--gap N` (fillers between a key and its value, as "is in column" stands between a name and
+its digit), `--key-tokens 2` (colour-and-shape-like keys) and `--values-per-key 2` with `--value-gap N` (a column, then
+a row).
+
 `--save DIR` keeps the trained model and `--init DIR` starts from it, so binding learnt on one task can be tried on
 the other (e.g. `--task pairs --batch 64 --steps 8000 --stop-at 2000 --save DIR`, then `--task lookup --init DIR`);
 `--stop-at N` ends a run early with the learning rate still where an `--steps` schedule has it.
@@ -51,14 +58,26 @@ sys.path.insert(0, str(Path(__file__).parent))
 from listing_probe import reading_parts  # noqa: E402  (the listing's reading digits and the look-ups')
 
 
-def lookup_text(rng: random.Random, locate: float, many: bool) -> tuple[str, str, int]:
+def colon_line(name: str, column: int, row: int) -> str:
+    """`--line colon`: a reading whose digits stand closer to the name, "The red cube: column 1, row 3." (the digit three
+    tokens after the name, not five)."""
+    return f"The {name}: column {column}, row {row}."
+
+
+def lookup_text(rng: random.Random, locate: float, many: bool, line: str = "words", unique_colours: bool = False) -> tuple[str, str, int]:
     """(text, the same text with the listing's readings redrawn, objects listed): a listing of random objects and
-    readings in the warm-up's words, and with probability `locate` the question's look-ups after it."""
+    readings in the warm-up's words (`line="colon"`: `colon_line`), and with probability `locate` the question's look-ups
+    after it. `unique_colours`: every object its own colour, so that the colour alone names it."""
     from m2r.data.perceive import LOCATE, QUESTION, numbered, reading_line
     from m2r.data.scene import PALETTE, SHAPES
 
+    if line == "colon":
+        reading_line = colon_line  # noqa: F811
     n = rng.randint(2, 6)
-    names = [f"{c} {s}" for c, s in rng.sample([(c, s) for c in PALETTE for s in SHAPES], n)]
+    if unique_colours:
+        names = [f"{c} {rng.choice(SHAPES)}" for c in rng.sample(sorted(PALETTE), n)]
+    else:
+        names = [f"{c} {s}" for c, s in rng.sample([(c, s) for c in PALETTE for s in SHAPES], n)]
     cols = sorted(rng.randint(1, 3) for _ in names)  # left to right, as a listing is
     rows = [rng.randint(1, 3) for _ in names]
     asked: list[int] = []
@@ -73,16 +92,28 @@ def lookup_text(rng: random.Random, locate: float, many: bool) -> tuple[str, str
     return text(cols, rows), text(other_cols, other_rows), n
 
 
-def pairs_text(rng: random.Random, pairs: int, keys: list[int], values: list[int], marks: tuple[int, int, int]) -> tuple[list[int], list[int], list[bool]]:
-    """(ids, the same ids with the first half's values redrawn, which positions hold a queried value)."""
+def pairs_text(rng: random.Random, pairs: int, keys: list[int], values: list[int], marks: tuple[int, int, int],
+               gap: list[int] = (), two_token_keys: bool = False, value_gap: list[int] | None = None) -> tuple[list[int], list[int], list[bool]]:
+    """(ids, the same ids with the first half's values redrawn, which positions hold a queried value). `gap`: filler ids
+    written between every key and its value (the listing's "is in column" between a name and its digit);
+    `two_token_keys`: each key two ids, one of `keys[:8]` then one of `keys[8:11]`, distinct pairs within a text (the
+    listing's colour and shape, which objects share); `value_gap` (None: one value per key): a second value per key,
+    after the first and these filler ids (the listing's ", row" between a column and its row)."""
     start, sep, query = marks
-    ks = rng.sample(keys, pairs)
+    if two_token_keys:
+        ks = [list(c) for c in rng.sample([(a, b) for a in keys[:8] for b in keys[8:11]], pairs)]
+    else:
+        ks = [[k] for k in rng.sample(keys, pairs)]
     vs, others = [rng.choice(values) for _ in ks], [rng.choice(values) for _ in ks]
+    second = value_gap is not None
+    v2s, o2s = ([rng.choice(values) for _ in ks], [rng.choice(values) for _ in ks]) if second else (vs, others)
     order = rng.sample(range(pairs), pairs)
-    head = lambda v: [start] + [t for k, x in zip(ks, v) for t in (k, x, sep)] + [query]  # noqa: E731
-    tail = [t for i in order for t in (ks[i], vs[i], sep)]
-    mask = [False] * len(head(vs)) + [m for _ in order for m in (False, True, False)]
-    return head(vs) + tail, head(others) + tail, mask
+    line = lambda k, v, w: [*k, *gap, v, *([*value_gap, w] if second else []), sep]  # noqa: E731
+    head = lambda v, w: [start] + [t for k, x, y in zip(ks, v, w) for t in line(k, x, y)] + [query]  # noqa: E731
+    tail = [t for i in order for t in line(ks[i], vs[i], v2s[i])]
+    scored = lambda k: [False] * (len(k) + len(gap)) + [True] + ([False] * len(value_gap) + [True] if second else []) + [False]  # noqa: E731
+    mask = [False] * len(head(vs, v2s)) + [m for i in order for m in scored(ks[i])]
+    return head(vs, v2s) + tail, head(others, o2s) + tail, mask
 
 
 def key_blind(pairs: int, values: int) -> list[float]:
@@ -147,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (the warm-up's, experiment=tiny_m2's perceive.module.lr)")
     ap.add_argument("--locate", type=float, default=0.5, help="lookup: share of texts with look-ups (the warm-up's 0.5)")
     ap.add_argument("--names", default="few", choices=("few", "all"), help="lookup: ask for 1 or 2 objects (the warm-up's) or 1 to all")
+    ap.add_argument("--line", default="words", choices=("words", "colon"), help="lookup: the warm-up's reading line, or `colon_line` (digits closer to the name)")
+    ap.add_argument("--unique-colours", action="store_true", help="lookup: every object of a listing its own colour (the colour alone names it)")
+    ap.add_argument("--gap", type=int, default=0, help="pairs: filler ids between each key and its value (the listing has 4: 'is in column', space)")
+    ap.add_argument("--key-tokens", type=int, default=1, choices=(1, 2), help="pairs: ids per key (2: colour-like x shape-like, 8 x 3)")
+    ap.add_argument("--values-per-key", type=int, default=1, choices=(1, 2), help="pairs: 2 writes a second value after the first (a column, then a row)")
+    ap.add_argument("--value-gap", type=int, default=0, help="pairs, --values-per-key 2: filler ids between the two values (the listing has 4: ',', 'row', space)")
     ap.add_argument("--pairs", type=int, default=5, help="pairs: key-value pairs per text")
     ap.add_argument("--keys", type=int, default=24, help="pairs: distinct keys (the listing's 8 colours x 3 shapes)")
     ap.add_argument("--values", type=int, default=9, help="pairs: distinct values")
@@ -172,6 +209,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--locate {args.locate}: a share, 0 to 1")
     if args.task == "pairs" and not (1 <= args.pairs <= args.keys and args.values >= 2):
         ap.error(f"--pairs {args.pairs} --keys {args.keys} --values {args.values}: need 1 <= pairs <= keys and values >= 2")
+    if not 0 <= args.gap <= 28 or not 0 <= args.value_gap <= 60:
+        ap.error(f"--gap {args.gap} --value-gap {args.value_gap}: 0 to 28 and 0 to 60 filler ids (ids 12 on and 40 on, below the keys' 100)")
+    if args.value_gap and args.values_per_key != 2:
+        ap.error(f"--value-gap {args.value_gap} goes between two values: add --values-per-key 2")
+    if args.key_tokens == 2 and not (args.keys >= 11 and args.pairs <= 24):
+        ap.error(f"--key-tokens 2 --keys {args.keys} --pairs {args.pairs}: two-id keys draw from 8 x 3 of the first 11 keys; give --keys >= 11 and --pairs <= 24")
 
     import torch
     from omegaconf import OmegaConf
@@ -214,14 +257,15 @@ def main(argv: list[str] | None = None) -> int:
         """(ids, redrawn ids, attention mask, recalled-token mask, listing mask (lookup) or first-query mask (pairs)) for n
         texts; (ids, attention mask) alone for a training batch (`scored=False`)."""
         if args.task == "lookup":
-            made = [lookup_text(rng, args.locate, args.names == "all") for _ in range(n)]
+            made = [lookup_text(rng, args.locate, args.names == "all", args.line, args.unique_colours) for _ in range(n)]
             ids, att = pack([tok(t, add_special_tokens=False)["input_ids"] for t, _, _ in made])
             if not scored:
                 return ids, att
             redrawn, _ = pack([tok(t, add_special_tokens=False)["input_ids"] for _, t, _ in made])
             listing, looked = reading_parts(ids, tok, [k for _, _, k in made])
             return ids, redrawn, att, looked, listing
-        made = [pairs_text(rng, args.pairs, key_ids, value_ids, marks) for _ in range(n)]
+        value_gap = list(range(40, 40 + args.value_gap)) if args.values_per_key == 2 else None
+        made = [pairs_text(rng, args.pairs, key_ids, value_ids, marks, list(range(12, 12 + args.gap)), args.key_tokens == 2, value_gap) for _ in range(n)]
         ids, att = pack([a for a, _, _ in made])
         if not scored:
             return ids, att

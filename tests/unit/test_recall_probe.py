@@ -59,6 +59,71 @@ def test_pairs_query_every_key_once_and_mark_its_value():
     assert differs >= 18  # and they are redrawn
 
 
+def test_pairs_with_a_gap_and_two_id_keys_put_the_fillers_between_each_key_and_its_value():
+    rng = random.Random(2)
+    keys, values, marks, gap = list(range(100, 124)), list(range(200, 209)), (1, 2, 3), [12, 13, 14, 15]
+    for two in (False, True):
+        width = (2 if two else 1) + len(gap) + 2  # key ids, fillers, value, separator
+        for _ in range(20):
+            ids, redrawn, mask = probe.pairs_text(rng, 5, keys, values, marks, gap, two)
+            q = ids.index(3)
+            lines = [ids[i : i + width] for i in range(1, q, width)]
+            assert len(lines) == 5 and all(line[-1] == 2 and line[-2 - len(gap) : -2] == gap for line in lines)
+            head = {tuple(line[: width - len(gap) - 2]): line[-2] for line in lines}
+            assert len(head) == 5  # distinct keys
+            if two:
+                assert all(k[0] in keys[:8] and k[1] in keys[8:11] for k in head)
+            tail = [ids[i : i + width] for i in range(q + 1, len(ids), width)]
+            assert sorted(tuple(t[: width - len(gap) - 2]) for t in tail) == sorted(head)
+            assert all(head[tuple(t[: width - len(gap) - 2])] == t[-2] for t in tail)
+            assert [i for i, m in enumerate(mask) if m] == [q + 1 + width * j + width - 2 for j in range(5)]  # the queried values
+            assert redrawn[q:] == ids[q:]
+    plain = probe.pairs_text(random.Random(3), 5, keys, values, marks)
+    assert probe.pairs_text(random.Random(3), 5, keys, values, marks, [], False) == plain  # the defaults are the plain task
+
+
+def test_a_second_value_follows_the_first_after_its_fillers_and_both_are_scored():
+    rng = random.Random(5)
+    keys, values, marks = list(range(100, 124)), list(range(200, 209)), (1, 2, 3)
+    for value_gap in ([], [40]):
+        width = 2 + 1 + len(value_gap) + 1 + 1  # two key ids, value, fillers, value, separator
+        for _ in range(20):
+            ids, redrawn, mask = probe.pairs_text(rng, 5, keys, values, marks, [], True, value_gap)
+            q = ids.index(3)
+            head = {tuple(ids[i : i + 2]): ids[i + 2 : i + width - 1] for i in range(1, q, width)}
+            assert len(head) == 5 and all(v[1 : 1 + len(value_gap)] == value_gap and v[0] in values and v[-1] in values for v in head.values())
+            tail = [ids[i : i + width] for i in range(q + 1, len(ids), width)]
+            assert all(head[tuple(t[:2])] == t[2:-1] for t in tail)  # each query repeats its key's two values
+            scored = [i for i, m in enumerate(mask) if m]
+            assert scored == [q + 1 + width * j + o for j in range(5) for o in (2, width - 2)]  # both values of every query
+            assert redrawn[q:] == ids[q:] and redrawn[1:q] != ids[1:q]
+
+
+def test_bad_pair_shapes_are_refused_with_the_fix(capsys):
+    for argv, says in ((["--task", "pairs", "--value-gap", "1"], "add --values-per-key 2"), (["--task", "pairs", "--gap", "30"], "0 to 28"),
+                       (["--task", "pairs", "--key-tokens", "2", "--keys", "10"], "--keys >= 11")):
+        with pytest.raises(SystemExit):
+            probe.main(argv)
+        assert says in capsys.readouterr().err
+
+
+def test_colon_lines_and_unique_colours():
+    rng = random.Random(4)
+    line = re.compile(r"^\d+\. The (\w+) (\w+): column (\d), row (\d)\.$", re.M)
+    looked = re.compile(r"^The (\w+ \w+): column (\d), row (\d)\.$", re.M)
+    shared = 0
+    for _ in range(40):
+        text, _, n = probe.lookup_text(rng, locate=1.0, many=True, line="colon", unique_colours=True)
+        listed = line.findall(text)
+        assert len(listed) == n and len({c for c, _, _, _ in listed}) == n  # every object its own colour
+        readings = {(f"{colour} {shape}", c, r) for colour, shape, c, r in listed}
+        assert looked.findall(text) and set(looked.findall(text)) <= readings and "is in column" not in text  # look-ups copy lines
+        plain, _, m = probe.lookup_text(rng, locate=1.0, many=True)
+        names = [m2.group(1).split()[0] for m2 in LINE.finditer(plain)]
+        shared += len(set(names)) < len(names)
+    assert shared > 5  # without --unique-colours, objects do share colours
+
+
 def test_first_of_keeps_each_rows_first_query():
     import torch
 

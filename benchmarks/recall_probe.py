@@ -35,7 +35,7 @@ what a model that never matches a name or key gets (`name_blind`, `key_blind`), 
 `listing_acc` (lookup) scores the listing's own digits, which nothing predicts but the columns' order.
 
 What stops the binding is measured with options that change one thing at a time (`benchmarks/README.md`): `--line colon`
-(the digit three tokens after the name, not five) and `--unique-colours` (the colour alone names an object) for the
+(three tokens between the name and its column digit, not four) and `--unique-colours` (the colour alone identifies an object) for the
 look-ups; for the pairs, `--gap N` (fillers between a key and its value, as "is in column" stands between a name and
 its digit), `--key-tokens 2` (colour-and-shape-like keys) and `--values-per-key 2` with `--value-gap N` (a column, then
 a row).
@@ -59,8 +59,8 @@ from listing_probe import reading_parts  # noqa: E402  (the listing's reading di
 
 
 def colon_line(name: str, column: int, row: int) -> str:
-    """`--line colon`: a reading whose digits stand closer to the name, "The red cube: column 1, row 3." (the digit three
-    tokens after the name, not five)."""
+    """`--line colon`: a reading whose digits stand closer to the name, "The red cube: column 1, row 3." (three tokens
+    between the name and its column digit, `:`, ` column` and the space, not the warm-up's four)."""
     return f"The {name}: column {column}, row {row}."
 
 
@@ -209,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--locate {args.locate}: a share, 0 to 1")
     if args.task == "pairs" and not (1 <= args.pairs <= args.keys and args.values >= 2):
         ap.error(f"--pairs {args.pairs} --keys {args.keys} --values {args.values}: need 1 <= pairs <= keys and values >= 2")
+    for k in ("gap", "key_tokens", "values_per_key", "value_gap") if args.task == "lookup" else ("line", "unique_colours"):  # the shape options of the other task
+        if getattr(args, k) != ap.get_default(k):
+            ap.error(f"--{k.replace('_', '-')} is an option of --task {'pairs' if args.task == 'lookup' else 'lookup'}; drop it or change --task")
     if not 0 <= args.gap <= 28 or not 0 <= args.value_gap <= 60:
         ap.error(f"--gap {args.gap} --value-gap {args.value_gap}: 0 to 28 and 0 to 60 filler ids (ids 12 on and 40 on, below the keys' 100)")
     if args.value_gap and args.values_per_key != 2:

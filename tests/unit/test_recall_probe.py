@@ -78,13 +78,17 @@ def test_pairs_with_a_gap_and_two_id_keys_put_the_fillers_between_each_key_and_i
             assert all(head[tuple(t[: width - len(gap) - 2])] == t[-2] for t in tail)
             assert [i for i, m in enumerate(mask) if m] == [q + 1 + width * j + width - 2 for j in range(5)]  # the queried values
             assert redrawn[q:] == ids[q:]
-    plain = probe.pairs_text(random.Random(3), 5, keys, values, marks)
-    assert probe.pairs_text(random.Random(3), 5, keys, values, marks, [], False) == plain  # the defaults are the plain task
+    # the defaults are the plain task, id for id as before the options came (recall_probe.py at cdfa914, Random(3))
+    ids, redrawn, mask = probe.pairs_text(random.Random(3), 5, keys, values, marks)
+    assert ids == [1, 107, 207, 2, 118, 201, 2, 117, 200, 2, 104, 207, 2, 111, 204, 2, 3, 111, 204, 2, 104, 207, 2, 118, 201, 2, 107, 207, 2, 117, 200, 2]
+    assert redrawn[:16] == [1, 107, 208, 2, 118, 203, 2, 117, 203, 2, 104, 207, 2, 111, 208, 2] and redrawn[16:] == ids[16:]
+    assert [i for i, m in enumerate(mask) if m] == [18, 21, 24, 27, 30]
 
 
 def test_a_second_value_follows_the_first_after_its_fillers_and_both_are_scored():
     rng = random.Random(5)
     keys, values, marks = list(range(100, 124)), list(range(200, 209)), (1, 2, 3)
+    redrawn_first = redrawn_second = 0
     for value_gap in ([], [40]):
         width = 2 + 1 + len(value_gap) + 1 + 1  # two key ids, value, fillers, value, separator
         for _ in range(20):
@@ -96,14 +100,21 @@ def test_a_second_value_follows_the_first_after_its_fillers_and_both_are_scored(
             assert all(head[tuple(t[:2])] == t[2:-1] for t in tail)  # each query repeats its key's two values
             scored = [i for i, m in enumerate(mask) if m]
             assert scored == [q + 1 + width * j + o for j in range(5) for o in (2, width - 2)]  # both values of every query
-            assert redrawn[q:] == ids[q:] and redrawn[1:q] != ids[1:q]
+            assert redrawn[q:] == ids[q:]
+            at = lambda x, o: [x[i + o] for i in range(1, q, width)]  # noqa: E731  (offset o of every head line)
+            assert at(redrawn, 0) == at(ids, 0) and at(redrawn, 1) == at(ids, 1)  # the keys stay
+            redrawn_first += at(redrawn, 2) != at(ids, 2)
+            redrawn_second += at(redrawn, width - 2) != at(ids, width - 2)
+    assert redrawn_first >= 36 and redrawn_second >= 36  # both values of the head are redrawn (20 texts per gap)
 
 
-def test_bad_pair_shapes_are_refused_with_the_fix(capsys):
+def test_bad_pair_shapes_are_refused_with_the_fix(capsys, tmp_path):
     for argv, says in ((["--task", "pairs", "--value-gap", "1"], "add --values-per-key 2"), (["--task", "pairs", "--gap", "30"], "0 to 28"),
-                       (["--task", "pairs", "--key-tokens", "2", "--keys", "10"], "--keys >= 11")):
-        with pytest.raises(SystemExit):
-            probe.main(argv)
+                       (["--task", "pairs", "--key-tokens", "2", "--keys", "10"], "--keys >= 11"), (["--task", "pairs", "--value-gap", "61", "--values-per-key", "2"], "0 to 60"),
+                       (["--task", "lookup", "--gap", "1"], "--gap is an option of --task pairs"), (["--task", "pairs", "--line", "colon"], "--line is an option of --task lookup"),
+                       (["--task", "pairs", "--unique-colours"], "--unique-colours is an option of --task lookup")):
+        with pytest.raises(SystemExit):  # a short run, so that a check that is missing fails fast instead of training
+            probe.main([*argv, "--steps", "8", "--eval", "2", "--cache-dir", str(tmp_path)])
         assert says in capsys.readouterr().err
 
 
@@ -122,6 +133,21 @@ def test_colon_lines_and_unique_colours():
         names = [m2.group(1).split()[0] for m2 in LINE.finditer(plain)]
         shared += len(set(names)) < len(names)
     assert shared > 5  # without --unique-colours, objects do share colours
+
+
+def test_colon_lines_split_into_listing_and_look_up_digits(processor):
+    import torch
+
+    tok, rng = processor.tokenizer, random.Random(6)
+    listed_line = re.compile(r"^\d+\. The \w+ \w+: column (\d), row (\d)\.$", re.M)
+    looked_line = re.compile(r"^The \w+ \w+: column (\d), row (\d)\.$", re.M)
+    for _ in range(20):
+        text, _, n = probe.lookup_text(rng, locate=1.0, many=True, line="colon")
+        ids = torch.tensor([tok(text, add_special_tokens=False)["input_ids"]])
+        listing, looked = probe.reading_parts(ids, tok, [n])
+        digits = lambda m: [int(tok.decode([t]).strip()) for t in ids[0][m[0]]]  # noqa: E731
+        assert digits(listing) == [int(d) for line in listed_line.findall(text) for d in line]
+        assert digits(looked) == [int(d) for line in looked_line.findall(text) for d in line] != []
 
 
 def test_first_of_keeps_each_rows_first_query():

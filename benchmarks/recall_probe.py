@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gap", type=int, default=0, help="pairs: filler ids between each key and its value (the listing has 4: 'is in column', space)")
     ap.add_argument("--key-tokens", type=int, default=1, choices=(1, 2), help="pairs: ids per key (2: colour-like x shape-like, 8 x 3)")
     ap.add_argument("--values-per-key", type=int, default=1, choices=(1, 2), help="pairs: 2 writes a second value after the first (a column, then a row)")
-    ap.add_argument("--value-gap", type=int, default=0, help="pairs, --values-per-key 2: filler ids between the two values (the listing has 4: ',', 'row', space)")
+    ap.add_argument("--value-gap", type=int, default=0, help="pairs, --values-per-key 2: filler ids between the two values (the listing has 3: ',', 'row', space)")
     ap.add_argument("--pairs", type=int, default=5, help="pairs: key-value pairs per text")
     ap.add_argument("--keys", type=int, default=24, help="pairs: distinct keys (the listing's 8 colours x 3 shapes)")
     ap.add_argument("--values", type=int, default=9, help="pairs: distinct values")
